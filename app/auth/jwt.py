@@ -1,0 +1,542 @@
+"""Bearer token verification and minting: the only module that imports PyJWT.
+
+PyJWT checks signatures only. The claim rules are enforced here, by hand, because the library is
+lenient where this API cannot be: it accepts ``"exp": "123"`` and ``true`` as numbers, a missing
+``aud`` when no audience is asked for, and says nothing about ``role`` or ``sub``, which Postgres
+turns into the database role and ``auth.uid()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import http.client
+import json
+import logging
+import math
+import re
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from uuid import UUID
+
+import jwt
+
+from app.auth.claims import Claims
+from app.settings import APP_ROLES, MIN_HS256_SECRET_LENGTH, Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_ALGORITHMS = frozenset({"HS256", "RS256", "ES256"})
+ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "ES256"})
+
+JWKS_REFETCH_INTERVAL_SECONDS = 30.0
+"""Least time between two JWKS fetches, whatever prompts them (expiry or an unknown ``kid``)."""
+JWKS_FETCH_TIMEOUT_SECONDS = 5.0
+JWKS_MAX_BYTES = 1 << 20
+MAX_TOKEN_LENGTH = 16 * 1024
+"""Beyond any real Supabase token; bounds the parsing an unauthenticated caller can cause."""
+
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+_TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+
+
+class InvalidToken(Exception):
+    """The token is refused. ``reason`` is a short fixed phrase, safe to show to the client."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SigningKeysUnavailable(InvalidToken):
+    """No JWKS could ever be loaded, so no asymmetric token can be checked.
+
+    A subclass so that callers treating every InvalidToken as 401 stay correct, while those that
+    care can answer 503 instead: the fault is the key server's, not the client's.
+    """
+
+
+class _JWKSError(Exception):
+    pass
+
+
+# --- token parsing -----------------------------------------------------------------------------
+
+
+def _b64decode(segment: str) -> bytes:
+    # JWS compact serialisation forbids padding; anything outside the alphabet is an attack
+    # on a lenient decoder rather than a token.
+    if _BASE64URL.fullmatch(segment) is None or len(segment) % 4 == 1:
+        raise InvalidToken("malformed token")
+    try:
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidToken("malformed token") from None
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # With duplicate keys Python keeps the last one, Postgres' jsonb too, but other parsers may
+    # not; a token that means different things to different readers is refused.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("duplicate key")
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(data, object_pairs_hook=_unique_object, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise InvalidToken("malformed token") from None
+    if not isinstance(value, dict):
+        raise InvalidToken("malformed token")
+    return value
+
+
+def _split(raw_token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    if not isinstance(raw_token, str) or len(raw_token) > MAX_TOKEN_LENGTH:
+        raise InvalidToken("malformed token")
+    parts = raw_token.split(".")
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        raise InvalidToken("malformed token")
+    header = _json_object(_b64decode(parts[0]))
+    payload = _json_object(_b64decode(parts[1]))
+    # An empty signature is left for the algorithm check, so that "alg": "none" gets its own reason.
+    _b64decode(parts[2])
+    if "crit" in header or "b64" in header:
+        raise InvalidToken("malformed token")
+    kid = header.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise InvalidToken("malformed token")
+    return header, payload
+
+
+# --- claim rules -------------------------------------------------------------------------------
+
+
+def _numeric_date(payload: Mapping[str, Any], name: str) -> float | None:
+    value = payload.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidToken(f"invalid {name}")
+    return float(value)
+
+
+def _uuid(value: Any) -> UUID:
+    # Canonical form only: the database casts sub to uuid, and code comparing the raw claim as
+    # text must see the same spelling the database does.
+    if not isinstance(value, str):
+        raise InvalidToken("invalid sub")
+    try:
+        parsed = UUID(value)
+    except ValueError:
+        raise InvalidToken("invalid sub") from None
+    if str(parsed) != value:
+        raise InvalidToken("invalid sub")
+    return parsed
+
+
+def _check_claims(
+    payload: dict[str, Any], *, audience: str, issuer: str | None, leeway: float
+) -> Claims:
+    now = time.time()
+    exp = _numeric_date(payload, "exp")
+    if exp is None:
+        raise InvalidToken("missing exp")
+    iat = _numeric_date(payload, "iat")
+    nbf = _numeric_date(payload, "nbf")
+    if exp <= now - leeway:
+        raise InvalidToken("expired")
+    if (nbf is not None and nbf > now + leeway) or (iat is not None and iat > now + leeway):
+        raise InvalidToken("not yet valid")
+    try:
+        expires_at = datetime.fromtimestamp(exp, tz=UTC)
+    except (OverflowError, ValueError, OSError):
+        raise InvalidToken("invalid exp") from None
+
+    if "aud" not in payload:
+        raise InvalidToken("missing audience")
+    aud = payload["aud"]
+    audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+    if audience not in audiences:
+        raise InvalidToken("wrong audience")
+
+    if issuer is not None:
+        if "iss" not in payload:
+            raise InvalidToken("missing issuer")
+        if payload["iss"] != issuer:
+            raise InvalidToken("wrong issuer")
+
+    if "role" not in payload:
+        raise InvalidToken("missing role")
+    role = payload["role"]
+    if not isinstance(role, str) or role not in APP_ROLES:
+        raise InvalidToken("role not allowed")
+
+    raw_sub = payload.get("sub")
+    if raw_sub is None and role == "authenticated":
+        raise InvalidToken("missing sub")
+    sub = None if raw_sub is None else _uuid(raw_sub)
+
+    return Claims(role=role, sub=sub, raw=MappingProxyType(payload), expires_at=expires_at)
+
+
+# --- JWKS ------------------------------------------------------------------------------------
+
+
+def _is_url(source: str) -> bool:
+    return source.lower().startswith(("http://", "https://"))
+
+
+def _read_jwks_source(source: str) -> Any:
+    """Blocking: fetch or read the JWKS document. Run it in a thread from async code."""
+    try:
+        if _is_url(source):
+            request = urllib.request.Request(
+                source, headers={"Accept": "application/json", "User-Agent": "order-api"}
+            )
+            with urllib.request.urlopen(request, timeout=JWKS_FETCH_TIMEOUT_SECONDS) as response:
+                body: bytes = response.read(JWKS_MAX_BYTES + 1)
+        else:
+            with Path(source).open("rb") as file:
+                body = file.read(JWKS_MAX_BYTES + 1)
+        if len(body) > JWKS_MAX_BYTES:
+            raise _JWKSError("document larger than 1 MiB")
+        return json.loads(body)
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        raise _JWKSError(str(exc) or type(exc).__name__) from exc
+
+
+def _jwk_algorithm(entry: Mapping[str, Any]) -> str | None:
+    kty = entry.get("kty")
+    if kty == "RSA":
+        implied = "RS256"
+    elif kty == "EC" and entry.get("crv") == "P-256":
+        implied = "ES256"
+    else:
+        return None
+    declared = entry.get("alg")
+    if declared is not None and declared != implied:
+        return None
+    return implied
+
+
+_PUBLIC_MEMBERS = {"RS256": ("kty", "n", "e", "kid"), "ES256": ("kty", "crv", "x", "y", "kid")}
+
+
+def _parse_jwks(document: Any, algorithms: frozenset[str]) -> tuple[jwt.PyJWK, ...]:
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise _JWKSError("not a JWKS document")
+    keys: list[jwt.PyJWK] = []
+    for entry in document["keys"]:
+        if not isinstance(entry, dict):
+            continue
+        alg = _jwk_algorithm(entry)
+        if alg is None or alg not in algorithms or entry.get("use", "sig") != "sig":
+            continue
+        # Only public members are kept: a published private part must not turn into a key we
+        # hold, and a symmetric ("oct") key never becomes an HS256 key through the JWKS.
+        public = {name: entry[name] for name in _PUBLIC_MEMBERS[alg] if name in entry}
+        try:
+            key = jwt.PyJWK(public, algorithm=alg)
+        except jwt.PyJWTError as exc:
+            log.warning("skipping unusable JWK kid=%r: %s", entry.get("kid"), exc)
+            continue
+        weakness = key.Algorithm.check_key_length(key.key)
+        if weakness:
+            log.warning("skipping weak JWK kid=%r: %s", entry.get("kid"), weakness)
+            continue
+        keys.append(key)
+    if not keys:
+        raise _JWKSError("no usable RS256/ES256 signing keys")
+    return tuple(keys)
+
+
+class _JWKSCache:
+    """The public keys from ``JWT_JWKS``, refreshed on expiry and on an unknown ``kid``.
+
+    Every fetch, whatever prompted it, counts against one rate limit: tokens are attacker
+    controlled, and a flood of random kids must not become a flood of requests to the key server.
+    When a refresh fails the previous keys stay in use, so an outage of the key server does not
+    log every trader out.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        algorithms: frozenset[str],
+        cache_seconds: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._source = source
+        self._algorithms = algorithms
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        self._keys: tuple[jwt.PyJWK, ...] = ()
+        self._loaded_at: float | None = None
+        self._last_attempt: float | None = None
+        self._async_lock = asyncio.Lock()
+        self._thread_lock = threading.Lock()
+
+    def _stale(self) -> bool:
+        return self._loaded_at is None or self._clock() - self._loaded_at >= self._cache_seconds
+
+    def _may_fetch(self) -> bool:
+        return (
+            self._last_attempt is None
+            or self._clock() - self._last_attempt >= JWKS_REFETCH_INTERVAL_SECONDS
+        )
+
+    def _find(self, alg: str, kid: str | None) -> jwt.PyJWK | None:
+        candidates = [key for key in self._keys if key.algorithm_name == alg]
+        if kid is None:
+            # Without a kid the choice is only unambiguous with a single candidate key.
+            return candidates[0] if len(candidates) == 1 else None
+        return next((key for key in candidates if key.key_id == kid), None)
+
+    def _install(self, document: Any) -> None:
+        try:
+            keys = _parse_jwks(document, self._algorithms)
+        except _JWKSError as exc:
+            self._failed(exc)
+            return
+        self._keys = keys
+        self._loaded_at = self._clock()
+
+    def _failed(self, exc: Exception) -> None:
+        log.warning(
+            "could not load the JWKS from %s (%s); keeping %d cached key(s)",
+            self._source,
+            exc,
+            len(self._keys),
+        )
+
+    def _missing(self) -> InvalidToken:
+        if self._loaded_at is None:
+            return SigningKeysUnavailable("signing keys unavailable")
+        return InvalidToken("unknown signing key")
+
+    async def _refresh(self) -> None:
+        self._last_attempt = self._clock()
+        try:
+            document = await asyncio.to_thread(_read_jwks_source, self._source)
+        except _JWKSError as exc:
+            self._failed(exc)
+            return
+        self._install(document)
+
+    def _refresh_sync(self) -> None:
+        self._last_attempt = self._clock()
+        try:
+            document = _read_jwks_source(self._source)
+        except _JWKSError as exc:
+            self._failed(exc)
+            return
+        self._install(document)
+
+    async def _refresh_if(self, needed: Callable[[], bool]) -> None:
+        # A request arriving while a fetch is in flight waits for it (the lock is held) instead
+        # of failing on the keys it is about to replace; the condition is checked again under
+        # the lock so that the waiters do not each fetch in turn.
+        if not self._may_fetch() and not self._async_lock.locked():
+            return
+        async with self._async_lock:
+            if needed() and self._may_fetch():
+                await self._refresh()
+
+    async def key_for(self, alg: str, kid: str | None) -> jwt.PyJWK:
+        if self._stale():
+            await self._refresh_if(self._stale)
+        key = self._find(alg, kid)
+        if key is None:
+            await self._refresh_if(lambda: self._find(alg, kid) is None)
+            key = self._find(alg, kid)
+        if key is None:
+            raise self._missing()
+        return key
+
+    def key_for_sync(self, alg: str, kid: str | None) -> jwt.PyJWK:
+        with self._thread_lock:
+            if self._stale() and self._may_fetch():
+                self._refresh_sync()
+            key = self._find(alg, kid)
+            if key is None and self._may_fetch():
+                self._refresh_sync()
+                key = self._find(alg, kid)
+        if key is None:
+            raise self._missing()
+        return key
+
+
+# --- the verifier ------------------------------------------------------------------------------
+
+
+class TokenVerifier:
+    """Turns a bearer token into Claims, or raises InvalidToken.
+
+    HS256 is verified only with ``JWT_SECRET`` and RS256/ES256 only with keys from ``JWT_JWKS``,
+    so a token can never pick a key of the wrong kind (algorithm confusion).
+    """
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
+        settings.check_token_config()
+        unsupported = sorted(set(settings.jwt_algorithms) - SUPPORTED_ALGORITHMS)
+        if unsupported:
+            raise SettingsError(
+                f"JWT_ALGORITHMS has unsupported algorithm(s) {', '.join(unsupported)}; "
+                f"supported: {', '.join(sorted(SUPPORTED_ALGORITHMS))}"
+            )
+        usable: set[str] = set()
+        if settings.jwt_secret is not None:
+            usable.add("HS256")
+        if settings.jwt_jwks is not None:
+            usable |= ASYMMETRIC_ALGORITHMS
+        self.algorithms = frozenset(usable.intersection(settings.jwt_algorithms))
+        if not self.algorithms:
+            raise SettingsError(
+                f"JWT_ALGORITHMS ({', '.join(settings.jwt_algorithms)}) allows none of the "
+                f"algorithms the configured keys support ({', '.join(sorted(usable))})"
+            )
+
+        self._secret: bytes | None = None
+        if "HS256" in self.algorithms and settings.jwt_secret is not None:
+            self._secret = settings.jwt_secret.encode()
+            try:
+                jwt.get_algorithm_by_name("HS256").prepare_key(self._secret)
+            except jwt.InvalidKeyError:
+                # PyJWT refuses PEM- or JWK-shaped HMAC secrets; better to learn it at startup.
+                raise SettingsError(
+                    "JWT_SECRET looks like a public key, not an HS256 secret"
+                ) from None
+
+        self._jwks: _JWKSCache | None = None
+        if settings.jwt_jwks is not None and self.algorithms & ASYMMETRIC_ALGORITHMS:
+            self._jwks = _JWKSCache(
+                settings.jwt_jwks,
+                self.algorithms & ASYMMETRIC_ALGORITHMS,
+                settings.jwks_cache_seconds,
+                clock,
+            )
+
+        self._audience = settings.jwt_audience
+        self._issuer = settings.jwt_issuer
+        self._leeway = float(settings.jwt_leeway_seconds)
+        # Raise rather than warn on weak keys: warnings are errors under pytest, and a weak key
+        # that slipped past the JWKS filter must not verify anything.
+        self._jws = jwt.PyJWS(
+            algorithms=sorted(self.algorithms), options={"enforce_minimum_key_length": True}
+        )
+
+    def _algorithm(self, header: Mapping[str, Any]) -> str:
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            raise InvalidToken("algorithm not allowed")
+        return alg
+
+    def _finish(
+        self, raw_token: str, alg: str, key: jwt.PyJWK | bytes, payload: dict[str, Any]
+    ) -> Claims:
+        try:
+            self._jws.decode_complete(raw_token, key, algorithms=[alg])
+        except jwt.InvalidSignatureError:
+            raise InvalidToken("bad signature") from None
+        except jwt.InvalidAlgorithmError:
+            raise InvalidToken("algorithm not allowed") from None
+        except jwt.DecodeError:
+            raise InvalidToken("malformed token") from None
+        except jwt.PyJWTError as exc:
+            log.warning("token refused by PyJWT: %s: %s", type(exc).__name__, exc)
+            raise InvalidToken("invalid token") from None
+        return _check_claims(
+            payload, audience=self._audience, issuer=self._issuer, leeway=self._leeway
+        )
+
+    def _hs256_key(self) -> bytes:
+        if self._secret is None:  # unreachable: HS256 is only allowed with a secret
+            raise InvalidToken("algorithm not allowed")
+        return self._secret
+
+    def _jwks_cache(self) -> _JWKSCache:
+        if self._jwks is None:  # unreachable: RS256/ES256 are only allowed with a JWKS
+            raise InvalidToken("algorithm not allowed")
+        return self._jwks
+
+    async def verify(self, raw_token: str) -> Claims:
+        header, payload = _split(raw_token)
+        alg = self._algorithm(header)
+        key: jwt.PyJWK | bytes
+        if alg == "HS256":
+            key = self._hs256_key()
+        else:
+            key = await self._jwks_cache().key_for(alg, header.get("kid"))
+        return self._finish(raw_token, alg, key, payload)
+
+    def verify_sync(self, raw_token: str) -> Claims:
+        """Like verify(), but a JWKS fetch blocks the calling thread: not for the event loop."""
+        header, payload = _split(raw_token)
+        alg = self._algorithm(header)
+        key: jwt.PyJWK | bytes
+        if alg == "HS256":
+            key = self._hs256_key()
+        else:
+            key = self._jwks_cache().key_for_sync(alg, header.get("kid"))
+        return self._finish(raw_token, alg, key, payload)
+
+
+# --- helpers for callers -------------------------------------------------------------------------
+
+
+def mint_token(
+    settings: Settings,
+    *,
+    sub: UUID | None,
+    role: str = "authenticated",
+    ttl_seconds: int = 3600,
+    extra: Mapping[str, Any] | None = None,
+    now: datetime | None = None,
+) -> str:
+    """An HS256 token shaped like Supabase's. ``extra`` is applied last and may override claims."""
+    secret = settings.jwt_secret
+    if secret is None:
+        raise SettingsError("JWT_SECRET is not set; it is needed to sign HS256 tokens")
+    if len(secret) < MIN_HS256_SECRET_LENGTH:
+        raise SettingsError(f"JWT_SECRET must be at least {MIN_HS256_SECRET_LENGTH} characters")
+    issued = datetime.now(UTC) if now is None else now
+    if issued.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    iat = int(issued.timestamp())
+    payload: dict[str, Any] = {
+        "aud": settings.jwt_audience,
+        "exp": iat + ttl_seconds,
+        "iat": iat,
+        "role": role,
+    }
+    if settings.jwt_issuer is not None:
+        payload["iss"] = settings.jwt_issuer
+    if sub is not None:
+        payload["sub"] = str(sub)
+    if extra:
+        payload.update(extra)
+    return jwt.encode(payload, secret, algorithm="HS256", headers={"typ": "JWT"})
+
+
+def bearer_token(header_value: str | None) -> str | None:
+    """The token in an ``Authorization`` header value; None when there is no credential at all."""
+    if header_value is None or not header_value.strip():
+        return None
+    parts = header_value.split()
+    if len(parts) != 2 or parts[0].lower() != "bearer" or _TOKEN68.fullmatch(parts[1]) is None:
+        raise InvalidToken("malformed authorization header")
+    return parts[1]

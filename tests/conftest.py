@@ -1,0 +1,68 @@
+"""Shared fixtures: a real PostgreSQL for the session and a fresh database per test."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import URL
+
+from tests import pg
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[pg.Cluster]:
+    with pg.cluster() as c:
+        asyncio.run(pg.create_template(c))
+        pg.migrate_template(c)
+        yield c
+
+
+@dataclass(frozen=True)
+class Db:
+    cluster: pg.Cluster
+    name: str
+
+    @property
+    def owner_url(self) -> URL:
+        """The migration owner: bypasses nothing in tests of policies, so use it only to arrange."""
+        return self.cluster.url(self.name)
+
+    @property
+    def api_url(self) -> URL:
+        """The login role production uses: ``authenticator``."""
+        return self.cluster.url(self.name, "authenticator")
+
+    def dsn(self, user: str | None = None) -> str:
+        return self.cluster.dsn(self.name, user)
+
+
+@pytest.fixture
+async def database(cluster: pg.Cluster) -> AsyncIterator[Db]:
+    name = await pg.create_test_database(cluster)
+    try:
+        yield Db(cluster, name)
+    finally:
+        await pg.drop_test_database(cluster, name)
+
+
+@pytest.fixture
+async def owner_conn(database: Db) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database.dsn())
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def authenticator_conn(database: Db) -> AsyncIterator[asyncpg.Connection]:
+    """A plain-SQL connection as the API's login role, for attacking the policies directly."""
+    conn = await asyncpg.connect(database.dsn("authenticator"))
+    try:
+        yield conn
+    finally:
+        await conn.close()

@@ -1,0 +1,2 @@
+def test_import() -> None:
+    import app.engine.paper  # noqa: F401
