@@ -177,7 +177,9 @@ class Settings:
             venue_prices_csv=Path(prices_csv) if prices_csv else None,
             venue_liquidity=_int(env, "VENUE_LIQUIDITY", 500, minimum=1),
             venue_tick_seconds=_float(env, "VENUE_TICK_SECONDS", 0.25),
-            venue_commission_per_share=_decimal(env, "VENUE_COMMISSION_PER_SHARE", Decimal("0.005")),
+            venue_commission_per_share=_decimal(
+                env, "VENUE_COMMISSION_PER_SHARE", Decimal("0.005")
+            ),
             venue_commission_minimum=_decimal(env, "VENUE_COMMISSION_MINIMUM", Decimal("1.00")),
             venue_transient_failure_rate=_float(env, "VENUE_TRANSIENT_FAILURE_RATE", 0.0),
             venue_permanent_failure_rate=_float(env, "VENUE_PERMANENT_FAILURE_RATE", 0.0),

@@ -218,7 +218,7 @@ def jwks_server() -> Iterator[JWKSServer]:
             pass
 
     server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     state.url = f"http://127.0.0.1:{server.server_port}/auth/v1/.well-known/jwks.json"
     try:
@@ -325,7 +325,8 @@ def test_non_numeric_iat_or_nbf_is_refused(claim: str, value: Any) -> None:
 
 @pytest.mark.parametrize("claim", ["iat", "nbf"])
 def test_token_not_yet_valid_is_refused(claim: str) -> None:
-    token = make_token(**{claim: int(time.time()) + 600})
+    future: dict[str, Any] = {claim: int(time.time()) + 600}
+    token = make_token(**future)
     verifier = TokenVerifier(make_settings(jwt_leeway_seconds=30))
     assert refusal(verifier, token) == "not yet valid"
 
@@ -561,6 +562,13 @@ def test_es256_is_refused_when_jwt_algorithms_allows_only_rs256(tmp_path: Path) 
     assert refusal(TokenVerifier(settings), token) == "algorithm not allowed"
 
 
+def test_private_members_published_in_the_jwks_are_ignored(tmp_path: Path) -> None:
+    leaked = jwk(ec_key(), "k1") | {"d": _uint(ec_key().private_numbers().private_value, 32)}
+    settings = make_settings(jwt_jwks=jwks_file(tmp_path, leaked))
+    token = make_token(alg="ES256", key=ec_key(), kid="k1")
+    assert TokenVerifier(settings).verify_sync(token).sub == TRADER
+
+
 def test_rsa_key_shorter_than_2048_bits_is_ignored(tmp_path: Path) -> None:
     weak = rsa_key("weak", 1024)
     settings = make_settings(jwt_jwks=jwks_file(tmp_path, jwk(weak, "weak"), jwk(ec_key(), "k1")))
@@ -733,7 +741,9 @@ def test_minted_token_is_accepted_and_shaped_like_supabase() -> None:
 
 def test_minted_service_token_without_sub_is_accepted() -> None:
     settings = make_settings()
-    claims = TokenVerifier(settings).verify_sync(mint_token(settings, sub=None, role="service_role"))
+    claims = TokenVerifier(settings).verify_sync(
+        mint_token(settings, sub=None, role="service_role")
+    )
     assert (claims.role, claims.sub) == ("service_role", None)
     assert "sub" not in claims.raw
 

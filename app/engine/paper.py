@@ -26,9 +26,11 @@ Prices
       resp. "last tick + 1": the price at tick ``t`` is the series' price at
       ``t mod period``. Symbols absent from the file are unknown to the venue.
 
-Matching happens when orders are polled (or ``advance`` is called), one tick at
-a time from the order's acceptance up to the current tick, so fills depend only
-on the order and the clock, never on how often anybody polls:
+Matching happens when orders are polled, cancelled or ``advance`` is called,
+one tick at a time from the order's acceptance up to the current tick, so fills
+depend only on the order and the clock, never on how often anybody polls (up to
+``max_catch_up_ticks``: older unmatched ticks are skipped, as if the venue had
+been closed, so a long-idle file does not replay days of ticks):
 
 * MARKET fills at the tick's reference price.
 * LIMIT BUY fills on ticks with price <= limit, LIMIT SELL on price >= limit, at
@@ -39,10 +41,15 @@ on the order and the clock, never on how often anybody polls:
 * Commission per execution: ``max(minimum, per_share * quantity)``, to the cent.
 
 Execution ids are ``uuid5(order_id, "execution:<seq>")`` (seq = 1, 2, ...) and
-every execution is committed before any poll reports it. Matching an order runs
-in one ``BEGIN IMMEDIATE`` transaction that re-reads the order, so several
+every execution is committed before any poll reports it. Matching writes in a
+``BEGIN IMMEDIATE`` transaction that re-reads the orders first, so several
 processes sharing the file never execute a tick twice, and a process killed at
-any point leaves either the whole tick or none of it.
+any point leaves each order's matched ticks either all recorded or not at all.
+
+Submitting a known order id does nothing (the terms first accepted stay; fills
+are not reset). Cancelling executes what was already due, then stops the order;
+cancelling an id the venue never saw leaves a cancelled tombstone, so a submit
+of it still in flight can never execute afterwards.
 
 Failure injection (for tests and chaos runs), in the order checked on submit:
 
@@ -97,7 +104,7 @@ from app.engine.venue import (
 if TYPE_CHECKING:
     from app.settings import Settings
 
-__all__ = ["PaperVenue"]
+__all__ = ["PaperVenue", "execution_id_for"]
 
 _CENT: Final = Decimal("0.01")
 _MIN_PRICE: Final = _CENT
@@ -112,7 +119,8 @@ _START_PRICE_HIGH: Final = 500.0
 _WALK_OCTAVES: Final = 12
 _WALK_STEP: Final = 0.002
 
-_SQLITE_MAX_VARIABLES: Final = 500
+# Orders per statement/transaction: under SQLite's bound-variable limit, and short.
+_BATCH: Final = 500
 
 _SCHEMA: Final = (
     """
@@ -317,11 +325,10 @@ class PaperVenue:
         clock: Callable[[], datetime] | None = None,
         fail_transient_times: Mapping[str, int] | None = None,
         reject_symbols: Mapping[str, str] | None = None,
-        max_catch_up_ticks: int = 100_000,
+        max_catch_up_ticks: int = 20_000,
     ) -> None:
-        """``max_catch_up_ticks``: when an order has not been matched for longer than
-        this (the venue's state sat unused), the older ticks are skipped, as if the
-        venue had been closed, rather than replayed one by one.
+        """``clock`` returns timezone-aware "now" (default: the system clock).
+        ``max_catch_up_ticks`` bounds how many past ticks one match replays.
         """
         if liquidity < 1:
             raise ValueError(f"liquidity must be at least 1, got {liquidity}")
@@ -439,6 +446,10 @@ class PaperVenue:
         await asyncio.to_thread(self._advance_all_sync)
 
     async def close(self) -> None:
+        # In a thread: the lock may be held by a call waiting on another process's lock.
+        await asyncio.to_thread(self._close_sync)
+
+    def _close_sync(self) -> None:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
@@ -453,7 +464,6 @@ class PaperVenue:
         )
         try:
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA busy_timeout = 30000")
             conn.execute("PRAGMA journal_mode = WAL")
             # FULL: a reported execution must survive a power cut, not just a SIGKILL.
             conn.execute("PRAGMA synchronous = FULL")
@@ -519,12 +529,13 @@ class PaperVenue:
 
     @staticmethod
     def _count_attempt(conn: sqlite3.Connection, order_id: UUID) -> int:
-        row = conn.execute(
+        # fetchall: a RETURNING statement left half-read would hold up the COMMIT.
+        [row] = conn.execute(
             "INSERT INTO submit_attempts (order_id, attempts) VALUES (?, 1) "
             "ON CONFLICT (order_id) DO UPDATE SET attempts = attempts + 1 "
             "RETURNING attempts",
             (str(order_id),),
-        ).fetchone()
+        ).fetchall()
         return int(row["attempts"])
 
     def _refusal(self, order: VenueOrder, attempt: int) -> VenueError | None:
@@ -609,7 +620,7 @@ class PaperVenue:
     def _cancel_sync(self, order_id: UUID) -> bool:
         # Executions already due (ticks up to now) happen before the cancel lands.
         now = self.current_tick()
-        self._match_order(order_id, now)
+        self._match_orders([order_id], now)
         with self._transaction("IMMEDIATE") as conn:
             row = self._read_order(conn, order_id)
             if row is None:
@@ -637,56 +648,75 @@ class PaperVenue:
                 UUID(row["order_id"])
                 for row in conn.execute("SELECT order_id FROM orders WHERE status = 'open'")
             ]
-        for order_id in open_ids:
-            self._match_order(order_id, now)
+        self._match_orders(open_ids, now)
 
-    def _match_order(self, order_id: UUID, now: int) -> None:
-        """Execute the order's due ticks, at most once across all processes.
+    def _match_orders(self, order_ids: Sequence[UUID], now: int) -> None:
+        """Execute the orders' due ticks, each tick at most once across all processes.
 
-        The fills are worked out before taking the write lock (prices can be slow to
-        compute over a long gap) and applied only if nobody matched the order in
-        between; otherwise they are worked out again under the lock.
+        Fills are worked out before taking the write lock (prices can be slow to
+        compute over a long gap) and applied only to orders nobody matched in
+        between; the others are worked out again under the lock. One write
+        transaction per batch keeps a poll of many orders to one fsync.
         """
-        with self._transaction("DEFERRED") as conn:
-            row = self._read_order(conn, order_id)
-        if row is None or row["status"] != "open" or row["next_tick"] > now:
-            return
-        seen = _OrderState.from_row(row)
-        after, fills = self._simulate(seen, now)
-        with self._transaction("IMMEDIATE") as conn:
-            row = self._read_order(conn, order_id)
-            if row is None or row["status"] != "open" or row["next_tick"] > now:
-                return
-            current = _OrderState.from_row(row)
-            if current != seen:
-                after, fills = self._simulate(current, now)
-            for fill in fills:
-                conn.execute(
-                    "INSERT INTO executions (execution_id, order_id, seq, tick, quantity, price,"
-                    " commission, timestamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        str(execution_id_for(order_id, fill.seq)),
-                        str(order_id),
-                        fill.seq,
-                        fill.tick,
-                        fill.quantity,
-                        str(fill.price),
-                        str(fill.commission),
-                        fill.timestamp.isoformat(),
-                    ),
-                )
-            conn.execute(
-                "UPDATE orders SET status = ?, filled = ?, triggered = ?, next_tick = ?,"
-                " exec_count = ? WHERE order_id = ?",
+        for start in range(0, len(order_ids), _BATCH):
+            batch = order_ids[start : start + _BATCH]
+            with self._transaction("DEFERRED") as conn:
+                seen = self._due_orders(conn, batch, now)
+            if not seen:
+                continue
+            plans = {order_id: self._simulate(state, now) for order_id, state in seen.items()}
+            with self._transaction("IMMEDIATE") as conn:
+                for order_id, current in self._due_orders(conn, list(seen), now).items():
+                    if current == seen[order_id]:
+                        after, fills = plans[order_id]
+                    else:
+                        after, fills = self._simulate(current, now)
+                    self._record(conn, after, fills)
+
+    @staticmethod
+    def _due_orders(
+        conn: sqlite3.Connection, order_ids: Sequence[UUID], now: int
+    ) -> dict[UUID, _OrderState]:
+        keys = [str(order_id) for order_id in order_ids]
+        rows = conn.execute(
+            f"SELECT * FROM orders WHERE order_id IN ({', '.join('?' * len(keys))})"
+            " AND status = 'open' AND next_tick <= ?",
+            [*keys, now],
+        )
+        return {UUID(row["order_id"]): _OrderState.from_row(row) for row in rows}
+
+    @staticmethod
+    def _record(conn: sqlite3.Connection, after: _OrderState, fills: list[_Fill]) -> None:
+        order_id = str(after.order_id)
+        conn.executemany(
+            "INSERT INTO executions (execution_id, order_id, seq, tick, quantity, price,"
+            " commission, timestamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
                 (
-                    after.status,
-                    after.filled,
-                    int(after.triggered),
-                    after.next_tick,
-                    after.exec_count,
-                    str(order_id),
-                ),
-            )
+                    str(execution_id_for(after.order_id, fill.seq)),
+                    order_id,
+                    fill.seq,
+                    fill.tick,
+                    fill.quantity,
+                    str(fill.price),
+                    str(fill.commission),
+                    fill.timestamp.isoformat(),
+                )
+                for fill in fills
+            ],
+        )
+        conn.execute(
+            "UPDATE orders SET status = ?, filled = ?, triggered = ?, next_tick = ?,"
+            " exec_count = ? WHERE order_id = ?",
+            (
+                after.status,
+                after.filled,
+                int(after.triggered),
+                after.next_tick,
+                after.exec_count,
+                order_id,
+            ),
+        )
 
     def _simulate(self, state: _OrderState, now: int) -> tuple[_OrderState, list[_Fill]]:
         """Pure: the order's state and new fills after matching ticks up to ``now``."""
@@ -734,12 +764,10 @@ class PaperVenue:
     # --- reporting ----------------------------------------------------------------------
 
     def _poll_sync(self, order_ids: list[UUID]) -> list[ExecutionReport]:
-        now = self.current_tick()
-        for order_id in order_ids:
-            self._match_order(order_id, now)
+        self._match_orders(order_ids, self.current_tick())
         reports: list[ExecutionReport] = []
-        for start in range(0, len(order_ids), _SQLITE_MAX_VARIABLES):
-            reports.extend(self._read_reports(order_ids[start : start + _SQLITE_MAX_VARIABLES]))
+        for start in range(0, len(order_ids), _BATCH):
+            reports.extend(self._read_reports(order_ids[start : start + _BATCH]))
         return reports
 
     def _read_reports(self, order_ids: list[UUID]) -> list[ExecutionReport]:

@@ -1,0 +1,81 @@
+"""One place that turns exceptions into the contract's GraphQL errors.
+
+Domain errors (orders/errors.py) keep their message and code; GraphQL's own
+parse and validation errors are the caller's input (BAD_USER_INPUT); anything
+else is masked: the client gets a request id, the log gets the whole story.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from graphql import GraphQLError
+
+from app.db.session import DatabaseUnavailable
+from app.orders.errors import InvalidInput, OrderError
+
+log = logging.getLogger("app.graphql")
+
+INTERNAL = "INTERNAL_SERVER_ERROR"
+UNAVAILABLE = "SERVICE_UNAVAILABLE"
+
+
+def _original(error: GraphQLError) -> BaseException | None:
+    original: BaseException | None = error.original_error
+    # Strawberry may wrap; unwrap to the first exception that is not a GraphQLError.
+    while isinstance(original, GraphQLError) and original.original_error is not None:
+        original = original.original_error
+    return original
+
+
+def code_of(error: GraphQLError) -> str:
+    original = _original(error)
+    if isinstance(original, OrderError):
+        return original.code
+    if isinstance(original, DatabaseUnavailable):
+        return UNAVAILABLE
+    if original is None or isinstance(original, GraphQLError):
+        return "BAD_USER_INPUT"
+    return INTERNAL
+
+
+def is_expected(error: GraphQLError) -> bool:
+    return code_of(error) != INTERNAL
+
+
+def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
+    original = _original(error)
+    code = code_of(error)
+    extensions: dict[str, Any] = {"code": code}
+    if code == INTERNAL:
+        message = f"Internal server error (request id {request_id})"
+        extensions["requestId"] = request_id
+    elif code == UNAVAILABLE:
+        message = "The database is unavailable; retry shortly"
+    elif isinstance(original, OrderError):
+        message = original.message
+        if isinstance(original, InvalidInput):
+            extensions["field"] = original.field
+    else:
+        message = error.message
+    formatted: dict[str, Any] = {"message": message, "extensions": extensions}
+    if error.locations:
+        formatted["locations"] = [
+            {"line": loc.line, "column": loc.column} for loc in error.locations
+        ]
+    if error.path:
+        formatted["path"] = error.path
+    return formatted
+
+
+def log_unexpected(errors: list[GraphQLError], request_id: str) -> None:
+    for error in errors:
+        if not is_expected(error):
+            original = _original(error)
+            log.error(
+                "request %s: unexpected error in %s",
+                request_id,
+                ".".join(str(p) for p in error.path or []),
+                exc_info=(type(original), original, original.__traceback__) if original else None,
+            )

@@ -1,0 +1,194 @@
+"""Query and Mutation resolvers: parse arguments, call a service, translate the row."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import strawberry
+from strawberry.types import Info
+
+from app.graphql.context import Context
+from app.graphql.extensions import extensions_for
+from app.graphql.types import (
+    ExecutionAction,
+    ExecutionLog,
+    ExecutionLogConnection,
+    ExecutionLogEdge,
+    Fill,
+    Order,
+    OrderConnection,
+    OrderEdge,
+    OrderFilter,
+    PageInfo,
+    RecordFillInput,
+    SubmitOrderInput,
+    Viewer,
+)
+from app.models.order import OrderTypeEnum
+from app.orders import queries, service
+from app.orders.errors import InvalidInput
+from app.orders.validation import SYMBOL
+from app.settings import Settings
+
+MAX_PAGE = 100
+
+
+def _first(first: int) -> int:
+    if not 1 <= first <= MAX_PAGE:
+        raise InvalidInput("first", f"first must be between 1 and {MAX_PAGE}")
+    return first
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    async def viewer(self, info: Info[Context, None]) -> Viewer:
+        # Asked of PostgreSQL itself, inside the request's transaction.
+        row = await service.viewer(info.context.tx)
+        return Viewer(trader_id=row["trader_id"], role=row["role"])
+
+    @strawberry.field(
+        description="Null when the order does not exist or is not visible to the caller"
+        " (the two are indistinguishable)."
+    )
+    async def order(self, info: Info[Context, None], id: UUID) -> Order | None:
+        row = await queries.order_by_id(info.context.tx, id)
+        return Order.from_row(row) if row is not None else None
+
+    @strawberry.field(description="Newest first (created_at DESC, then id). first: 1..100.")
+    async def orders(
+        self,
+        info: Info[Context, None],
+        first: int = 20,
+        after: str | None = None,
+        filter: OrderFilter | None = None,
+    ) -> OrderConnection:
+        symbol = None
+        if filter is not None and filter.symbol is not None:
+            symbol = filter.symbol.strip().upper()
+            if not SYMBOL.fullmatch(symbol):
+                raise InvalidInput(
+                    "symbol", "symbol must be 1 to 10 characters of A-Z, 0-9, '.' and '-'"
+                )
+        page = await queries.orders_page(
+            info.context.tx,
+            first=_first(first),
+            after=queries.Cursor.decode(after) if after is not None else None,
+            trader_id=filter.trader_id if filter else None,
+            statuses=[s.value for s in filter.status] if filter and filter.status else None,
+            symbol=symbol,
+            side=filter.side.value if filter and filter.side else None,
+        )
+        edges = [
+            OrderEdge(
+                cursor=queries.Cursor(row["created_at"], row["id"]).encode(),
+                node=Order.from_row(row),
+            )
+            for row in page.rows
+        ]
+        return OrderConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None
+            ),
+        )
+
+    @strawberry.field(description="Newest first. first: 1..100.")
+    async def execution_logs(
+        self,
+        info: Info[Context, None],
+        order_id: UUID | None = None,
+        action: ExecutionAction | None = None,
+        first: int = 50,
+        after: str | None = None,
+    ) -> ExecutionLogConnection:
+        page = await queries.logs_page(
+            info.context.tx,
+            first=_first(first),
+            after=queries.Cursor.decode(after) if after is not None else None,
+            order_id=order_id,
+            action=action.value if action else None,
+        )
+        edges = [
+            ExecutionLogEdge(
+                cursor=queries.Cursor(row["timestamp"], row["id"]).encode(),
+                node=ExecutionLog.from_row(row),
+            )
+            for row in page.rows
+        ]
+        return ExecutionLogConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None
+            ),
+        )
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(
+        description="A trader submits an order for themself (role authenticated). Same"
+        " clientOrderId and same content again: the existing order, nothing new written."
+    )
+    async def submit_order(self, info: Info[Context, None], input: SubmitOrderInput) -> Order:
+        row = await service.submit_order(
+            info.context.tx,
+            symbol=input.symbol,
+            side=input.side.value,
+            quantity=input.quantity,
+            order_type=OrderTypeEnum(input.order_type.value),
+            price=input.price,
+            stop_loss=input.stop_loss,
+            take_profit=input.take_profit,
+            expires_at=input.expires_at,
+            client_order_id=input.client_order_id,
+            max_quantity=info.context.settings.max_order_quantity,
+        )
+        return Order.from_row(row)
+
+    @strawberry.mutation(description="The owner cancels a PENDING or PARTIAL order.")
+    async def cancel_order(
+        self, info: Info[Context, None], id: UUID, reason: str | None = None
+    ) -> Order:
+        return Order.from_row(
+            await service.cancel_order(info.context.tx, order_id=id, reason=reason)
+        )
+
+    @strawberry.mutation(description="Execution engine only (role service_role).")
+    async def approve_order(self, info: Info[Context, None], id: UUID) -> Order:
+        return Order.from_row(await service.approve_order(info.context.tx, order_id=id))
+
+    @strawberry.mutation(description="Execution engine only (role service_role).")
+    async def record_fill(self, info: Info[Context, None], input: RecordFillInput) -> Fill:
+        row = await service.record_fill(
+            info.context.tx,
+            order_id=input.order_id,
+            quantity_filled=input.quantity_filled,
+            price_at_fill=input.price_at_fill,
+            venue=input.venue,
+            commission=input.commission,
+            timestamp=input.timestamp,
+        )
+        return Fill.from_row(row)
+
+    @strawberry.mutation(description="Execution engine only (role service_role).")
+    async def reject_order(
+        self,
+        info: Info[Context, None],
+        id: UUID,
+        reason: str,
+        error_code: str | None = None,
+    ) -> Order:
+        row = await service.reject_order(
+            info.context.tx, order_id=id, reason=reason, error_code=error_code
+        )
+        return Order.from_row(row)
+
+
+def build_schema(settings: Settings, subscription: type | None = None) -> strawberry.Schema:
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        subscription=subscription,
+        extensions=extensions_for(settings),
+    )

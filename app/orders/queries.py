@@ -1,0 +1,309 @@
+"""The SQL of the order API: every statement the API sends, in one place.
+
+Statements run inside the caller's transaction (db/session.py), so row level
+security applies to each of them. Where a statement adds ``trader_id =
+auth.uid()`` it is a hint for the planner (the index on trader_id), never the
+boundary: the policies give the same answer without it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
+from sqlalchemy.engine import RowMapping
+
+from app.db.session import Tx
+from app.orders.errors import Conflict, Forbidden, InvalidInput, OrderError, OrderNotFound
+from app.orders.validation import NewFill, NewOrder
+
+ORDER_COLUMNS = (
+    "id, trader_id, client_order_id, symbol, side, quantity, order_type, price, stop_loss,"
+    " take_profit, status, filled_quantity, average_fill_price, created_at, updated_at, expires_at"
+)
+FILL_COLUMNS = 'id, order_id, "timestamp", quantity_filled, price_at_fill, venue, commission'
+LOG_COLUMNS = (
+    'id, order_id, trader_id, action, status, "timestamp", reason, retry_attempt, error_code'
+)
+
+# Planner hints for callers who only see their own rows (see module docstring).
+# Tests switch them off to prove that row level security alone isolates traders.
+PLANNER_HINTS = True
+
+
+def _own_rows_hint(tx: Tx) -> list[str]:
+    if PLANNER_HINTS and tx.claims.role == "authenticated":
+        return ["trader_id = (SELECT auth.uid())"]
+    return []
+
+
+@contextmanager
+def database_errors(order_id: UUID | None = None) -> Iterator[None]:
+    """Translate the database's refusals into the API's terms."""
+    try:
+        yield
+    except sa_exc.DBAPIError as error:
+        state = getattr(error.orig, "sqlstate", None)
+        translated = _translate(state, order_id, error)
+        if translated is None:
+            raise
+        raise translated from error
+
+
+def _translate(state: str | None, order_id: UUID | None, error: Exception) -> OrderError | None:
+    if state == "OA409":
+        # The trigger's message names the order and the refused change; it carries no internals.
+        message = str(getattr(getattr(error, "orig", None), "__cause__", None) or "")
+        detail = message.split("\n")[0] if message else "illegal state change"
+        return Conflict(detail)
+    if state in ("42501", "OA403"):
+        return Forbidden("your role may not make this change")
+    if state == "23505":
+        return Conflict("this order already exists")
+    if state == "23503" and order_id is not None:
+        return OrderNotFound(order_id)
+    if state == "23514":
+        return Conflict("the change would break an order invariant")
+    if state in ("22P02", "22003", "22001"):
+        return InvalidInput("input", "a value is out of range or malformed")
+    return None
+
+
+# --- cursors ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cursor:
+    at: datetime
+    id: UUID
+
+    def encode(self) -> str:
+        raw = f"{self.at.isoformat()}|{self.id}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, value: str, field: str = "after") -> Cursor:
+        try:
+            padded = value + "=" * (-len(value) % 4)
+            at, _, ident = base64.urlsafe_b64decode(padded).decode().partition("|")
+            cursor = cls(datetime.fromisoformat(at), UUID(ident))
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            raise InvalidInput(field, f"{field} is not a cursor this API issued") from None
+        if cursor.at.tzinfo is None:
+            raise InvalidInput(field, f"{field} is not a cursor this API issued")
+        return cursor
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: Sequence[RowMapping]
+    has_next: bool
+
+
+def _page(rows: Sequence[RowMapping], first: int) -> Page:
+    return Page(rows=rows[:first], has_next=len(rows) > first)
+
+
+# --- reads ---------------------------------------------------------------------
+
+
+async def viewer(tx: Tx) -> RowMapping:
+    row = await tx.first(text("SELECT current_user AS role, auth.uid() AS trader_id"))
+    assert row is not None
+    return row
+
+
+async def order_by_id(tx: Tx, order_id: UUID) -> RowMapping | None:
+    return await tx.first(
+        text(f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = :id"), {"id": order_id}
+    )
+
+
+async def order_for_update(tx: Tx, order_id: UUID) -> RowMapping | None:
+    return await tx.first(
+        text(f"SELECT {ORDER_COLUMNS}, approved_at FROM orders WHERE id = :id FOR UPDATE"),
+        {"id": order_id},
+    )
+
+
+async def orders_page(
+    tx: Tx,
+    *,
+    first: int,
+    after: Cursor | None,
+    trader_id: UUID | None,
+    statuses: Sequence[str] | None,
+    symbol: str | None,
+    side: str | None,
+) -> Page:
+    where = _own_rows_hint(tx)
+    params: dict[str, Any] = {"limit": first + 1}
+    if after is not None:
+        where.append("(created_at, id) < (:after_at, :after_id)")
+        params.update(after_at=after.at, after_id=after.id)
+    if trader_id is not None:
+        where.append("trader_id = :trader_id")
+        params["trader_id"] = trader_id
+    if statuses:
+        where.append("status = ANY(CAST(:statuses AS order_status_enum[]))")
+        params["statuses"] = list(statuses)
+    if symbol is not None:
+        where.append("symbol = :symbol")
+        params["symbol"] = symbol
+    if side is not None:
+        where.append("side = :side")
+        params["side"] = side
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    rows = await tx.all(
+        text(
+            f"SELECT {ORDER_COLUMNS} FROM orders {clause}"
+            " ORDER BY created_at DESC, id DESC LIMIT :limit"
+        ),
+        params,
+    )
+    return _page(rows, first)
+
+
+async def fills_of(tx: Tx, order_ids: Sequence[UUID]) -> Sequence[RowMapping]:
+    """Fills of many orders in one statement, oldest first."""
+    return await tx.all(
+        text(
+            f"SELECT {FILL_COLUMNS} FROM fills WHERE order_id = ANY(:ids)"
+            ' ORDER BY "timestamp", created_at, id'
+        ),
+        {"ids": list(order_ids)},
+    )
+
+
+async def logs_of(tx: Tx, order_ids: Sequence[UUID]) -> Sequence[RowMapping]:
+    """Audit rows of many orders in one statement, oldest first."""
+    return await tx.all(
+        text(
+            f"SELECT {LOG_COLUMNS} FROM execution_logs WHERE order_id = ANY(:ids)"
+            ' ORDER BY "timestamp", id'
+        ),
+        {"ids": list(order_ids)},
+    )
+
+
+async def logs_page(
+    tx: Tx,
+    *,
+    first: int,
+    after: Cursor | None,
+    order_id: UUID | None,
+    action: str | None,
+) -> Page:
+    where = _own_rows_hint(tx)
+    params: dict[str, Any] = {"limit": first + 1}
+    if after is not None:
+        where.append('("timestamp", id) < (:after_at, :after_id)')
+        params.update(after_at=after.at, after_id=after.id)
+    if order_id is not None:
+        where.append("order_id = :order_id")
+        params["order_id"] = order_id
+    if action is not None:
+        where.append("action = CAST(:action AS action_enum)")
+        params["action"] = action
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    rows = await tx.all(
+        text(
+            f"SELECT {LOG_COLUMNS} FROM execution_logs {clause}"
+            ' ORDER BY "timestamp" DESC, id DESC LIMIT :limit'
+        ),
+        params,
+    )
+    return _page(rows, first)
+
+
+# --- writes --------------------------------------------------------------------
+
+
+async def insert_order(tx: Tx, trader_id: UUID, order: NewOrder) -> RowMapping | None:
+    """The new order, or None when the trader already used this clientOrderId."""
+    with database_errors():
+        return await tx.first(
+            text(
+                "INSERT INTO orders (trader_id, client_order_id, symbol, side, quantity,"
+                " order_type, price, stop_loss, take_profit, expires_at)"
+                " VALUES (:trader_id, :client_order_id, :symbol, :side, :quantity,"
+                " CAST(:order_type AS order_type_enum), :price, :stop_loss, :take_profit,"
+                " :expires_at)"
+                " ON CONFLICT (trader_id, client_order_id) DO NOTHING"
+                f" RETURNING {ORDER_COLUMNS}"
+            ),
+            {
+                "trader_id": trader_id,
+                "client_order_id": order.client_order_id,
+                "symbol": order.symbol,
+                "side": order.side,
+                "quantity": order.quantity,
+                "order_type": order.order_type.value,
+                "price": order.price,
+                "stop_loss": order.stop_loss,
+                "take_profit": order.take_profit,
+                "expires_at": order.expires_at,
+            },
+        )
+
+
+async def order_by_client_id(tx: Tx, trader_id: UUID, client_order_id: str) -> RowMapping | None:
+    return await tx.first(
+        text(
+            f"SELECT {ORDER_COLUMNS} FROM orders"
+            " WHERE trader_id = :trader_id AND client_order_id = :client_order_id"
+        ),
+        {"trader_id": trader_id, "client_order_id": client_order_id},
+    )
+
+
+async def set_status(
+    tx: Tx, order_id: UUID, status: str, *, reason: str | None, error_code: str | None = None
+) -> RowMapping | None:
+    with database_errors(order_id):
+        return await tx.first(
+            text(
+                "UPDATE orders SET status = CAST(:status AS order_status_enum),"
+                " status_reason = :reason"
+                + (", error_code = :error_code" if error_code is not None else "")
+                + f" WHERE id = :id RETURNING {ORDER_COLUMNS}"
+            ),
+            {"id": order_id, "status": status, "reason": reason, "error_code": error_code},
+        )
+
+
+async def approve(tx: Tx, order_id: UUID) -> RowMapping | None:
+    with database_errors(order_id):
+        return await tx.first(
+            text(f"UPDATE orders SET approved_at = now() WHERE id = :id RETURNING {ORDER_COLUMNS}"),
+            {"id": order_id},
+        )
+
+
+async def insert_fill(tx: Tx, fill: NewFill) -> RowMapping | None:
+    with database_errors(fill.order_id):
+        return await tx.first(
+            text(
+                "INSERT INTO fills (order_id, quantity_filled, price_at_fill, venue, commission,"
+                ' "timestamp")'
+                " VALUES (:order_id, :quantity_filled, :price_at_fill, :venue, :commission,"
+                " coalesce(:timestamp, now()))"
+                f" RETURNING {FILL_COLUMNS}"
+            ),
+            {
+                "order_id": fill.order_id,
+                "quantity_filled": fill.quantity_filled,
+                "price_at_fill": fill.price_at_fill,
+                "venue": fill.venue,
+                "commission": fill.commission,
+                "timestamp": fill.timestamp,
+            },
+        )

@@ -1,0 +1,195 @@
+"""Use cases of the order API. Services never commit: the request transaction does.
+
+Role checks here only choose the clearest error (UNAUTHENTICATED, FORBIDDEN);
+the database's grants and policies refuse the same writes on their own.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from uuid import UUID
+
+from sqlalchemy.engine import RowMapping
+
+from app.db.session import Tx
+from app.models.order import OrderStatusEnum, OrderTypeEnum
+from app.orders import lifecycle, queries, validation
+from app.orders.errors import (
+    Conflict,
+    Forbidden,
+    IdempotencyConflict,
+    OrderNotFound,
+    Unauthenticated,
+)
+
+# Fields whose equality makes a repeated clientOrderId the same order.
+_IDEMPOTENCY_FIELDS = (
+    "symbol",
+    "side",
+    "quantity",
+    "order_type",
+    "price",
+    "stop_loss",
+    "take_profit",
+    "expires_at",
+)
+
+
+def _require_role(tx: Tx, *roles: str) -> None:
+    if tx.claims.role == "anon":
+        raise Unauthenticated()
+    if tx.claims.role not in roles:
+        raise Forbidden(f"role {tx.claims.role} may not do this; it needs {' or '.join(roles)}")
+
+
+async def submit_order(
+    tx: Tx,
+    *,
+    symbol: str,
+    side: str,
+    quantity: int,
+    order_type: OrderTypeEnum,
+    price: Decimal | None,
+    stop_loss: Decimal | None,
+    take_profit: Decimal | None,
+    expires_at: datetime | None,
+    client_order_id: str | None,
+    max_quantity: int,
+) -> RowMapping:
+    _require_role(tx, "authenticated")
+    trader_id = tx.claims.sub
+    assert trader_id is not None  # token verification requires a sub for authenticated
+    order = validation.new_order(
+        symbol=symbol,
+        side=side,
+        quantity=quantity,
+        order_type=order_type,
+        price=price,
+        stop_loss=stop_loss,
+        take_profit=take_profit,
+        expires_at=expires_at,
+        client_order_id=client_order_id,
+        now=datetime.now(UTC),
+        max_quantity=max_quantity,
+    )
+    row = await queries.insert_order(tx, trader_id, order)
+    if row is not None:
+        return row
+    # ON CONFLICT DO NOTHING: the clientOrderId is taken (only it can conflict).
+    assert order.client_order_id is not None
+    existing = await queries.order_by_client_id(tx, trader_id, order.client_order_id)
+    if existing is None:  # pragma: no cover - the conflicting row is committed and visible
+        raise Conflict("the order could not be written; retry")
+    if not _same_content(existing, order):
+        raise IdempotencyConflict(order.client_order_id)
+    return existing
+
+
+def _same_content(row: RowMapping, order: validation.NewOrder) -> bool:
+    def normalized(name: str, value: object) -> object:
+        if isinstance(value, OrderTypeEnum):
+            return value.value
+        if name == "order_type":
+            return str(value)
+        return value
+
+    return all(
+        normalized(name, row[name]) == normalized(name, getattr(order, name))
+        for name in _IDEMPOTENCY_FIELDS
+    )
+
+
+async def cancel_order(tx: Tx, *, order_id: UUID, reason: str | None) -> RowMapping:
+    _require_role(tx, "authenticated")
+    reason = validation.bounded_text("reason", reason, validation.MAX_REASON_LENGTH)
+    order = await queries.order_for_update(tx, order_id)
+    if order is None:
+        # RLS hides other traders' orders: "not yours" and "missing" must look the same.
+        raise OrderNotFound(order_id)
+    status = OrderStatusEnum(order["status"])
+    if not lifecycle.can_transition(status, OrderStatusEnum.CANCELLED):
+        raise Conflict(f"a {status.value} order cannot be cancelled")
+    row = await queries.set_status(
+        tx, order_id, OrderStatusEnum.CANCELLED.value, reason=reason or "cancelled by trader"
+    )
+    if row is None:
+        raise OrderNotFound(order_id)
+    return row
+
+
+async def approve_order(tx: Tx, *, order_id: UUID) -> RowMapping:
+    _require_role(tx, "service_role")
+    order = await queries.order_for_update(tx, order_id)
+    if order is None:
+        raise OrderNotFound(order_id)
+    status = OrderStatusEnum(order["status"])
+    if status is not OrderStatusEnum.PENDING or order["approved_at"] is not None:
+        raise Conflict(f"only an unapproved PENDING order can be approved (it is {status.value})")
+    row = await queries.approve(tx, order_id)
+    if row is None:
+        raise OrderNotFound(order_id)
+    return row
+
+
+async def reject_order(
+    tx: Tx, *, order_id: UUID, reason: str, error_code: str | None
+) -> RowMapping:
+    _require_role(tx, "service_role")
+    reason = validation.bounded_text("reason", reason.strip(), validation.MAX_REASON_LENGTH) or ""
+    if not reason:
+        raise validation.InvalidInput("reason", "reason must not be empty")
+    error_code = validation.bounded_text("errorCode", error_code, validation.MAX_ERROR_CODE_LENGTH)
+    order = await queries.order_for_update(tx, order_id)
+    if order is None:
+        raise OrderNotFound(order_id)
+    status = OrderStatusEnum(order["status"])
+    if not lifecycle.can_transition(status, OrderStatusEnum.REJECTED):
+        raise Conflict(f"a {status.value} order cannot be rejected")
+    row = await queries.set_status(
+        tx, order_id, OrderStatusEnum.REJECTED.value, reason=reason, error_code=error_code
+    )
+    if row is None:
+        raise OrderNotFound(order_id)
+    return row
+
+
+async def record_fill(
+    tx: Tx,
+    *,
+    order_id: UUID,
+    quantity_filled: int,
+    price_at_fill: Decimal,
+    venue: str,
+    commission: Decimal | None,
+    timestamp: datetime | None,
+) -> RowMapping:
+    _require_role(tx, "service_role")
+    fill = validation.new_fill(
+        order_id=order_id,
+        quantity_filled=quantity_filled,
+        price_at_fill=price_at_fill,
+        venue=venue,
+        commission=commission,
+        timestamp=timestamp,
+        now=datetime.now(UTC),
+    )
+    order = await queries.order_for_update(tx, order_id)
+    if order is None:
+        raise OrderNotFound(order_id)
+    status = OrderStatusEnum(order["status"])
+    if not lifecycle.can_fill(status, approved=order["approved_at"] is not None):
+        raise Conflict(f"a {status.value} order that is not approved and open cannot be filled")
+    if order["filled_quantity"] + fill.quantity_filled > order["quantity"]:
+        raise Conflict(
+            f"the fill would take filled quantity past {order['quantity']}"
+            f" (already filled {order['filled_quantity']})"
+        )
+    row = await queries.insert_fill(tx, fill)
+    if row is None:  # pragma: no cover - RETURNING always yields the inserted row
+        raise Conflict("the fill was not recorded")
+    return row
+
+
+async def viewer(tx: Tx) -> RowMapping:
+    return await queries.viewer(tx)

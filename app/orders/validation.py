@@ -1,0 +1,185 @@
+"""Pure validation of what callers send, before anything is written.
+
+Each rule raises InvalidInput naming the contract's input field, so the
+frontend can put the message next to the right control. The database checks
+the same invariants again (constraints, triggers); these give the clear error.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from uuid import UUID
+
+from app.models.order import OrderTypeEnum
+from app.orders.errors import InvalidInput
+
+SYMBOL = re.compile(r"[A-Z0-9.\-]{1,10}")
+PRINTABLE = re.compile(r"[\x20-\x7E]{1,64}")
+MAX_PRICE = Decimal("99999999.99")  # numeric(10, 2)
+MAX_REASON_LENGTH = 500
+MAX_ERROR_CODE_LENGTH = 50
+MAX_VENUE_LENGTH = 50
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewOrder:
+    symbol: str
+    side: str
+    quantity: int
+    order_type: OrderTypeEnum
+    price: Decimal | None
+    stop_loss: Decimal | None
+    take_profit: Decimal | None
+    expires_at: datetime | None
+    client_order_id: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewFill:
+    order_id: UUID
+    quantity_filled: int
+    price_at_fill: Decimal
+    venue: str
+    commission: Decimal
+    timestamp: datetime | None
+
+
+def money(field: str, value: Decimal | None, *, allow_zero: bool = False) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        if not value.is_finite():
+            raise InvalidInput(field, f"{field} must be a finite number")
+        exponent = value.as_tuple().exponent
+    except InvalidOperation:
+        raise InvalidInput(field, f"{field} is not a number") from None
+    if value < 0 or (value == 0 and not allow_zero):
+        raise InvalidInput(field, f"{field} must be greater than 0")
+    if isinstance(exponent, int) and exponent < -2 and value != value.quantize(Decimal("0.01")):
+        raise InvalidInput(field, f"{field} may have at most 2 decimal places")
+    if value > MAX_PRICE:
+        raise InvalidInput(field, f"{field} must be at most {MAX_PRICE}")
+    return value.quantize(Decimal("0.01"))
+
+
+def aware(field: str, value: datetime | None) -> datetime | None:
+    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+        raise InvalidInput(
+            field, f"{field} needs a UTC offset (ISO 8601, e.g. 2030-01-01T00:00:00Z)"
+        )
+    return value
+
+
+def bounded_text(field: str, value: str | None, limit: int) -> str | None:
+    if value is None:
+        return None
+    if len(value) > limit:
+        raise InvalidInput(field, f"{field} may have at most {limit} characters")
+    return value
+
+
+def new_order(
+    *,
+    symbol: str,
+    side: str,
+    quantity: int,
+    order_type: OrderTypeEnum,
+    price: Decimal | None,
+    stop_loss: Decimal | None,
+    take_profit: Decimal | None,
+    expires_at: datetime | None,
+    client_order_id: str | None,
+    now: datetime,
+    max_quantity: int,
+) -> NewOrder:
+    normalized_symbol = symbol.strip().upper()
+    if not SYMBOL.fullmatch(normalized_symbol):
+        raise InvalidInput("symbol", "symbol must be 1 to 10 characters of A-Z, 0-9, '.' and '-'")
+    if not 1 <= quantity <= max_quantity:
+        raise InvalidInput("quantity", f"quantity must be between 1 and {max_quantity}")
+    if order_type is OrderTypeEnum.MARKET:
+        if price is not None:
+            raise InvalidInput("price", "a MARKET order takes no price")
+    elif price is None:
+        raise InvalidInput("price", f"a {order_type.value} order needs a price")
+    price = money("price", price)
+    stop_loss = money("stopLoss", stop_loss)
+    take_profit = money("takeProfit", take_profit)
+    _check_protective_prices(side, price, stop_loss, take_profit)
+    expires_at = aware("expiresAt", expires_at)
+    if expires_at is not None and expires_at <= now:
+        raise InvalidInput("expiresAt", "expiresAt must be in the future")
+    if client_order_id is not None and not PRINTABLE.fullmatch(client_order_id):
+        raise InvalidInput(
+            "clientOrderId", "clientOrderId must be 1 to 64 printable ASCII characters"
+        )
+    return NewOrder(
+        symbol=normalized_symbol,
+        side=side,
+        quantity=quantity,
+        order_type=order_type,
+        price=price,
+        stop_loss=stop_loss,
+        take_profit=take_profit,
+        expires_at=expires_at,
+        client_order_id=client_order_id,
+    )
+
+
+def _check_protective_prices(
+    side: str, price: Decimal | None, stop_loss: Decimal | None, take_profit: Decimal | None
+) -> None:
+    # A stop loss limits the loss: below the entry for a buy, above it for a sell;
+    # a take profit sits on the other side.
+    buying = side == "BUY"
+    if price is not None:
+        if stop_loss is not None and (stop_loss >= price if buying else stop_loss <= price):
+            where = "below" if buying else "above"
+            raise InvalidInput("stopLoss", f"stopLoss must be {where} the price for a {side} order")
+        if take_profit is not None and (take_profit <= price if buying else take_profit >= price):
+            where = "above" if buying else "below"
+            raise InvalidInput(
+                "takeProfit", f"takeProfit must be {where} the price for a {side} order"
+            )
+    if (
+        stop_loss is not None
+        and take_profit is not None
+        and (stop_loss >= take_profit if buying else stop_loss <= take_profit)
+    ):
+        where = "below" if buying else "above"
+        raise InvalidInput("stopLoss", f"stopLoss must be {where} takeProfit for a {side} order")
+
+
+def new_fill(
+    *,
+    order_id: UUID,
+    quantity_filled: int,
+    price_at_fill: Decimal,
+    venue: str,
+    commission: Decimal | None,
+    timestamp: datetime | None,
+    now: datetime,
+) -> NewFill:
+    if quantity_filled < 1:
+        raise InvalidInput("quantityFilled", "quantityFilled must be at least 1")
+    price = money("priceAtFill", price_at_fill)
+    assert price is not None
+    venue = venue.strip()
+    if not venue or len(venue) > MAX_VENUE_LENGTH:
+        raise InvalidInput("venue", f"venue must be 1 to {MAX_VENUE_LENGTH} characters")
+    fee = money("commission", commission if commission is not None else Decimal(0), allow_zero=True)
+    assert fee is not None
+    timestamp = aware("timestamp", timestamp)
+    if timestamp is not None and timestamp > now:
+        raise InvalidInput("timestamp", "timestamp cannot be in the future")
+    return NewFill(
+        order_id=order_id,
+        quantity_filled=quantity_filled,
+        price_at_fill=price,
+        venue=venue,
+        commission=fee,
+        timestamp=timestamp,
+    )

@@ -1,0 +1,73 @@
+"""Builders for end-to-end API tests: an app on a test database, tokens, a GraphQL client."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+
+from app.auth.jwt import mint_token
+from app.main import create_app
+from app.settings import Settings
+
+SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+
+
+def api_settings(database: Any, **overrides: Any) -> Settings:
+    base = Settings.from_env(
+        {
+            "JWT_SECRET": SECRET,
+            "API_DATABASE_URL": database.api_url.render_as_string(hide_password=False),
+            "DATABASE_URL": database.owner_url.render_as_string(hide_password=False),
+        }
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+def make_token(
+    settings: Settings,
+    sub: uuid.UUID | None = None,
+    role: str = "authenticated",
+    **extra: Any,
+) -> str:
+    return mint_token(settings, sub=sub, role=role, extra=extra or None)
+
+
+@dataclasses.dataclass
+class Client:
+    http: httpx.AsyncClient
+    settings: Settings
+    app: Starlette
+
+    async def post(
+        self, query: str, variables: dict[str, Any] | None = None, *, token: str | None = None
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return await self.http.post(
+            "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+        )
+
+    async def gql(
+        self, query: str, variables: dict[str, Any] | None = None, *, token: str | None = None
+    ) -> dict[str, Any]:
+        response = await self.post(query, variables, token=token)
+        assert response.status_code in (200, 503), response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def token(self, sub: uuid.UUID | None = None, role: str = "authenticated", **extra: Any) -> str:
+        return make_token(self.settings, sub, role, **extra)
+
+
+@asynccontextmanager
+async def api_client(settings: Settings) -> AsyncIterator[Client]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield Client(http=http, settings=settings, app=app)

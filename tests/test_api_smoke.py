@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import uuid
+
+from tests.api import api_client, api_settings
+
+SUBMIT = """
+mutation($input: SubmitOrderInput!) {
+  submitOrder(input: $input) { id status symbol price executionLogs { action status } }
+}
+"""
+
+
+async def test_trader_submits_and_lists_an_order(database) -> None:
+    trader = uuid.uuid4()
+    async with api_client(api_settings(database)) as client:
+        token = client.token(trader)
+        body = await client.gql(
+            SUBMIT,
+            {"input": {"symbol": "aapl", "side": "BUY", "quantity": 10, "orderType": "LIMIT", "price": "150.25"}},
+            token=token,
+        )
+        assert "errors" not in body, body
+        order = body["data"]["submitOrder"]
+        assert order["symbol"] == "AAPL"
+        assert order["price"] == "150.25"
+        assert order["executionLogs"] == [{"action": "SUBMITTED", "status": "PENDING"}]
+        listed = await client.gql(
+            "{ viewer { traderId role } orders { edges { node { id fills { id } } } pageInfo { hasNextPage } } }",
+            token=token,
+        )
+        assert listed["data"]["viewer"] == {"traderId": str(trader), "role": "authenticated"}
+        assert [e["node"]["id"] for e in listed["data"]["orders"]["edges"]] == [order["id"]]
+        other = await client.gql("{ orders { edges { node { id } } } }", token=client.token(uuid.uuid4()))
+        assert other["data"]["orders"]["edges"] == []
