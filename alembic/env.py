@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging.config
 
-from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from alembic import context
 from app.db.urls import async_url
 from app.models import Base
 from app.settings import Settings

@@ -17,7 +17,15 @@ async def test_trader_submits_and_lists_an_order(database) -> None:
         token = client.token(trader)
         body = await client.gql(
             SUBMIT,
-            {"input": {"symbol": "aapl", "side": "BUY", "quantity": 10, "orderType": "LIMIT", "price": "150.25"}},
+            {
+                "input": {
+                    "symbol": "aapl",
+                    "side": "BUY",
+                    "quantity": 10,
+                    "orderType": "LIMIT",
+                    "price": "150.25",
+                }
+            },
             token=token,
         )
         assert "errors" not in body, body
@@ -31,5 +39,7 @@ async def test_trader_submits_and_lists_an_order(database) -> None:
         )
         assert listed["data"]["viewer"] == {"traderId": str(trader), "role": "authenticated"}
         assert [e["node"]["id"] for e in listed["data"]["orders"]["edges"]] == [order["id"]]
-        other = await client.gql("{ orders { edges { node { id } } } }", token=client.token(uuid.uuid4()))
+        other = await client.gql(
+            "{ orders { edges { node { id } } } }", token=client.token(uuid.uuid4())
+        )
         assert other["data"]["orders"]["edges"] == []

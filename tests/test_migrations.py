@@ -16,7 +16,13 @@ ENUMS = {
     "order_type_enum": ["MARKET", "LIMIT", "STOP"],
     "order_status_enum": ["PENDING", "FILLED", "PARTIAL", "REJECTED", "CANCELLED"],
     "action_enum": [
-        "SUBMITTED", "APPROVED", "EXECUTED", "FILLED", "REJECTED", "CANCELLED", "RECOVERED",
+        "SUBMITTED",
+        "APPROVED",
+        "EXECUTED",
+        "FILLED",
+        "REJECTED",
+        "CANCELLED",
+        "RECOVERED",
     ],
 }
 INDEXES = {
@@ -174,7 +180,10 @@ def test_offline_sql_needs_no_database() -> None:
     sql = result.stdout
     assert "CREATE TABLE orders" in sql
     assert "CREATE POLICY execution_logs_immutable ON execution_logs" in sql
-    assert "UPDATE alembic_version SET version_num='001'" in sql or "INSERT INTO alembic_version" in sql
+    assert (
+        "UPDATE alembic_version SET version_num='001'" in sql
+        or "INSERT INTO alembic_version" in sql
+    )
 
 
 def test_history_lists_the_migration() -> None:

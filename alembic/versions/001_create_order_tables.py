@@ -26,8 +26,8 @@ left in place by the downgrade (other databases of the cluster may use them).
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import context, op
 
+from alembic import context, op
 from app.settings import Settings
 
 revision: str = "001"

@@ -56,7 +56,9 @@ class RiskLimits:
         )
 
     @classmethod
-    def of(cls, *, max_quantity: int, max_notional: Decimal, symbols: Iterable[str] = ()) -> RiskLimits:
+    def of(
+        cls, *, max_quantity: int, max_notional: Decimal, symbols: Iterable[str] = ()
+    ) -> RiskLimits:
         return cls(
             max_quantity=max_quantity,
             max_notional=max_notional,

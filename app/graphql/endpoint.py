@@ -88,7 +88,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             response.headers["x-request-id"] = request_id
         return context
 
-    async def execute_single(  # type: ignore[override]
+    async def execute_single(
         self,
         request: Request,
         request_adapter: Any,

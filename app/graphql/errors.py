@@ -8,6 +8,7 @@ else is masked: the client gets a request id, the log gets the whole story.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from graphql import GraphQLError
@@ -19,6 +20,21 @@ log = logging.getLogger("app.graphql")
 
 INTERNAL = "INTERNAL_SERVER_ERROR"
 UNAVAILABLE = "SERVICE_UNAVAILABLE"
+
+# graphql-core reports a variable its scalar cannot parse (a price of "abc", a malformed
+# UUID or DateTime) as "Variable '$input' has invalid value at .price: ..."; the path is
+# only in the message, so the contract's extensions.field is taken from there.
+_INVALID_VARIABLE = re.compile(
+    r"Variable '\$(?P<variable>\w+)' has invalid value(?: at (?P<path>(?:\.\w+|\[\d+\])+))?:"
+)
+
+
+def _invalid_variable_field(error: GraphQLError) -> str | None:
+    match = _INVALID_VARIABLE.match(error.message)
+    if match is None:
+        return None
+    names = re.findall(r"\.(\w+)", match.group("path") or "")
+    return names[-1] if names else match.group("variable")
 
 
 def _original(error: GraphQLError) -> BaseException | None:
@@ -59,6 +75,9 @@ def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
             extensions["field"] = original.field
     else:
         message = error.message
+        field = _invalid_variable_field(error)
+        if field is not None:
+            extensions["field"] = field
     formatted: dict[str, Any] = {"message": message, "extensions": extensions}
     if error.locations:
         formatted["locations"] = [

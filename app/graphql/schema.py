@@ -33,7 +33,11 @@ from app.settings import Settings
 MAX_PAGE = 100
 
 
-def _first(first: int) -> int:
+def _first(first: int | None, default: int) -> int:
+    # The contract declares `first: Int = 20` (nullable with a default): an explicit null
+    # means the default, like an omitted argument.
+    if first is None:
+        return default
     if not 1 <= first <= MAX_PAGE:
         raise InvalidInput("first", f"first must be between 1 and {MAX_PAGE}")
     return first
@@ -59,7 +63,7 @@ class Query:
     async def orders(
         self,
         info: Info[Context, None],
-        first: int = 20,
+        first: int | None = 20,
         after: str | None = None,
         filter: OrderFilter | None = None,
     ) -> OrderConnection:
@@ -72,7 +76,7 @@ class Query:
                 )
         page = await queries.orders_page(
             info.context.tx,
-            first=_first(first),
+            first=_first(first, 20),
             after=queries.Cursor.decode(after) if after is not None else None,
             trader_id=filter.trader_id if filter else None,
             statuses=[s.value for s in filter.status] if filter and filter.status else None,
@@ -99,12 +103,12 @@ class Query:
         info: Info[Context, None],
         order_id: UUID | None = None,
         action: ExecutionAction | None = None,
-        first: int = 50,
+        first: int | None = 50,
         after: str | None = None,
     ) -> ExecutionLogConnection:
         page = await queries.logs_page(
             info.context.tx,
-            first=_first(first),
+            first=_first(first, 50),
             after=queries.Cursor.decode(after) if after is not None else None,
             order_id=order_id,
             action=action.value if action else None,

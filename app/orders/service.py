@@ -19,6 +19,7 @@ from app.orders.errors import (
     Conflict,
     Forbidden,
     IdempotencyConflict,
+    InvalidInput,
     OrderNotFound,
     Unauthenticated,
 )
@@ -138,7 +139,7 @@ async def reject_order(
     _require_role(tx, "service_role")
     reason = validation.bounded_text("reason", reason.strip(), validation.MAX_REASON_LENGTH) or ""
     if not reason:
-        raise validation.InvalidInput("reason", "reason must not be empty")
+        raise InvalidInput("reason", "reason must not be empty")
     error_code = validation.bounded_text("errorCode", error_code, validation.MAX_ERROR_CODE_LENGTH)
     order = await queries.order_for_update(tx, order_id)
     if order is None:

@@ -1,0 +1,43 @@
+"""``python -m app.engine.run``: one execution engine worker, until SIGTERM or SIGINT.
+
+Configuration comes from the environment (``Settings.from_env``): the database
+login (``API_DATABASE_URL``, as ``authenticator``), ``ORDER_API_DATA_DIR`` for
+the paper venue's file, and the ``ENGINE_*``, ``RISK_*`` and ``VENUE_*``
+variables. A signal stops the worker between passes; orders it had in flight
+are then recovered by the next worker (see ``app.engine.worker``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from app.engine.worker import run_worker
+from app.settings import Settings, SettingsError
+
+
+async def _serve(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await run_worker(settings, stop)
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(f"configuration error: {error}", file=sys.stderr)  # noqa: T201
+        return 2
+    asyncio.run(_serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
