@@ -101,7 +101,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 
 from app.auth.claims import Claims
-from app.db.session import Database, create_engine
+from app.db.session import Database, DatabaseUnavailable, create_engine
 from app.db.urls import async_url
 from app.engine.paper import PaperVenue
 from app.engine.risk import RiskLimits, check_order
@@ -149,6 +149,7 @@ VENUE_UNAVAILABLE: Final = "VENUE_UNAVAILABLE"
 
 _FINAL: Final = frozenset({"FILLED", "REJECTED", "CANCELLED"})
 _MAX_BACKOFF_EXPONENT: Final = 20
+_MAX_FAILURE_DELAY_SECONDS: Final = 10.0
 
 
 def lease_key(order_id: UUID) -> int:
@@ -228,7 +229,7 @@ _RECOVERED: Final = text(
 _CLOSE: Final = text(
     "UPDATE orders SET status = CAST(:status AS order_status_enum), status_reason = :reason,"
     " error_code = coalesce(:code, error_code), retry_attempt = retry_attempt + :failed"
-    " WHERE id = :id"
+    " WHERE id = :id RETURNING updated_at"
 )
 _FILL_IDS: Final = text("SELECT id FROM fills WHERE order_id = :id")
 _INSERT_FILL: Final = text(
@@ -374,15 +375,23 @@ class Worker:
         worker_id: str,
         *,
         batch_size: int = 100,
+        max_in_flight: int = 1000,
         cancel_sweep_seconds: float = 1.0,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        """``batch_size``: orders claimed (or adopted) per pass and stage.
+        ``max_in_flight``: most orders owned at once; each holds an advisory lock, and those
+        share PostgreSQL's lock table (``max_locks_per_transaction`` x connections), so a
+        worker at the limit takes no new orders and leaves them to others.
+        ``cancel_sweep_seconds``: how often to look for orders cancelled while unowned.
+        """
+        if batch_size < 1 or max_in_flight < 1:
+            raise ValueError("batch_size and max_in_flight must be at least 1")
         self.database = database
         self.venue = venue
         self.settings = settings
         self.worker_id = worker_id
         self.batch_size = batch_size
+        self.max_in_flight = max_in_flight
         self.cancel_sweep_seconds = cancel_sweep_seconds
         self._limits = RiskLimits.from_settings(settings)
         self._leases = _Leases(database.engine.url, worker_id)
@@ -404,20 +413,30 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; in-flight orders are then left to other workers."""
         log.info("worker %s started", self.worker_id)
+        failures = 0
         try:
             while not stop.is_set():
+                delay = self.settings.engine_poll_seconds
                 try:
                     await self.run_once()
+                    failures = 0
                 except Exception:
-                    # The database or the venue is down, or a bug: nothing is lost (the state
-                    # is in the database), so wait and try again rather than die.
-                    log.exception("worker %s: pass failed", self.worker_id)
+                    # The database is down, or a bug: nothing is lost (the state is in the
+                    # database), so back off and try again rather than die.
+                    failures += 1
+                    delay = min(delay * 2**failures, _MAX_FAILURE_DELAY_SECONDS)
+                    log.exception(
+                        "worker %s: pass failed (%d in a row); next try in %.1fs",
+                        self.worker_id,
+                        failures,
+                        delay,
+                    )
                     self._backlog = False
                 if self._backlog:
-                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)  # more new orders are waiting: no pause
                     continue
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.settings.engine_poll_seconds)
+                    await asyncio.wait_for(stop.wait(), delay)
         finally:
             await self.close()
             log.info("worker %s stopped", self.worker_id)
@@ -432,13 +451,21 @@ class Worker:
                 len(self._owned),
             )
             self._owned.clear()
-        work = await self._admit_new()
-        work += await self._adopt_abandoned()
-        work += await self._advance_owned()
-        now = time.monotonic()
-        if now - self._last_sweep >= self.cancel_sweep_seconds:
-            self._last_sweep = now
-            work += await self._sweep_cancelled()
+        self._backlog = False
+        work = 0
+        for stage in (
+            self._admit_new,
+            self._adopt_abandoned,
+            self._advance_owned,
+            self._sweep_cancelled_now_and_then,
+        ):
+            try:
+                work += await stage()
+            except DatabaseUnavailable:
+                raise  # every later stage would fail the same way
+            except Exception:
+                # One stage failing (a bug, a venue outage) must not stall the others.
+                log.exception("worker %s: %s failed", self.worker_id, stage.__name__)
         return work
 
     async def close(self) -> None:
@@ -449,6 +476,8 @@ class Worker:
     # --- new orders: risk check, approval ----------------------------------------------------
 
     async def _admit_new(self) -> int:
+        if len(self._owned) >= self.max_in_flight:
+            return 0  # at capacity: leave new orders unlocked for other workers
         work = 0
         async with self._transaction() as conn:
             rows = (await conn.execute(_CLAIM_NEW, self._params(limit=self.batch_size))).all()
@@ -460,7 +489,8 @@ class Worker:
                         work += await self._admit(conn, order)
                 except Exception:
                     log.exception("order %s: admission failed; will retry", order.id)
-        self._backlog = len(orders) >= self.batch_size
+        # A full batch that made progress: there is probably more, so skip the pause.
+        self._backlog = len(orders) >= self.batch_size and work > 0
         return work
 
     async def _admit(self, conn: AsyncConnection, order: _Order) -> int:
@@ -482,9 +512,16 @@ class Worker:
             return 1
         # The lease before the approval commits: from then on the order is in flight and a
         # worker without the lease would take it for abandoned.
-        if not await self._leases.acquire(order.id):
-            return 0
-        self._owned.add(order.id)
+        # Advisory locks stack, so an order still owned from an approval that did not commit
+        # must not be locked a second time (one release would then leave it held).
+        if order.id not in self._owned:
+            if (
+                not self._leases.connected
+                or len(self._owned) >= self.max_in_flight
+                or not await self._leases.acquire(order.id)
+            ):
+                return 0
+            self._owned.add(order.id)
         await conn.execute(_APPROVE, {"id": order.id})
         log.info("order %s: approved", order.id)
         return 1
@@ -501,16 +538,19 @@ class Worker:
     # --- recovery ------------------------------------------------------------------------------
 
     async def _adopt_abandoned(self) -> int:
+        room = min(self.batch_size, self.max_in_flight - len(self._owned))
+        if room <= 0:
+            return 0
         async with self._transaction(read_only=True) as conn:
             ids: list[UUID] = list(
                 (
-                    await conn.execute(
-                        _FIND_ABANDONED, {"owned": list(self._owned), "limit": self.batch_size}
-                    )
+                    await conn.execute(_FIND_ABANDONED, {"owned": list(self._owned), "limit": room})
                 ).scalars()
             )
         work = 0
         for order_id in ids:
+            if not self._leases.connected:
+                break  # leases lost mid-pass: the next pass starts over
             try:
                 work += await self._adopt(order_id)
             except Exception:
@@ -524,13 +564,15 @@ class Worker:
         try:
             async with self._transaction() as conn:
                 order = await self._lock(conn, order_id)
-                if order is not None and order.in_flight:
+                recover = order is not None and order.in_flight
+                if order is not None and recover:
+                    where = "at the venue" if order.routed_at else "in flight"
                     reason = (
                         f"resumed by worker {self.worker_id}: the previous worker stopped"
-                        f" while the order was {'at the venue' if order.routed_at else 'in flight'}"
+                        f" while the order was {where}"
                     )
                     await conn.execute(_RECOVERED, {"id": order_id, "reason": reason})
-                    adopted = True
+            adopted = recover  # only now is the RECOVERED row committed
         finally:
             # Owned only once the RECOVERED row is committed, so every takeover is logged.
             if adopted:
@@ -662,26 +704,27 @@ class Worker:
         async with self._transaction() as conn:
             current = await self._lock(conn, order.id)
             if current is None or current.final:
-                return 0
+                return 0  # the next pass reads it final and lets it go
             work = await self._insert_fills(conn, order.id, report.executions)
             if work:
                 current = await self._lock(conn, order.id)
                 assert current is not None
             if current.final:
-                log.info("order %s: %s", order.id, current.status.lower())
-                return work
-            if report.rejected is not None:
+                outcome = current.status.lower()
+            elif report.rejected is not None:
                 rejection = report.rejected
-                await self._close(
-                    conn, current, "REJECTED", rejection.message or rejection.code, rejection.code
-                )
-                log.warning("order %s: rejected by the venue: %s", order.id, rejection.code)
-                return work + 1
-            if report.done:
-                reason = EXPIRED if current.expired else "cancelled at the venue"
-                await self._close(conn, current, "CANCELLED", reason, None)
-                log.warning("order %s: %s", order.id, reason)
-                return work + 1
+                reason = rejection.message or rejection.code
+                await self._close(conn, current, "REJECTED", reason, rejection.code)
+                outcome, work = f"rejected by the venue ({rejection.code})", work + 1
+            elif report.done:
+                outcome = EXPIRED if current.expired else "cancelled at the venue"
+                await self._close(conn, current, "CANCELLED", outcome, None)
+                work += 1
+            else:
+                return work
+        # Final and committed: only now may another worker see the lease free.
+        log.info("order %s: %s", order.id, outcome)
+        await self._disown(order.id)
         return work
 
     async def _finish_at_venue(
@@ -711,12 +754,18 @@ class Worker:
                 current = await self._lock(conn, order.id)
                 assert current is not None
             if current.final:
-                return work
-            if report is not None and report.rejected is not None:
-                status, reason, code = "REJECTED", report.rejected.message, report.rejected.code
-            await self._close(conn, current, status, reason, code, failed=failed)
-        log.info("order %s: %s (%s)", order.id, status.lower(), reason)
-        return work + 1
+                reason = current.status.lower()
+            else:
+                if report is not None and report.rejected is not None:
+                    status, reason = "REJECTED", report.rejected.message or report.rejected.code
+                    code = report.rejected.code
+                closed_at = await self._close(conn, current, status, reason, code, failed=failed)
+                # Already stopped at the venue above: the cancel sweep need not do it again.
+                self._venue_cancelled[order.id] = closed_at
+                work += 1
+        log.info("order %s: %s", order.id, reason)
+        await self._disown(order.id)
+        return work
 
     async def _cancel_at_venue(self, order_id: UUID, updated_at: datetime, filled: int) -> int:
         """Stop a cancelled order at the venue, once per process."""
@@ -735,6 +784,13 @@ class Worker:
             )
         log.info("order %s: cancelled at the venue", order_id)
         return 1
+
+    async def _sweep_cancelled_now_and_then(self) -> int:
+        now = time.monotonic()
+        if now - self._last_sweep < self.cancel_sweep_seconds:
+            return 0
+        self._last_sweep = now
+        return await self._sweep_cancelled()
 
     async def _sweep_cancelled(self) -> int:
         """Cancel at the venue the orders cancelled while no live worker owned them."""
@@ -791,6 +847,7 @@ class Worker:
             if current is None or current.final:
                 return 0
             await self._close(conn, current, status, reason, code)
+        await self._disown(order_id)
         return 1
 
     @staticmethod
@@ -802,15 +859,20 @@ class Worker:
         code: str | None,
         *,
         failed: int = 0,
-    ) -> None:
-        """Make a locked, non-final order final. ``failed``: attempts to count on the way."""
+    ) -> datetime:
+        """Make a locked, non-final order final; returns its ``updated_at``.
+
+        ``failed``: failed venue attempts to count on the way.
+        """
         if status == "REJECTED" and order.status == "PARTIAL":
             # Part of it executed, and the lifecycle only lets a PARTIAL order be cancelled.
             status, reason = "CANCELLED", f"{reason} ({code})" if code else reason
-        await conn.execute(
+        result = await conn.execute(
             _CLOSE,
             {"id": order.id, "status": status, "reason": reason, "code": code, "failed": failed},
         )
+        closed_at: datetime = result.scalar_one()
+        return closed_at
 
     @staticmethod
     async def _insert_fills(
