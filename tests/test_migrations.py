@@ -35,12 +35,21 @@ INDEXES = {
     "idx_execution_logs_order": "(order_id)",
     "idx_execution_logs_action": "(action)",
 }
-POLICIES = {
+POLICIES = {  # the guide's five, and one per role and command beside them
     "orders_trader_isolation",
     "fills_trader_isolation",
     "execution_logs_trader_isolation",
     "execution_logs_immutable",
     "execution_logs_immutable_delete",
+    "orders_trader_submit",
+    "orders_trader_cancel",
+    "orders_service_role",
+    "orders_compliance_read",
+    "fills_service_role",
+    "fills_compliance_read",
+    "execution_logs_service_role_read",
+    "execution_logs_compliance_read",
+    "execution_logs_audit_insert",
 }
 
 

@@ -362,8 +362,20 @@ $$;
 CREATE FUNCTION execution_logs_refuse_change() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, public AS $$
 BEGIN
-    RAISE EXCEPTION 'execution_logs is an immutable audit trail: % refused', TG_OP
-        USING ERRCODE = 'OA403';
+    RAISE EXCEPTION '% is append-only (the audit trail and the fills it rests on): % refused',
+        TG_TABLE_NAME, TG_OP USING ERRCODE = 'OA403';
+END
+$$;
+
+-- Superusers skip policies: this trigger makes "only from orders_write_audit" hold for them too.
+-- Depth 1 is a statement's own trigger; orders_write_audit's insert runs at depth 2.
+CREATE FUNCTION execution_logs_audit_only() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, public AS $$
+BEGIN
+    IF pg_trigger_depth() < 2 THEN
+        RAISE EXCEPTION 'execution_logs rows are written by the database only' USING ERRCODE = 'OA403';
+    END IF;
+    RETURN NEW;
 END
 $$;
 
@@ -377,6 +389,10 @@ CREATE TRIGGER fills_after_insert AFTER INSERT ON fills
     FOR EACH ROW EXECUTE FUNCTION fills_apply_to_order();
 CREATE TRIGGER execution_logs_immutable_rows BEFORE UPDATE OR DELETE ON execution_logs
     FOR EACH ROW EXECUTE FUNCTION execution_logs_refuse_change();
+CREATE TRIGGER execution_logs_written_by_audit BEFORE INSERT ON execution_logs
+    FOR EACH ROW EXECUTE FUNCTION execution_logs_audit_only();
+CREATE TRIGGER fills_immutable_rows BEFORE UPDATE OR DELETE ON fills
+    FOR EACH ROW EXECUTE FUNCTION execution_logs_refuse_change();
 CREATE TRIGGER execution_logs_no_truncate BEFORE TRUNCATE ON execution_logs
     FOR EACH STATEMENT EXECUTE FUNCTION execution_logs_refuse_change();
 CREATE TRIGGER orders_no_truncate BEFORE TRUNCATE ON orders
@@ -385,11 +401,14 @@ CREATE TRIGGER fills_no_truncate BEFORE TRUNCATE ON fills
     FOR EACH STATEMENT EXECUTE FUNCTION execution_logs_refuse_change();
 
 REVOKE ALL ON FUNCTION orders_enforce_lifecycle(), orders_write_audit(), fills_apply_to_order(),
-    execution_logs_refuse_change() FROM PUBLIC;
+    execution_logs_refuse_change(), execution_logs_audit_only() FROM PUBLIC;
 """
 
-# (select ...) around the claim and role look-ups makes PostgreSQL evaluate them
-# once per statement (an InitPlan), not once per row.
+# One policy per role and command, so that each role's rows are described by
+# exactly one expression the planner can use (an OR across roles defeats the
+# trader_id indexes), and so that a role with no policy (anon) sees nothing,
+# whatever its claims say. (select ...) around the claim makes PostgreSQL read
+# it once per statement (an InitPlan), not once per row.
 POLICIES = """
 ALTER TABLE orders ENABLE ROW LEVEL SECURITY;
 ALTER TABLE orders FORCE ROW LEVEL SECURITY;
@@ -398,29 +417,34 @@ ALTER TABLE fills FORCE ROW LEVEL SECURITY;
 ALTER TABLE execution_logs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE execution_logs FORCE ROW LEVEL SECURITY;
 
-CREATE POLICY orders_trader_isolation ON orders
-    USING (
-        trader_id = (SELECT auth.uid())
-        OR (SELECT current_user) IN ('service_role', 'compliance_auditor')
-    )
-    WITH CHECK (
-        (SELECT current_user) = 'service_role'
-        OR (trader_id = (SELECT auth.uid()) AND status IN ('PENDING', 'CANCELLED'))
-    );
+-- Traders: their own rows only.
+CREATE POLICY orders_trader_isolation ON orders FOR SELECT TO authenticated
+    USING (trader_id = (SELECT auth.uid()));
+CREATE POLICY orders_trader_submit ON orders FOR INSERT TO authenticated
+    WITH CHECK (trader_id = (SELECT auth.uid()) AND status = 'PENDING');
+-- A trader's only change is cancelling (the lifecycle trigger checks it is allowed).
+CREATE POLICY orders_trader_cancel ON orders FOR UPDATE TO authenticated
+    USING (trader_id = (SELECT auth.uid()))
+    WITH CHECK (trader_id = (SELECT auth.uid()) AND status = 'CANCELLED');
+CREATE POLICY fills_trader_isolation ON fills FOR SELECT TO authenticated
+    USING (trader_id = (SELECT auth.uid()));
+CREATE POLICY execution_logs_trader_isolation ON execution_logs FOR SELECT TO authenticated
+    USING (trader_id = (SELECT auth.uid()));
 
-CREATE POLICY fills_trader_isolation ON fills
-    USING (
-        trader_id = (SELECT auth.uid())
-        OR (SELECT current_user) IN ('service_role', 'compliance_auditor')
-    )
-    WITH CHECK ((SELECT current_user) = 'service_role');
+-- The execution engine and back office: everything, within their grants.
+CREATE POLICY orders_service_role ON orders FOR ALL TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY fills_service_role ON fills FOR ALL TO service_role USING (true) WITH CHECK (true);
+CREATE POLICY execution_logs_service_role_read ON execution_logs FOR SELECT TO service_role
+    USING (true);
 
--- Rows are inserted only by orders_write_audit (a trigger), never by a statement of a user.
-CREATE POLICY execution_logs_trader_isolation ON execution_logs
-    USING (
-        trader_id = (SELECT auth.uid())
-        OR (SELECT current_user) IN ('service_role', 'compliance_auditor')
-    )
+-- Compliance: reads everything, and no policy lets it write.
+CREATE POLICY orders_compliance_read ON orders FOR SELECT TO compliance_auditor USING (true);
+CREATE POLICY fills_compliance_read ON fills FOR SELECT TO compliance_auditor USING (true);
+CREATE POLICY execution_logs_compliance_read ON execution_logs FOR SELECT TO compliance_auditor
+    USING (true);
+
+-- Audit rows come only from orders_write_audit, a trigger (see also execution_logs_audit_only).
+CREATE POLICY execution_logs_audit_insert ON execution_logs FOR INSERT
     WITH CHECK (pg_trigger_depth() > 0);
 
 -- RESTRICTIVE: AND-ed with every other policy, so no permissive policy can re-open the log.
@@ -470,7 +494,7 @@ DOWNGRADE = f"""
 REVOKE SELECT ON alembic_version FROM authenticator;
 DROP TABLE IF EXISTS execution_logs, fills, orders;
 DROP FUNCTION IF EXISTS orders_enforce_lifecycle(), orders_write_audit(), fills_apply_to_order(),
-    execution_logs_refuse_change();
+    execution_logs_refuse_change(), execution_logs_audit_only();
 DROP TYPE IF EXISTS action_enum, order_status_enum, order_type_enum;
 DO $$
 DECLARE

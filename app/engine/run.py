@@ -26,15 +26,17 @@ async def _serve(settings: Settings) -> None:
     await run_worker(settings, stop)
 
 
-def main() -> int:
+def main(settings: Settings | None = None) -> int:
+    """Run until a signal; ``python -m app worker`` passes settings it already resolved."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    try:
-        settings = Settings.from_env()
-    except SettingsError as error:
-        print(f"configuration error: {error}", file=sys.stderr)  # noqa: T201
-        return 2
+    if settings is None:
+        try:
+            settings = Settings.from_env()
+        except SettingsError as error:
+            print(f"configuration error: {error}", file=sys.stderr)  # noqa: T201
+            return 2
     asyncio.run(_serve(settings))
     return 0
 

@@ -83,6 +83,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -223,6 +224,7 @@ _RETRY: Final = text(
     "UPDATE orders SET retry_attempt = retry_attempt + 1, error_code = :code,"
     " status_reason = :reason WHERE id = :id"
 )
+RESENT_UNKNOWN: Final = "venue had no record of the order; re-sent the remaining quantity"
 _RECOVERED: Final = text(
     "UPDATE orders SET recovered_at = now(), status_reason = :reason WHERE id = :id"
 )
@@ -689,13 +691,41 @@ class Worker:
         for order_id, order in orders.items():
             report = by_id.get(order_id)
             if report is None:
-                log.error("order %s: routed, but unknown to venue %s", order_id, self.venue.name)
+                work += await self._resend_unknown(order)
                 continue
             try:
                 work += await self._apply_report(order, report)
             except Exception:
                 log.exception("order %s: recording the venue's report failed", order_id)
         return work
+
+    async def _resend_unknown(self, order: _Order) -> int:
+        """A routed order the venue has no record of: send what is left of it again.
+
+        The venue lost it (or it was routed before this venue's state existed, as
+        with seeded orders). The order id stays the idempotency key, so a second
+        worker doing the same cannot double it; only the unfilled quantity goes.
+        """
+        remaining = order.quantity - order.filled_quantity
+        try:
+            await self.venue.submit(dataclasses.replace(order.venue_order(), quantity=remaining))
+        except VenueError as error:
+            log.warning("order %s: venue had no record and refused a resend: %s", order.id, error)
+            if isinstance(error, PermanentVenueError):
+                return await self._finish_at_venue(order, "REJECTED", error.message, error.code)
+            return 0
+        async with self._transaction() as conn:
+            current = await self._lock(conn, order.id)
+            if current is None or current.final:
+                return 0
+            await conn.execute(_RECOVERED, {"id": order.id, "reason": RESENT_UNKNOWN})
+        log.warning(
+            "order %s: venue %s had no record; re-sent %d remaining",
+            order.id,
+            self.venue.name,
+            remaining,
+        )
+        return 1
 
     async def _apply_report(self, order: _Order, report: ExecutionReport) -> int:
         reported = sum(execution.quantity for execution in report.executions)

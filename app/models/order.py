@@ -77,12 +77,35 @@ class Order(Base):
     __tablename__ = "orders"
     __table_args__ = (
         UniqueConstraint("trader_id", "client_order_id", name="uq_orders_trader_client_order_id"),
+        CheckConstraint("side IN ('BUY', 'SELL')", name="ck_orders_side"),
+        CheckConstraint("symbol ~ '^[A-Z0-9.-]{1,10}$'", name="ck_orders_symbol"),
+        CheckConstraint(
+            "client_order_id ~ '^[\\x20-\\x7E]{1,64}$'", name="ck_orders_client_order_id"
+        ),
         CheckConstraint("quantity > 0", name="ck_orders_quantity_positive"),
         CheckConstraint("price > 0", name="ck_orders_price_positive"),
+        CheckConstraint(
+            "(order_type = 'MARKET') = (price IS NULL)", name="ck_orders_price_by_type"
+        ),
+        CheckConstraint("stop_loss > 0", name="ck_orders_stop_loss_positive"),
+        CheckConstraint("take_profit > 0", name="ck_orders_take_profit_positive"),
         CheckConstraint(
             "filled_quantity >= 0 AND filled_quantity <= quantity",
             name="ck_orders_filled_quantity_range",
         ),
+        CheckConstraint("average_fill_price > 0", name="ck_orders_average_fill_price_positive"),
+        CheckConstraint(
+            "(filled_quantity = 0) = (average_fill_price IS NULL)",
+            name="ck_orders_average_fill_price_with_fills",
+        ),
+        CheckConstraint(
+            "(status = 'FILLED') = (filled_quantity = quantity)"
+            " AND (status <> 'PENDING' OR filled_quantity = 0)"
+            " AND (status <> 'PARTIAL' OR filled_quantity > 0)",
+            name="ck_orders_status_matches_fills",
+        ),
+        CheckConstraint("retry_attempt >= 0", name="ck_orders_retry_attempt"),
+        CheckConstraint("expires_at > created_at", name="ck_orders_expires_after_creation"),
         Index("idx_orders_trader_created", "trader_id", text("created_at DESC")),
         Index("idx_orders_status", "status"),
         Index("idx_orders_trader_status", "trader_id", "status"),
@@ -117,6 +140,10 @@ class Order(Base):
 class Fill(Base):
     __tablename__ = "fills"
     __table_args__ = (
+        CheckConstraint("quantity_filled > 0", name="ck_fills_quantity_filled_positive"),
+        CheckConstraint("price_at_fill > 0", name="ck_fills_price_at_fill_positive"),
+        CheckConstraint("commission >= 0", name="ck_fills_commission_not_negative"),
+        CheckConstraint("btrim(venue) <> ''", name="ck_fills_venue_not_blank"),
         Index("idx_fills_order", "order_id"),
         Index("idx_fills_timestamp", text('"timestamp" DESC')),
     )
@@ -139,6 +166,7 @@ class Fill(Base):
 class ExecutionLog(Base):
     __tablename__ = "execution_logs"
     __table_args__ = (
+        CheckConstraint("retry_attempt >= 0", name="ck_execution_logs_retry_attempt"),
         Index("idx_execution_logs_trader_timestamp", "trader_id", text('"timestamp" DESC')),
         Index("idx_execution_logs_order", "order_id"),
         Index("idx_execution_logs_action", "action"),
