@@ -1,4 +1,4 @@
-"""create_app(settings) -> the Starlette application; its lifespan owns the pool."""
+"""create_app(settings) -> the Starlette application; its lifespan owns the pool and the listener."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from starlette.routing import Route, WebSocketRoute
 
 from app.auth.jwt import TokenVerifier
 from app.db import migrations
+from app.db.listener import OrderChangeListener
 from app.db.session import Database, create_engine
-from app.db.urls import async_url
+from app.db.urls import async_url, libpq_url
 from app.graphql.endpoint import GraphQLEndpoint
 from app.graphql.schema import build_schema
+from app.graphql.subscriptions import Subscription
 from app.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -40,16 +42,22 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Starl
     settings.check_token_config()
     verifier = TokenVerifier(settings)
     db = database if database is not None else database_for(settings)
-    schema = build_schema(settings)
-    graphql = GraphQLEndpoint(schema, settings=settings, database=db, verifier=verifier)
+    # The one LISTEN connection of this process logs in as the pool does (authenticator).
+    listener = OrderChangeListener(libpq_url(db.engine.url))
+    schema = build_schema(settings, subscription=Subscription)
+    graphql = GraphQLEndpoint(
+        schema, settings=settings, database=db, verifier=verifier, listener=listener
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         role = await db.check_login_role()
         log.info("serving as database role %s", role.name)
+        await listener.start()
         try:
             yield
         finally:
+            await listener.stop()
             await db.dispose()
 
     async def healthz(request: Request) -> JSONResponse:
@@ -79,6 +87,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Starl
         lifespan=lifespan,
     )
     app.state.database = db
+    app.state.listener = listener
     app.state.settings = settings
     return app
 

@@ -116,6 +116,8 @@ class Settings:
     max_document_bytes: int = 20_000
     max_batch_size: int = 10
     max_order_quantity: int = 1_000_000
+    compiled_queries: bool = True
+    """Answer hot read queries with one SQL statement (graphql/compiled.py); off = resolvers only."""
 
     # --- execution engine ----------------------------------------------------
     risk_max_quantity: int = 100_000
@@ -167,6 +169,7 @@ class Settings:
             max_document_bytes=_int(env, "MAX_DOCUMENT_BYTES", 20_000, minimum=100),
             max_batch_size=_int(env, "MAX_BATCH_SIZE", 10, minimum=1),
             max_order_quantity=_int(env, "MAX_ORDER_QUANTITY", 1_000_000, minimum=1),
+            compiled_queries=_bool(env, "COMPILED_QUERIES", True),
             risk_max_quantity=_int(env, "RISK_MAX_QUANTITY", 100_000, minimum=1),
             risk_max_notional=_decimal(env, "RISK_MAX_NOTIONAL", Decimal("5000000")),
             risk_symbols=tuple(s.upper() for s in _csv(env, "RISK_SYMBOLS", ())),

@@ -12,6 +12,7 @@ import httpx
 from starlette.applications import Starlette
 
 from app.auth.jwt import mint_token
+from app.graphql.endpoint import GraphQLEndpoint
 from app.main import create_app
 from app.settings import Settings
 
@@ -62,6 +63,15 @@ class Client:
 
     def token(self, sub: uuid.UUID | None = None, role: str = "authenticated", **extra: Any) -> str:
         return make_token(self.settings, sub, role, **extra)
+
+
+def graphql_endpoint(app: Starlette) -> GraphQLEndpoint:
+    [endpoint] = {
+        route.endpoint
+        for route in app.routes
+        if isinstance(getattr(route, "endpoint", None), GraphQLEndpoint)
+    }
+    return endpoint
 
 
 @asynccontextmanager

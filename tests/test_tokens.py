@@ -788,3 +788,15 @@ def test_other_schemes_and_garbage_are_refused(value: str) -> None:
     with pytest.raises(InvalidToken) as caught:
         bearer_token(value)
     assert caught.value.reason == "malformed authorization header"
+
+
+async def test_a_cached_hs256_token_still_stops_working_when_it_expires() -> None:
+    settings = make_settings()
+    verifier = TokenVerifier(settings)
+    now = datetime.now(UTC)
+    token = mint_token(settings, sub=TRADER, ttl_seconds=2, now=now - timedelta(seconds=31))
+    # Valid only thanks to the 30 s leeway, and only for about a second more.
+    assert (await verifier.verify(token)).sub == TRADER
+    assert (await verifier.verify(token)).sub == TRADER  # served from the cache
+    await asyncio.sleep(2.1)
+    assert await async_refusal(verifier, token) == "expired"

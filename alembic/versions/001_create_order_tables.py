@@ -16,7 +16,9 @@ plain SQL as service_role):
 - filled_quantity, average_fill_price and the fill-driven statuses are derived
   from the fills, so they cannot disagree with them;
 - execution_logs rows are never updated, deleted or truncated, not even by
-  the table owner (policies, privileges and triggers, each on its own).
+  the table owner (policies, privileges and triggers, each on its own);
+- every committed change of an order is announced (NOTIFY order_changes, with
+  identifiers only) for the API's live updates.
 
 Everything is plain SQL so that ``alembic upgrade head --sql`` prints exactly
 what runs online. Roles are cluster-wide: they are created when missing and
@@ -404,6 +406,31 @@ REVOKE ALL ON FUNCTION orders_enforce_lifecycle(), orders_write_audit(), fills_a
     execution_logs_refuse_change(), execution_logs_audit_only() FROM PUBLIC;
 """
 
+# Live updates (GraphQL subscriptions): after every committed insert or update of an
+# order, NOTIFY order_changes with identifiers only ({"id", "trader_id", "op"}), never
+# order data; the API re-reads the order under each subscriber's own role and claims.
+# Fills need nothing more: fills_after_insert updates the order row, which fires this.
+# NOTIFY is delivered at commit and dropped on rollback, whoever the writer is.
+ANNOUNCE = """
+CREATE FUNCTION orders_announce_change() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, public AS $$
+BEGIN
+    -- A re-derivation that leaves the row as it was is no news.
+    IF TG_OP = 'UPDATE' AND NEW IS NOT DISTINCT FROM OLD THEN
+        RETURN NULL;
+    END IF;
+    PERFORM pg_notify(
+        'order_changes',
+        json_build_object('id', NEW.id, 'trader_id', NEW.trader_id, 'op', TG_OP)::text
+    );
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION orders_announce_change() FROM PUBLIC;
+CREATE TRIGGER orders_announce_change AFTER INSERT OR UPDATE ON orders
+    FOR EACH ROW EXECUTE FUNCTION orders_announce_change();
+"""
+
 # One policy per role and command, so that each role's rows are described by
 # exactly one expression the planner can use (an OR across roles defeats the
 # trader_id indexes), and so that a role with no policy (anon) sees nothing,
@@ -494,7 +521,7 @@ DOWNGRADE = f"""
 REVOKE SELECT ON alembic_version FROM authenticator;
 DROP TABLE IF EXISTS execution_logs, fills, orders;
 DROP FUNCTION IF EXISTS orders_enforce_lifecycle(), orders_write_audit(), fills_apply_to_order(),
-    execution_logs_refuse_change(), execution_logs_audit_only();
+    execution_logs_refuse_change(), execution_logs_audit_only(), orders_announce_change();
 DROP TYPE IF EXISTS action_enum, order_status_enum, order_type_enum;
 DO $$
 DECLARE
@@ -562,7 +589,7 @@ def _run(block: str) -> None:
 
 
 def upgrade() -> None:
-    for block in (ROLES, AUTH, TABLES, LIFECYCLE, POLICIES, GRANTS):
+    for block in (ROLES, AUTH, TABLES, LIFECYCLE, ANNOUNCE, POLICIES, GRANTS):
         _run(block)
     password = Settings.from_env().authenticator_password
     if password and not context.is_offline_mode():

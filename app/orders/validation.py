@@ -57,7 +57,8 @@ def money(field: str, value: Decimal | None, *, allow_zero: bool = False) -> Dec
     except InvalidOperation:
         raise InvalidInput(field, f"{field} is not a number") from None
     if value < 0 or (value == 0 and not allow_zero):
-        raise InvalidInput(field, f"{field} must be greater than 0")
+        bound = "at least 0" if allow_zero else "greater than 0"
+        raise InvalidInput(field, f"{field} must be {bound}")
     if isinstance(exponent, int) and exponent < -2 and value != value.quantize(Decimal("0.01")):
         raise InvalidInput(field, f"{field} may have at most 2 decimal places")
     if value > MAX_PRICE:

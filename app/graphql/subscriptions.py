@@ -1,0 +1,262 @@
+"""Subscription.orderUpdates: announcements in, each order re-read under the subscriber's RLS.
+
+PostgreSQL announces which order changed (migration 001, db/listener.py), never
+what it contains. For every announcement that may concern a subscriber, the
+order is read again in a read-only transaction as the subscriber's own role
+with the subscriber's own claims, exactly like a query; it is sent only if
+that read returns it. Whatever an announcement says, a trader can therefore
+only ever receive what ``order(id:)`` would show them: row level security is
+the boundary, not the announcement. service_role and compliance_auditor see
+every order because the policies say so.
+
+Messages carry the order's state at the moment it was read, not a diff: when
+changes follow each other faster than the re-read, intermediate states may be
+skipped, but the last message sent after a change always shows that change or
+a later one.
+
+Gap signal. When updates may have been missed (the listening connection was
+re-established after a database restart or network fault, or the subscriber
+fell more than a mailbox's worth of orders behind), the subscription stays
+open and the client receives one event with ``data: null`` and the error
+
+    {"message": "updates may have been missed; re-query",
+     "path": ["orderUpdates"],
+     "extensions": {"code": "SERVICE_UNAVAILABLE", "reason": "UPDATES_MISSED"}}
+
+after which updates continue. A subscription to one order (``orderId``) then
+also receives that order's current state, so it is whole again on its own; a
+subscription to all of the caller's orders should re-query ``orders``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+from uuid import UUID
+
+import strawberry
+from sqlalchemy.engine import RowMapping
+from strawberry.types import Info
+from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
+
+from app.auth.claims import Claims
+from app.db.listener import ListenerStopped, Missed, OrderChangeListener
+from app.db.session import Database, DatabaseUnavailable
+from app.graphql.context import Context
+from app.graphql.types import Order
+from app.orders import queries
+from app.orders.errors import OrderError, Unauthenticated
+
+log = logging.getLogger(__name__)
+
+FEED = "order_feed"
+"""Key of the OrderFeed in ``Context.extra`` (set per WebSocket operation by graphql/endpoint.py)."""
+
+TRADER_FILTER = True
+"""Skip re-reads of other traders' orders for role authenticated, by the announced trader id.
+Only saves work; tests switch it off to show that the re-read alone isolates traders."""
+
+UPDATES_MISSED = "updates may have been missed; re-query"
+
+
+class UpdatesMissed(OrderError):
+    """The gap signal: sent in the stream as an error, after which the stream goes on."""
+
+    code = "SERVICE_UNAVAILABLE"
+    reason = "UPDATES_MISSED"
+
+    def __init__(self) -> None:
+        super().__init__(UPDATES_MISSED)
+
+
+class _GapSignalIsNoError(logging.Filter):
+    """Strawberry logs every error of a result at ERROR, with its traceback. The gap signal is
+    expected flow (after a database restart every subscriber gets one) and is logged once, by
+    the listener, instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], UpdatesMissed))
+
+
+logging.getLogger("strawberry.execution").addFilter(_GapSignalIsNoError())
+
+
+class WebSocketOnly(OrderError):
+    """A subscription sent over HTTP: the client's mistake, not the server's."""
+
+    code = "BAD_USER_INPUT"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "subscriptions are served over WebSocket only (graphql-transport-ws or graphql-ws)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    order: RowMapping
+    fills: Sequence[RowMapping] | None
+    logs: Sequence[RowMapping] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    started_at: int
+    task: asyncio.Task[Snapshot | None]
+
+
+@dataclass
+class OrderFeed:
+    """What the subscription resolvers of one server process share."""
+
+    database: Database
+    listener: OrderChangeListener
+    _reads: dict[tuple[str, UUID, bool, bool], _Read] = field(default_factory=dict)
+
+    async def read(
+        self, claims: Claims, order_id: UUID, *, fresh_from: int, fills: bool, logs: bool
+    ) -> Snapshot | None:
+        """The order as ``claims`` sees it, in a state at least as new as listener tick
+        ``fresh_from``; None when row level security hides it (or it does not exist).
+
+        Subscribers with identical claims share one read while it is in flight: the same role
+        and the same ``request.jwt.claims`` make the same policies give the same answer, so a
+        thousand tabs of one trader cost one read per change, not a thousand. A read that
+        started before the announcement the caller is acting on may predate the change, so it
+        is never shared with that caller.
+        """
+        key = (claims.to_json(), order_id, fills, logs)
+        shared = self._reads.get(key)
+        if shared is None or shared.started_at < fresh_from:
+            shared = _Read(
+                self.listener.tick,
+                asyncio.create_task(self._read(claims, order_id, fills=fills, logs=logs)),
+            )
+            self._reads[key] = shared
+            shared.task.add_done_callback(lambda task: self._forget(key, task))
+        # Shielded: one subscriber going away must not cancel the read for the others.
+        return await asyncio.shield(shared.task)
+
+    def _forget(self, key: tuple[str, UUID, bool, bool], task: asyncio.Task[Any]) -> None:
+        current = self._reads.get(key)
+        if current is not None and current.task is task:
+            del self._reads[key]
+        if not task.cancelled():
+            # Retrieved here so that a failure nobody waited for is not reported as unhandled.
+            task.exception()
+
+    async def _read(
+        self, claims: Claims, order_id: UUID, *, fills: bool, logs: bool
+    ) -> Snapshot | None:
+        async with self.database.transaction(claims, read_only=True) as tx:
+            row = await queries.order_by_id(tx, order_id)
+            if row is None:
+                return None
+            return Snapshot(
+                order=row,
+                fills=await queries.fills_of(tx, [order_id]) if fills else None,
+                logs=await queries.logs_of(tx, [order_id]) if logs else None,
+            )
+
+
+def _feed(context: Context) -> OrderFeed:
+    feed = context.extra.get(FEED)
+    if not isinstance(feed, OrderFeed):
+        raise WebSocketOnly()
+    return feed
+
+
+def _selects(selections: Sequence[Selection], name: str) -> bool:
+    """Whether ``name`` is selected directly on the order, through fragments too."""
+    for selection in selections:
+        if isinstance(selection, SelectedField) and selection.name == name:
+            return True
+        if isinstance(selection, FragmentSpread | InlineFragment) and _selects(
+            selection.selections, name
+        ):
+            return True
+    return False
+
+
+def _expired(claims: Claims, leeway_seconds: int) -> bool:
+    return claims.expires_at is not None and claims.expires_at + timedelta(
+        seconds=leeway_seconds
+    ) <= datetime.now(UTC)
+
+
+async def _updates(
+    info: Info[Context, None], claims: Claims, order_id: UUID | None
+) -> AsyncGenerator[Order | UpdatesMissed, None]:
+    context = info.context
+    feed = _feed(context)
+    root = info.selected_fields[0].selections if info.selected_fields else []
+    wants_fills = _selects(root, "fills")
+    wants_logs = _selects(root, "executionLogs")
+    trader_id = claims.sub if TRADER_FILTER and claims.role == "authenticated" else None
+    # Registered here, in the generator's body, so that the finally of the with block always
+    # unregisters it (a generator that never started would not run its finally).
+    with feed.listener.subscribe(order_id=order_id, trader_id=trader_id) as subscriber:
+        while True:
+            try:
+                event = await subscriber.get()
+            except ListenerStopped:
+                return  # the server is shutting down: the stream completes
+            if _expired(claims, context.settings.jwt_leeway_seconds):
+                # The connection is closed at expiry as well; this covers the moment between.
+                raise Unauthenticated("the token expired")
+            if isinstance(event, Missed):
+                yield UpdatesMissed()
+                if order_id is None:
+                    continue
+                target, tick = order_id, event.tick
+            else:
+                target, tick = event.order_id, event.tick
+            try:
+                snapshot = await feed.read(
+                    claims, target, fresh_from=tick, fills=wants_fills, logs=wants_logs
+                )
+            except DatabaseUnavailable:
+                log.warning("subscription %s: re-read failed", context.request_id, exc_info=True)
+                yield UpdatesMissed()
+                continue
+            if snapshot is None:
+                continue  # not the subscriber's to see
+            # The fields resolve after the yield, without a transaction: hand them the rows
+            # read above (context is this operation's own, see graphql/endpoint.py).
+            primed = []
+            for loader, rows in ((context.fills, snapshot.fills), (context.logs, snapshot.logs)):
+                if rows is not None:
+                    loader.prime(target, list(rows), force=True)
+                    primed.append(loader)
+            try:
+                yield Order.from_row(snapshot.order)
+            finally:
+                # Nothing of this event is kept for the next one, or past the subscription.
+                for loader in primed:
+                    loader.clear(target)
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        description="Every change to the caller's orders (or to one order), as the order after"
+        " the change. Runs under the same row level security as queries. When updates may"
+        " have been missed, the stream carries an error with extensions.code"
+        " SERVICE_UNAVAILABLE and extensions.reason UPDATES_MISSED, and goes on."
+    )
+    async def order_updates(
+        self, info: Info[Context, None], order_id: UUID | None = None
+    ) -> AsyncGenerator[Order, None]:
+        # A coroutine returning the stream, not a generator itself: refusals raised here
+        # reach the client as the protocol's "error" message before the stream starts.
+        claims = info.context.claims
+        if claims.role == "anon" or _expired(claims, info.context.settings.jwt_leeway_seconds):
+            raise Unauthenticated("subscriptions need a valid token")
+        _feed(info.context)
+        # graphql-core turns a yielded exception into an error for that one event (see
+        # UpdatesMissed); the schema's type stays Order.
+        return cast(AsyncGenerator[Order, None], _updates(info, claims, order_id))

@@ -1,0 +1,617 @@
+"""Live order updates: Subscription.orderUpdates over WebSocket, end to end on a real database.
+
+The app runs in-process (httpx-ws's ASGI transport); changes are driven through the API's
+mutations or plain SQL, and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import jwt
+import pytest
+from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect, aconnect_ws
+from httpx_ws.transport import ASGIWebSocketTransport
+from starlette.applications import Starlette
+
+from alembic import command
+from app.auth.jwt import mint_token
+from app.db.listener import APPLICATION_NAME, Changed, Missed, OrderChangeListener
+from app.db.migrations import alembic_config
+from app.db.urls import libpq_url
+from app.graphql import subscriptions
+from app.main import create_app
+from app.settings import Settings
+from tests.api import api_settings, make_token
+from tests.conftest import Db
+from tests.sql import as_role
+
+TIMEOUT = 5.0
+TRANSPORT_WS = "graphql-transport-ws"
+LEGACY_WS = "graphql-ws"
+
+UPDATES = """
+subscription Updates($orderId: UUID) {
+  orderUpdates(orderId: $orderId) {
+    id traderId status filledQuantity
+    fills { quantityFilled }
+    ...Trail
+  }
+}
+fragment Trail on Order { executionLogs { action } }
+"""
+SUBMIT = """
+mutation($input: SubmitOrderInput!) { submitOrder(input: $input) { id } }
+"""
+APPROVE = "mutation($id: UUID!) { approveOrder(id: $id) { id } }"
+FILL = """
+mutation($id: UUID!, $q: Int!) {
+  recordFill(input: {orderId: $id, quantityFilled: $q, priceAtFill: "10.50", venue: "Test"}) { id }
+}
+"""
+CANCEL = 'mutation($id: UUID!) { cancelOrder(id: $id, reason: "changed my mind") { id } }'
+
+
+# --- harness -------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Harness:
+    app: Starlette
+    http: httpx.AsyncClient
+    settings: Settings
+
+    @property
+    def listener(self) -> OrderChangeListener:
+        listener: OrderChangeListener = self.app.state.listener
+        return listener
+
+    def token(self, sub: uuid.UUID | None = None, role: str = "authenticated") -> str:
+        return make_token(self.settings, sub, role)
+
+    async def gql(self, query: str, variables: dict[str, Any], token: str) -> dict[str, Any]:
+        response = await self.http.post(
+            "/graphql",
+            json={"query": query, "variables": variables},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        body: dict[str, Any] = response.json()
+        assert response.status_code == 200, body
+        assert "errors" not in body, body
+        data: dict[str, Any] = body["data"]
+        return data
+
+    async def submit(self, trader: uuid.UUID, symbol: str = "AAPL") -> str:
+        data = await self.gql(
+            SUBMIT,
+            {"input": {"symbol": symbol, "side": "BUY", "quantity": 100, "orderType": "MARKET"}},
+            self.token(trader),
+        )
+        order_id: str = data["submitOrder"]["id"]
+        return order_id
+
+    async def approve(self, order_id: str) -> None:
+        await self.gql(APPROVE, {"id": order_id}, self.token(role="service_role"))
+
+    async def fill(self, order_id: str, quantity: int) -> None:
+        await self.gql(FILL, {"id": order_id, "q": quantity}, self.token(role="service_role"))
+
+    async def cancel(self, trader: uuid.UUID, order_id: str) -> None:
+        await self.gql(CANCEL, {"id": order_id}, self.token(trader))
+
+    async def announced(self, count: int) -> None:
+        """Waits until the listener has heard ``count`` announcements in all. A change committed
+        before a subscription may otherwise be announced after it, on a busy machine."""
+
+        async def heard() -> bool:
+            return self.listener.announcements >= count
+
+        await until(heard)
+
+    async def subscribers(self, count: int) -> None:
+        """Waits until the listener holds ``count`` subscribers (registration is asynchronous)."""
+
+        async def reached() -> bool:
+            return self.listener.subscriber_count == count
+
+        await until(reached)
+
+
+async def until(condition: Callable[[], Awaitable[bool]]) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        # Polling: what is awaited here (registrations, pg_stat_activity) signals nothing.
+        while not await condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def harness(database: Db, **overrides: Any) -> AsyncIterator[Harness]:
+    settings = api_settings(database, **overrides)
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        ASGIWebSocketTransport(app=app) as transport,
+        httpx.AsyncClient(transport=transport, base_url="http://test") as http,
+    ):
+        yield Harness(app=app, http=http, settings=settings)
+
+
+class Stream:
+    """One subscription on its own connection, read with bounded waits."""
+
+    def __init__(self, ws: AsyncWebSocketSession, protocol: str) -> None:
+        self.ws = ws
+        self.protocol = protocol
+
+    async def message(self) -> dict[str, Any]:
+        while True:
+            message: dict[str, Any] = await self.ws.receive_json(timeout=TIMEOUT)
+            if message["type"] not in ("ping", "pong", "ka"):
+                return message
+
+    async def next(self) -> dict[str, Any]:
+        """The payload of the next event (``next``, or ``data`` in the legacy protocol)."""
+        message = await self.message()
+        assert message["type"] == ("next" if self.protocol == TRANSPORT_WS else "data"), message
+        payload: dict[str, Any] = message["payload"]
+        return payload
+
+    async def order(self) -> dict[str, Any]:
+        payload = await self.next()
+        assert "errors" not in payload, payload
+        order: dict[str, Any] = payload["data"]["orderUpdates"]
+        return order
+
+
+@asynccontextmanager
+async def connection(
+    h: Harness,
+    token: str | None,
+    *,
+    protocol: str = TRANSPORT_WS,
+    headers: dict[str, str] | None = None,
+) -> AsyncIterator[AsyncWebSocketSession]:
+    """An acknowledged connection."""
+    async with aconnect_ws(
+        "http://test/graphql", h.http, subprotocols=[protocol], headers=headers or {}
+    ) as ws:
+        payload = {"Authorization": f"Bearer {token}"} if token else {}
+        await ws.send_json({"type": "connection_init", "payload": payload})
+        assert (await ws.receive_json(timeout=TIMEOUT))["type"] == "connection_ack"
+        yield ws
+
+
+@asynccontextmanager
+async def subscribed(
+    h: Harness,
+    token: str | None,
+    order_id: str | None = None,
+    *,
+    protocol: str = TRANSPORT_WS,
+    query: str = UPDATES,
+) -> AsyncIterator[Stream]:
+    async with connection(h, token, protocol=protocol) as ws:
+        await ws.send_json(
+            {
+                "id": "1",
+                "type": "subscribe" if protocol == TRANSPORT_WS else "start",
+                "payload": {"query": query, "variables": {"orderId": order_id}},
+            }
+        )
+        yield Stream(ws, protocol)
+
+
+async def refusal(h: Harness, token: str, protocol: str = TRANSPORT_WS) -> tuple[int, list[Any]]:
+    """How the server ends a connection_init carrying ``token``: close code, messages before."""
+    seen: list[Any] = []
+    async with aconnect_ws("http://test/graphql", h.http, subprotocols=[protocol]) as ws:
+        init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
+        await ws.send_json(init)
+        while True:
+            try:
+                seen.append(await ws.receive_json(timeout=TIMEOUT))
+            except WebSocketDisconnect as closed:
+                return closed.code, seen
+
+
+def state(order: dict[str, Any]) -> tuple[str, int, str]:
+    return order["status"], order["filledQuantity"], order["executionLogs"][-1]["action"]
+
+
+# --- delivery ------------------------------------------------------------------------------------
+
+
+async def test_two_traders_each_receive_only_their_own_updates_in_order(database: Db) -> None:
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+    async with (
+        harness(database) as h,
+        subscribed(h, h.token(alice)) as a,
+        subscribed(h, h.token(bob)) as b,
+    ):
+        await h.subscribers(2)
+        seen: dict[uuid.UUID, list[tuple[str, str, int, str]]] = {alice: [], bob: []}
+
+        async def expect(trader: uuid.UUID, stream: Stream) -> None:
+            order = await stream.order()
+            assert order["traderId"] == str(trader)
+            seen[trader].append((order["id"], *state(order)))
+
+        first: dict[uuid.UUID, str] = {}
+        second: dict[uuid.UUID, str] = {}
+        # The two traders' changes interleave; each stream must hold exactly its own.
+        for trader, stream in ((alice, a), (bob, b)):
+            first[trader] = await h.submit(trader)
+            await expect(trader, stream)
+        for trader, stream in ((alice, a), (bob, b)):
+            await h.approve(first[trader])
+            await expect(trader, stream)
+        for trader, stream in ((alice, a), (bob, b)):
+            await h.fill(first[trader], 40)
+            await expect(trader, stream)
+        for trader, stream in ((alice, a), (bob, b)):
+            await h.fill(first[trader], 60)
+            await expect(trader, stream)
+        for trader, stream in ((alice, a), (bob, b)):
+            second[trader] = await h.submit(trader, "MSFT")
+            await expect(trader, stream)
+            await h.cancel(trader, second[trader])
+            await expect(trader, stream)
+
+        for trader in (alice, bob):
+            o1, o2 = first[trader], second[trader]
+            assert seen[trader] == [
+                (o1, "PENDING", 0, "SUBMITTED"),
+                (o1, "PENDING", 0, "APPROVED"),
+                (o1, "PARTIAL", 40, "FILLED"),
+                (o1, "FILLED", 100, "FILLED"),
+                (o2, "PENDING", 0, "SUBMITTED"),
+                (o2, "CANCELLED", 0, "CANCELLED"),
+            ]
+        # Nothing of the other trader is queued behind: the next message is the sentinel.
+        sentinel = await h.submit(alice, "ZZZ")
+        assert (await a.order())["id"] == sentinel
+        sentinel = await h.submit(bob, "ZZZ")
+        assert (await b.order())["id"] == sentinel
+
+
+async def test_fills_and_the_audit_trail_arrive_with_the_order(database: Db) -> None:
+    trader = uuid.uuid4()
+    async with harness(database) as h:
+        order_id = await h.submit(trader)
+        await h.announced(1)
+        async with subscribed(h, h.token(trader), order_id) as stream:
+            await h.subscribers(1)
+            await h.approve(order_id)
+            assert state(await stream.order()) == ("PENDING", 0, "APPROVED")
+            await h.fill(order_id, 25)
+            order = await stream.order()
+    assert order["id"] == order_id
+    assert order["fills"] == [{"quantityFilled": 25}]
+    assert [log["action"] for log in order["executionLogs"]] == ["SUBMITTED", "APPROVED", "FILLED"]
+
+
+async def test_changes_made_with_plain_sql_as_service_role_reach_subscribers(
+    database: Db, authenticator_conn: asyncpg.Connection
+) -> None:
+    trader = uuid.uuid4()
+    async with harness(database) as h, subscribed(h, h.token(trader)) as stream:
+        await h.subscribers(1)
+        async with as_role(authenticator_conn, "service_role", commit=True) as conn:
+            order_id = await conn.fetchval(
+                "INSERT INTO orders (trader_id, symbol, side, quantity, order_type)"
+                " VALUES ($1, 'IBM', 'SELL', 5, 'MARKET') RETURNING id",
+                trader,
+            )
+        assert (await stream.order())["id"] == str(order_id)
+        async with as_role(authenticator_conn, "service_role", commit=True) as conn:
+            await conn.execute("UPDATE orders SET approved_at = now() WHERE id = $1", order_id)
+            await conn.execute(
+                "INSERT INTO fills (order_id, quantity_filled, price_at_fill, venue)"
+                " VALUES ($1, 5, 99, 'SQL')",
+                order_id,
+            )
+        # One transaction, two announcements: the re-read shows the committed end state.
+        assert state(await stream.order()) == ("FILLED", 5, "FILLED")
+
+
+async def test_a_rolled_back_change_is_never_announced(
+    database: Db, authenticator_conn: asyncpg.Connection
+) -> None:
+    trader = uuid.uuid4()
+    async with harness(database) as h, subscribed(h, h.token(trader)) as stream:
+        await h.subscribers(1)
+        async with as_role(authenticator_conn, "service_role", commit=False) as conn:
+            await conn.execute(
+                "INSERT INTO orders (trader_id, symbol, side, quantity, order_type)"
+                " VALUES ($1, 'NOPE', 'BUY', 1, 'MARKET')",
+                trader,
+            )
+        sentinel = await h.submit(trader, "ZZZ")
+        assert (await stream.order())["id"] == sentinel
+
+
+async def test_compliance_auditor_receives_every_traders_updates(database: Db) -> None:
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+    async with harness(database) as h, subscribed(h, h.token(role="compliance_auditor")) as audit:
+        await h.subscribers(1)
+        ids = [await h.submit(alice), await h.submit(bob)]
+        received = [await audit.order(), await audit.order()]
+    assert [o["id"] for o in received] == ids
+    assert [o["traderId"] for o in received] == [str(alice), str(bob)]
+
+
+async def test_an_announcement_naming_the_subscriber_never_reveals_another_traders_order(
+    database: Db, owner_conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without the trader-id shortcut every announcement is re-read as the subscriber, and a
+    # forged one claims that Bob's order is Alice's: row level security still hides it.
+    monkeypatch.setattr(subscriptions, "TRADER_FILTER", False)
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+    async with harness(database) as h:
+        bobs = await h.submit(bob)
+        await h.announced(1)
+        async with subscribed(h, h.token(alice)) as a, subscribed(h, h.token(alice), bobs) as one:
+            await h.subscribers(2)
+            await h.approve(bobs)
+            forged = json.dumps({"id": bobs, "trader_id": str(alice), "op": "UPDATE"})
+            await owner_conn.execute("SELECT pg_notify('order_changes', $1)", forged)
+            sentinel = await h.submit(alice, "ZZZ")
+            assert (await a.order())["id"] == sentinel
+            # The one-order subscription to Bob's order got nothing at all: its next event is
+            # the gap signal forced below, not Bob's order.
+            h.listener._announce_gap()
+            payload = await one.next()
+            assert payload["data"] is None
+            assert payload["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+
+
+# --- authentication --------------------------------------------------------------------------
+
+
+async def test_a_token_with_a_forged_signature_is_refused_with_4401(database: Db) -> None:
+    async with harness(database) as h:
+        forged = jwt.encode(
+            {
+                "sub": str(uuid.uuid4()),
+                "role": "authenticated",
+                "aud": "authenticated",
+                "exp": int(datetime.now(UTC).timestamp()) + 600,
+            },
+            "another-secret-that-is-long-enough-for-hs256-000",
+            algorithm="HS256",
+        )
+        code, seen = await refusal(h, forged)
+        assert (code, seen) == (4401, [])
+        code, seen = await refusal(h, forged, LEGACY_WS)
+        assert code == 4401
+        assert seen == [
+            {
+                "type": "connection_error",
+                "payload": {
+                    "message": "invalid token: bad signature",
+                    "extensions": {"code": "UNAUTHENTICATED"},
+                },
+            }
+        ]
+        assert h.listener.subscriber_count == 0
+
+
+async def test_an_expired_token_is_refused_with_4401(database: Db) -> None:
+    async with harness(database) as h:
+        expired = mint_token(
+            h.settings, sub=uuid.uuid4(), now=datetime.now(UTC) - timedelta(hours=2)
+        )
+        assert (await refusal(h, expired))[0] == 4401
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_the_connection_closes_with_4401_when_the_token_expires(
+    database: Db, protocol: str
+) -> None:
+    async with harness(database, jwt_leeway_seconds=0) as h:
+        # exp may be fractional: the socket should close 0.8 s from now.
+        expires = datetime.now(UTC).timestamp() + 0.8
+        token = mint_token(h.settings, sub=uuid.uuid4(), extra={"exp": expires})
+        async with subscribed(h, token, protocol=protocol) as stream:
+            await h.subscribers(1)
+            with pytest.raises(WebSocketDisconnect) as closed:
+                await stream.message()
+        assert (closed.value.code, closed.value.reason) == (4401, "Unauthorized: token expired")
+        await h.subscribers(0)
+
+
+async def test_a_subscription_without_a_token_fails_unauthenticated(database: Db) -> None:
+    async with harness(database) as h, subscribed(h, None) as stream:
+        message = await stream.message()
+    assert message["type"] == "error"
+    assert [e["extensions"]["code"] for e in message["payload"]] == ["UNAUTHENTICATED"]
+
+
+async def test_the_upgrade_requests_authorization_header_is_accepted(database: Db) -> None:
+    trader = uuid.uuid4()
+    async with harness(database) as h:
+        headers = {"Authorization": f"Bearer {h.token(trader)}"}
+        async with connection(h, None, headers=headers) as ws:
+            await ws.send_json({"id": "1", "type": "subscribe", "payload": {"query": UPDATES}})
+            await h.subscribers(1)
+            order_id = await h.submit(trader)
+            assert (await Stream(ws, TRANSPORT_WS).order())["id"] == order_id
+
+
+async def test_the_legacy_graphql_ws_protocol_delivers_updates(database: Db) -> None:
+    trader = uuid.uuid4()
+    async with harness(database) as h, subscribed(h, h.token(trader), protocol=LEGACY_WS) as s:
+        await h.subscribers(1)
+        order_id = await h.submit(trader)
+        assert (await s.order())["id"] == order_id
+
+
+async def test_queries_over_websocket_are_refused_with_bad_user_input(database: Db) -> None:
+    async with harness(database) as h:
+        query = "{ viewer { role } }"
+        async with subscribed(h, h.token(uuid.uuid4()), query=query) as stream:
+            message = await stream.message()
+    assert message["type"] == "error"
+    assert [e["extensions"]["code"] for e in message["payload"]] == ["BAD_USER_INPUT"]
+
+
+# --- the listener ----------------------------------------------------------------------------
+
+
+async def listening_backends(owner_conn: asyncpg.Connection) -> list[int]:
+    rows = await owner_conn.fetch(
+        "SELECT pid FROM pg_stat_activity"
+        " WHERE application_name = $1 AND datname = current_database()",
+        APPLICATION_NAME,
+    )
+    return [row["pid"] for row in rows]
+
+
+async def test_one_listening_connection_serves_every_subscriber(
+    database: Db, owner_conn: asyncpg.Connection
+) -> None:
+    traders = [uuid.uuid4() for _ in range(4)]
+    async with harness(database) as h:
+        assert len(await listening_backends(owner_conn)) == 1
+        async with AsyncExitStack() as stack:
+            opened = [
+                await stack.enter_async_context(subscribed(h, h.token(t)))
+                for t in traders
+                for _ in range(2)
+            ]
+            await h.subscribers(len(opened))
+            assert len(await listening_backends(owner_conn)) == 1
+            order_id = await h.submit(traders[0])
+            assert [(await s.order())["id"] for s in opened[:2]] == [order_id, order_id]
+        await h.subscribers(0)
+
+    # Stopping the app ends it (the backend may take a moment to leave pg_stat_activity).
+    async def gone() -> bool:
+        return not await listening_backends(owner_conn)
+
+    await until(gone)
+
+
+async def test_the_listener_reconnects_after_its_backend_is_terminated_and_signals_a_gap(
+    database: Db, owner_conn: asyncpg.Connection
+) -> None:
+    trader = uuid.uuid4()
+    async with harness(database) as h:
+        order_id = await h.submit(trader)
+        await h.announced(1)
+        async with (
+            subscribed(h, h.token(trader)) as everything,
+            subscribed(h, h.token(trader), order_id) as one,
+        ):
+            await h.subscribers(2)
+            [pid] = await listening_backends(owner_conn)
+            await h.approve(order_id)  # committed while the listener is still up
+            assert state(await everything.order()) == ("PENDING", 0, "APPROVED")
+            assert state(await one.order()) == ("PENDING", 0, "APPROVED")
+
+            terminated = await owner_conn.fetchval("SELECT pg_terminate_backend($1)", pid)
+            assert terminated
+            for stream in (everything, one):
+                gap = await stream.next()
+                assert gap["data"] is None
+                assert gap["errors"] == [
+                    {
+                        "message": "updates may have been missed; re-query",
+                        "locations": [{"line": 3, "column": 3}],
+                        "path": ["orderUpdates"],
+                        "extensions": {"code": "SERVICE_UNAVAILABLE", "reason": "UPDATES_MISSED"},
+                    }
+                ]
+            # The one-order subscription is made whole again without asking.
+            assert (await one.order())["id"] == order_id
+            [new_pid] = await listening_backends(owner_conn)
+            assert new_pid != pid
+            assert h.listener.connections == 2
+
+            await h.fill(order_id, 100)
+            assert state(await everything.order()) == ("FILLED", 100, "FILLED")
+            assert state(await one.order()) == ("FILLED", 100, "FILLED")
+
+
+async def test_a_lagging_subscriber_is_emptied_and_told_it_missed_updates(
+    database: Db, owner_conn: asyncpg.Connection
+) -> None:
+    listener = OrderChangeListener(libpq_url(database.api_url), mailbox_capacity=3)
+    await listener.start()
+    try:
+        slow = listener.subscribe()
+        fast = listener.subscribe()
+        same = uuid.uuid4()
+        announced = [same, same, *(uuid.uuid4() for _ in range(3))]
+        for order_id in announced:
+            payload = json.dumps({"id": str(order_id), "trader_id": str(uuid.uuid4())})
+            await owner_conn.execute("SELECT pg_notify('order_changes', $1)", payload)
+            # The fast subscriber keeps up; repeated announcements of one order coalesce.
+            event = await asyncio.wait_for(fast.get(), TIMEOUT)
+            assert isinstance(event, Changed)
+            assert event.order_id == order_id
+        # The slow one coalesced the repeat, took three orders and overflowed on the fourth.
+        event = await asyncio.wait_for(slow.get(), TIMEOUT)
+        assert isinstance(event, Missed)
+        assert event.reason == "lagged"
+        assert (slow.pending, slow.lagged_count) == (0, 1)
+        later = uuid.uuid4()
+        await owner_conn.execute(
+            "SELECT pg_notify('order_changes', $1)",
+            json.dumps({"id": str(later), "trader_id": str(uuid.uuid4())}),
+        )
+        event = await asyncio.wait_for(slow.get(), TIMEOUT)
+        assert isinstance(event, Changed)
+        assert event.order_id == later
+        slow.close()
+        fast.close()
+        assert listener.subscriber_count == 0
+    finally:
+        await listener.stop()
+
+
+# --- the announcements (migration 001) -------------------------------------------------------------------------------
+
+
+async def test_announcements_carry_identifiers_and_never_order_data(
+    database: Db, owner_conn: asyncpg.Connection, authenticator_conn: asyncpg.Connection
+) -> None:
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    await authenticator_conn.add_listener("order_changes", lambda *args: heard.put_nowait(args[3]))
+    trader = uuid.uuid4()
+    order_id = await owner_conn.fetchval(
+        "INSERT INTO orders (trader_id, symbol, side, quantity, order_type, price)"
+        " VALUES ($1, 'SECRET', 'BUY', 7, 'LIMIT', 12.34) RETURNING id",
+        trader,
+    )
+    await owner_conn.execute("UPDATE orders SET status = 'CANCELLED' WHERE id = $1", order_id)
+    payloads = [json.loads(await asyncio.wait_for(heard.get(), TIMEOUT)) for _ in range(2)]
+    assert payloads == [
+        {"id": str(order_id), "trader_id": str(trader), "op": op} for op in ("INSERT", "UPDATE")
+    ]
+
+
+async def test_the_downgrade_removes_the_announcement_trigger_and_the_upgrade_restores_it(
+    database: Db, owner_conn: asyncpg.Connection
+) -> None:
+    config = alembic_config(database.owner_url.render_as_string(hide_password=False))
+    exists = (
+        "SELECT count(*) FROM pg_trigger WHERE tgname = 'orders_announce_change'"
+        " AND tgrelid = 'orders'::regclass"
+    )
+    assert await owner_conn.fetchval(exists) == 1
+    # Alembic's env runs its own event loop: give it a thread.
+    await asyncio.to_thread(command.downgrade, config, "base")
+    assert await owner_conn.fetchval("SELECT to_regclass('orders')") is None
+    assert await owner_conn.fetchval("SELECT to_regproc('orders_announce_change')") is None
+    await asyncio.to_thread(command.upgrade, config, "head")
+    assert await owner_conn.fetchval(exists) == 1
