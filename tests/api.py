@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import httpx
+from sqlalchemy import event
 from starlette.applications import Starlette
 
 from app.auth.jwt import mint_token
@@ -72,6 +73,22 @@ def graphql_endpoint(app: Starlette) -> GraphQLEndpoint:
         if isinstance(getattr(route, "endpoint", None), GraphQLEndpoint)
     }
     return endpoint
+
+
+@contextmanager
+def statements_sent(client: Client) -> Iterator[list[str]]:
+    """Every SQL statement the app sends while the block runs (N+1 checks, 'nothing ran')."""
+    sent: list[str] = []
+    engine = client.app.state.database.engine.sync_engine
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 @asynccontextmanager

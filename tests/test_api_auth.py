@@ -12,21 +12,20 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
 import jwt
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from app.db.session import UnsafeLoginRole
 from app.main import create_app
 from app.orders import service
 from app.settings import SettingsError
 from tests import pg
-from tests.api import SECRET, Client, api_client, api_settings
+from tests.api import SECRET, Client, api_client, api_settings, statements_sent
 from tests.conftest import Db
 
 SUBMIT = "mutation($input: SubmitOrderInput!) { submitOrder(input: $input) { id } }"
@@ -98,21 +97,6 @@ INVALID_AUTHORIZATION: dict[str, Callable[[], str]] = {
 
 def symbol_for(case: str) -> str:
     return "X" + hashlib.sha256(case.encode()).hexdigest()[:8].upper()
-
-
-@contextmanager
-def statements_sent(client: Client) -> Iterator[list[str]]:
-    sent: list[str] = []
-    engine = client.app.state.database.engine.sync_engine
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        sent.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield sent
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 async def submit_with(client: Client, authorization: str, symbol: str) -> Any:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +19,7 @@ from sqlalchemy import event
 
 from app.orders import queries
 from tests import pg
-from tests.api import Client, api_client, api_settings
+from tests.api import Client, api_client, api_settings, statements_sent
 from tests.conftest import Db
 
 SUBMIT = "mutation($input: SubmitOrderInput!) { submitOrder(input: $input) { id } }"
@@ -109,21 +108,6 @@ async def world(cluster: pg.Cluster) -> AsyncIterator[World]:
             yield World(client, db, a, b, {a1, a2, a3}, {b1, b2}, b_open=b2)
     finally:
         await pg.drop_test_database(cluster, db.name)
-
-
-@contextmanager
-def statements_sent(client: Client) -> Iterator[list[str]]:
-    sent: list[str] = []
-    engine = client.app.state.database.engine.sync_engine
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        sent.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield sent
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 @pytest.fixture(params=[True, False], ids=["with planner hints", "rls alone"])

@@ -7,10 +7,9 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from app.graphql.compiled import compile_query
-from tests.api import api_client, api_settings, graphql_endpoint
+from tests.api import api_client, api_settings, graphql_endpoint, statements_sent
 from tests.jsondiff import diff
 from tests.sql import as_role
 
@@ -115,17 +114,8 @@ async def test_a_compiled_page_is_one_statement(database, authenticator_conn) ->
     async with api_client(api_settings(database)) as client:
         token = client.token(TRADER_A)
         await client.gql(document, {"first": 2}, token=token)
-        statements: list[str] = []
-
-        def count(conn, cursor, statement, parameters, context, executemany) -> None:
-            statements.append(statement)
-
-        engine = client.app.state.database.engine.sync_engine
-        event.listen(engine, "before_cursor_execute", count)
-        try:
+        with statements_sent(client) as statements:
             body = await client.gql(document, {"first": 2}, token=token)
-        finally:
-            event.remove(engine, "before_cursor_execute", count)
         assert "errors" not in body
         data_statements = [s for s in statements if "set_config" not in s]
         assert len(data_statements) == 1, statements

@@ -730,7 +730,9 @@ async def test_deleting_an_order_never_removes_its_audit_rows(
         "SELECT count(*) FROM execution_logs WHERE order_id = $1", order_id
     )
 
-    with pytest.raises(asyncpg.RestrictViolationError, match=restricted_by):
+    # PostgreSQL 15 reports a RESTRICT refusal as a foreign key violation, 18 as a restrict one.
+    refused = (asyncpg.RestrictViolationError, asyncpg.ForeignKeyViolationError)
+    with pytest.raises(refused, match=restricted_by):
         async with rolled_back(world.owner) as owner:
             await owner.execute("DELETE FROM orders WHERE id = $1", order_id)
 
@@ -805,7 +807,8 @@ async def test_the_policies_read_the_claims_once_per_statement_not_per_row(
 
     for table, plan in plans.items():
         filter_ = scan_filter(plan, table)
-        assert "(InitPlan 1).col1" in filter_, filter_
+        # PostgreSQL 18 names the InitPlan's output "(InitPlan 1).col1", 15 calls it "$0".
+        assert "(InitPlan 1).col1" in filter_ or "$0" in filter_, filter_
         assert not claim_read_per_row(filter_), filter_
         init_plans = [n for n in plan_nodes(plan) if n.get("Parent Relationship") == "InitPlan"]
         assert init_plans, plan

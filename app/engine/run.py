@@ -4,7 +4,7 @@ Configuration comes from the environment (``Settings.from_env``): the database
 login (``API_DATABASE_URL``, as ``authenticator``), ``ORDER_API_DATA_DIR`` for
 the paper venue's file, and the ``ENGINE_*``, ``RISK_*`` and ``VENUE_*``
 variables. A signal stops the worker between passes; orders it had in flight
-are then recovered by the next worker (see ``app.engine.worker``).
+are then recovered by the next worker (see ``app.engine.leases``).
 """
 
 from __future__ import annotations

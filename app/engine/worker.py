@@ -3,9 +3,10 @@
 A ``Worker`` polls the ``orders`` table every ``settings.engine_poll_seconds``
 (LISTEN/NOTIFY is not wired up yet) and works as ``service_role`` through
 ``Database.transaction``, exactly like the API: it writes ``orders`` columns
-and inserts ``fills``; the migration's triggers derive fill state and statuses
-and write every ``execution_logs`` row. Several workers (processes) may run
-against one database at once.
+and inserts ``fills`` (the statements are in ``app.engine.ledger``); the
+migration's triggers derive fill state and statuses and write every
+``execution_logs`` row. Several workers (processes) may run against one
+database at once.
 
 Lifecycle, per order
     new (PENDING, not approved)
@@ -41,34 +42,11 @@ Exactly once
       and checks it is still in the expected state, so a racing trader cancel or
       another worker never leads to a double transition.
 
-Ownership and recovery (the rule)
-    An order in flight is *owned* by exactly one live worker: the worker holds a
-    session-level PostgreSQL advisory lock on it (key: ``LEASE_NAMESPACE`` and the
-    order id's first 31 bits, see ``lease_key``) on a dedicated *lease
-    connection*. The lock is taken before the approval commits and released only
-    once the order is final (or was found not to be in flight), so it covers the
-    whole window in which a venue call may be outstanding. A session lock dies
-    with its session: when a worker process is killed, its connection closes and
-    its leases are free.
-
-    Therefore: **an approved, non-final order whose lease is free has been
-    abandoned.** Each pass, a worker looks for such orders (``pg_locks``), takes
-    the lease, re-reads the order under its row lock and, if it is still in
-    flight, sets ``recovered_at`` (one RECOVERED log row per takeover) and
-    carries on from the order's state: re-submit if not routed (the venue
-    deduplicates), else poll (fills deduplicate). A RECOVERED row thus means the
-    order changed hands while in flight: its previous worker crashed, was
-    killed, lost its lease connection or shut down.
-
-    If the lease connection itself breaks, the worker forgets every order it
-    owned (another worker may adopt them meanwhile) and re-adopts them, with a
-    RECOVERED row, like any other abandoned order. Two workers briefly acting on
-    one order is safe by the exactly-once rules above; the leases only keep it
-    rare. Lease keys are 31 bits, so two orders can share one: that only delays
-    the adoption of an abandoned order until the other order is final.
-
-    The lease connection runs only ``pg_try_advisory_lock``/``pg_advisory_unlock``
-    and reads no table.
+Ownership and recovery
+    An order in flight is owned by exactly one live worker, which holds its
+    advisory-lock lease; an approved, non-final order whose lease is free has been
+    abandoned, and any worker adopts it (a RECOVERED row) and carries on from its
+    state. The rule and its consequences are set out in ``app.engine.leases``.
 
 Orders cancelled while their owner was gone
     The owner of an order cancelled by its trader cancels it at the venue on
@@ -89,21 +67,21 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Final, Protocol, runtime_checkable
 from uuid import UUID
 
-from sqlalchemy import text
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.auth.claims import Claims
 from app.db.session import Database, DatabaseUnavailable, create_engine
 from app.db.urls import async_url
+from app.engine import ledger
+from app.engine.leases import FIND_ABANDONED, LEASE_NAMESPACE, Leases, lease_key
+from app.engine.ledger import OrderRow, close_order, insert_fills
 from app.engine.paper import PaperVenue
 from app.engine.risk import RiskLimits, check_order
 from app.engine.venue import (
@@ -113,7 +91,7 @@ from app.engine.venue import (
     TransientVenueError,
     Venue,
     VenueError,
-    VenueOrder,
+    VenueRejection,
 )
 from app.settings import Settings
 
@@ -132,10 +110,6 @@ SERVICE_CLAIMS: Final = Claims(
     role="service_role", sub=None, raw=MappingProxyType({"role": "service_role"}), expires_at=None
 )
 
-LEASE_NAMESPACE: Final = 0x6F_65_6E_67
-"""First key of the two-key advisory locks ("oeng"), so that the leases cannot collide with
-other users of single-key advisory locks in the same database."""
-
 CANCEL_SWEEP_LOOKBACK: Final = timedelta(hours=1)
 """How far back a starting worker looks for cancelled orders to cancel at the venue."""
 
@@ -147,101 +121,9 @@ EXPIRED: Final = "expired"
 SENT_TO_VENUE: Final = "sent to venue"
 VENUE_UNAVAILABLE: Final = "VENUE_UNAVAILABLE"
 """Recorded when a submit fails with something other than a ``VenueError``."""
-
-_FINAL: Final = frozenset({"FILLED", "REJECTED", "CANCELLED"})
-_MAX_BACKOFF_EXPONENT: Final = 20
-_MAX_FAILURE_DELAY_SECONDS: Final = 10.0
-
-
-def lease_key(order_id: UUID) -> int:
-    """The second advisory lock key of an order: its first 31 bits (``_LEASE_KEY_SQL``)."""
-    return int.from_bytes(order_id.bytes[:4], "big") & 0x7FFF_FFFF
-
-
-# The same value computed in SQL from orders.id (its text starts with the first 4 bytes in hex).
-_LEASE_KEY_SQL: Final = (
-    "((('x' || left(replace(o.id::text, '-', ''), 8))::bit(32)::int) & 2147483647)"
-)
-
-_COLUMNS: Final = """
-    o.id, o.symbol, o.side, o.quantity, o.order_type::text AS order_type, o.price,
-    o.status::text AS status, o.filled_quantity, o.retry_attempt, o.approved_at, o.routed_at,
-    o.updated_at,
-    coalesce(o.expires_at < now(), false) AS expired,
-    o.updated_at + make_interval(
-        secs => CAST(:retry_base AS double precision)
-                * power(2.0, least(o.retry_attempt, :max_exponent))
-    ) <= now() AS retry_due
-"""
-
-_CLAIM_NEW: Final = text(
-    f"""
-    SELECT {_COLUMNS} FROM orders o
-     WHERE o.status = 'PENDING' AND o.approved_at IS NULL
-     ORDER BY o.created_at, o.id
-     LIMIT :limit
-     FOR UPDATE SKIP LOCKED
-    """
-)
-
-_LOCK_ONE: Final = text(f"SELECT {_COLUMNS} FROM orders o WHERE o.id = :id FOR UPDATE")
-
-_READ_MANY: Final = text(f"SELECT {_COLUMNS} FROM orders o WHERE o.id = ANY(:ids)")
-
-_FIND_ABANDONED: Final = text(
-    f"""
-    WITH leased AS (
-        SELECT l.objid FROM pg_locks l
-         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-           AND l.classid = CAST({LEASE_NAMESPACE} AS oid)
-           AND l.database = (SELECT d.oid FROM pg_database d
-                              WHERE d.datname = current_database())
-    )
-    SELECT o.id FROM orders o
-     WHERE o.status IN ('PENDING', 'PARTIAL') AND o.approved_at IS NOT NULL
-       AND NOT (o.id = ANY(:owned))
-       AND NOT EXISTS (
-           SELECT 1 FROM leased WHERE leased.objid = CAST({_LEASE_KEY_SQL} AS oid)
-       )
-     ORDER BY o.updated_at, o.id
-     LIMIT :limit
-    """
-)
-
-_CANCELLED_SINCE: Final = text(
-    """
-    SELECT o.id, o.updated_at, o.filled_quantity FROM orders o
-     WHERE o.status = 'CANCELLED' AND o.approved_at IS NOT NULL AND o.updated_at >= :since
-       AND NOT (o.id = ANY(:seen))
-     ORDER BY o.updated_at, o.id
-     LIMIT :limit
-    """
-)
-
-_APPROVE: Final = text("UPDATE orders SET approved_at = now() WHERE id = :id")
-_ROUTED: Final = text("UPDATE orders SET routed_at = now(), status_reason = :reason WHERE id = :id")
-_RETRY: Final = text(
-    "UPDATE orders SET retry_attempt = retry_attempt + 1, error_code = :code,"
-    " status_reason = :reason WHERE id = :id"
-)
 RESENT_UNKNOWN: Final = "venue had no record of the order; re-sent the remaining quantity"
-_RECOVERED: Final = text(
-    "UPDATE orders SET recovered_at = now(), status_reason = :reason WHERE id = :id"
-)
-_CLOSE: Final = text(
-    "UPDATE orders SET status = CAST(:status AS order_status_enum), status_reason = :reason,"
-    " error_code = coalesce(:code, error_code), retry_attempt = retry_attempt + :failed"
-    " WHERE id = :id RETURNING updated_at"
-)
-_FILL_IDS: Final = text("SELECT id FROM fills WHERE order_id = :id")
-_INSERT_FILL: Final = text(
-    """
-    INSERT INTO fills (id, order_id, quantity_filled, price_at_fill, venue, commission, "timestamp")
-    VALUES (:id, :order_id, :quantity, :price, :venue, :commission, :timestamp)
-    ON CONFLICT (id) DO NOTHING
-    RETURNING id
-    """
-)
+
+_MAX_FAILURE_DELAY_SECONDS: Final = 10.0
 
 
 @runtime_checkable
@@ -252,118 +134,9 @@ class PriceSource(Protocol):
     def reference_price(self, symbol: str) -> Decimal: ...
 
 
-@dataclass(frozen=True, slots=True)
-class _Order:
-    id: UUID
-    symbol: str
-    side: str
-    quantity: int
-    order_type: str
-    price: Decimal | None
-    status: str
-    filled_quantity: int
-    retry_attempt: int
-    approved_at: datetime | None
-    routed_at: datetime | None
-    updated_at: datetime
-    expired: bool
-    retry_due: bool
-
-    @classmethod
-    def from_row(cls, row: Any) -> _Order:
-        return cls(**{field.name: getattr(row, field.name) for field in fields(cls)})
-
-    @property
-    def final(self) -> bool:
-        return self.status in _FINAL
-
-    @property
-    def in_flight(self) -> bool:
-        """Approved and not final: the venue may know it, so someone must see it through."""
-        return self.approved_at is not None and not self.final
-
-    def venue_order(self) -> VenueOrder:
-        return VenueOrder(
-            order_id=self.id,
-            symbol=self.symbol,
-            side=self.side,
-            quantity=self.quantity,
-            order_type=self.order_type,
-            price=self.price,
-        )
-
-
-class _Leases:
-    """Session-level advisory locks on one dedicated connection (see the module docstring).
-
-    The connection is outside the ``Database`` pool (so it never starves request
-    work) and in autocommit mode, so that no transaction is ever left open on it.
-    """
-
-    def __init__(self, url: URL, worker_id: str) -> None:
-        self._engine: AsyncEngine = create_async_engine(
-            url,
-            poolclass=NullPool,
-            connect_args={"server_settings": {"application_name": f"order-engine {worker_id}"}},
-        )
-        self._conn: AsyncConnection | None = None
-
-    @property
-    def connected(self) -> bool:
-        return self._conn is not None
-
-    async def ensure(self) -> bool:
-        """Make sure the lease connection is up; True when it is new (all leases were lost)."""
-        if self._conn is not None:
-            try:
-                await self._conn.execute(text("SELECT 1"))
-                return False
-            except Exception:
-                log.warning("lease connection lost; reconnecting", exc_info=True)
-                await self._discard()
-        conn = await self._engine.connect()
-        self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        return True
-
-    async def acquire(self, order_id: UUID) -> bool:
-        value = await self._scalar(
-            f"SELECT pg_try_advisory_lock({LEASE_NAMESPACE}, :key)", lease_key(order_id)
-        )
-        return bool(value)
-
-    async def release(self, order_id: UUID) -> None:
-        await self._scalar(
-            f"SELECT pg_advisory_unlock({LEASE_NAMESPACE}, :key)", lease_key(order_id)
-        )
-
-    async def _scalar(self, sql: str, key: int) -> Any:
-        if self._conn is None:
-            raise RuntimeError("the lease connection is not open")
-        try:
-            return (await self._conn.execute(text(sql), {"key": key})).scalar()
-        except Exception:
-            # Whatever was held on this session is gone or unknowable: drop it, so that the
-            # next pass reconnects and the worker forgets what it owned.
-            await self._discard()
-            raise
-
-    async def _discard(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.invalidate()
-            with contextlib.suppress(Exception):
-                await conn.close()
-
-    async def close(self) -> None:
-        """Closing the session releases every lease at once (a graceful hand-over)."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                await conn.close()
-            except Exception:
-                log.warning("closing the lease connection failed", exc_info=True)
-        await self._engine.dispose()
+def _refusal_reason(refusal: VenueError | VenueRejection) -> str:
+    """The ``status_reason`` recorded for a venue's refusal: its message, else its code."""
+    return refusal.message or refusal.code
 
 
 class Worker:
@@ -396,7 +169,7 @@ class Worker:
         self.max_in_flight = max_in_flight
         self.cancel_sweep_seconds = cancel_sweep_seconds
         self._limits = RiskLimits.from_settings(settings)
-        self._leases = _Leases(database.engine.url, worker_id)
+        self._leases = Leases(database.engine.url, worker_id)
         self._owned: set[UUID] = set()
         """Orders whose lease this worker holds: it sees them through until they are final."""
         self._backlog = False
@@ -482,8 +255,8 @@ class Worker:
             return 0  # at capacity: leave new orders unlocked for other workers
         work = 0
         async with self._transaction() as conn:
-            rows = (await conn.execute(_CLAIM_NEW, self._params(limit=self.batch_size))).all()
-            orders = [_Order.from_row(row) for row in rows]
+            rows = (await conn.execute(ledger.CLAIM_NEW, self._params(limit=self.batch_size))).all()
+            orders = [OrderRow.from_row(row) for row in rows]
             for order in orders:
                 try:
                     # A savepoint per order: a failure rolls back this order's changes only.
@@ -495,9 +268,9 @@ class Worker:
         self._backlog = len(orders) >= self.batch_size and work > 0
         return work
 
-    async def _admit(self, conn: AsyncConnection, order: _Order) -> int:
+    async def _admit(self, conn: AsyncConnection, order: OrderRow) -> int:
         if order.expired:
-            await self._close(conn, order, "CANCELLED", EXPIRED, None)
+            await close_order(conn, order, "CANCELLED", EXPIRED, None)
             log.info("order %s: expired before approval", order.id)
             return 1
         rejection = check_order(
@@ -509,7 +282,7 @@ class Worker:
             reference_price=self._reference_price(order) if order.order_type == "MARKET" else None,
         )
         if rejection is not None:
-            await self._close(conn, order, "REJECTED", rejection.reason, rejection.code)
+            await close_order(conn, order, "REJECTED", rejection.reason, rejection.code)
             log.info("order %s: rejected by risk check: %s", order.id, rejection.code)
             return 1
         # The lease before the approval commits: from then on the order is in flight and a
@@ -524,11 +297,11 @@ class Worker:
             ):
                 return 0
             self._owned.add(order.id)
-        await conn.execute(_APPROVE, {"id": order.id})
+        await conn.execute(ledger.APPROVE, {"id": order.id})
         log.info("order %s: approved", order.id)
         return 1
 
-    def _reference_price(self, order: _Order) -> Decimal | None:
+    def _reference_price(self, order: OrderRow) -> Decimal | None:
         if not isinstance(self.venue, PriceSource):
             return None
         try:
@@ -546,7 +319,7 @@ class Worker:
         async with self._transaction(read_only=True) as conn:
             ids: list[UUID] = list(
                 (
-                    await conn.execute(_FIND_ABANDONED, {"owned": list(self._owned), "limit": room})
+                    await conn.execute(FIND_ABANDONED, {"owned": list(self._owned), "limit": room})
                 ).scalars()
             )
         work = 0
@@ -573,7 +346,7 @@ class Worker:
                         f"resumed by worker {self.worker_id}: the previous worker stopped"
                         f" while the order was {where}"
                     )
-                    await conn.execute(_RECOVERED, {"id": order_id, "reason": reason})
+                    await conn.execute(ledger.RECOVERED, {"id": order_id, "reason": reason})
             adopted = recover  # only now is the RECOVERED row committed
         finally:
             # Owned only once the RECOVERED row is committed, so every takeover is logged.
@@ -592,12 +365,12 @@ class Worker:
         if not self._owned:
             return 0
         async with self._transaction(read_only=True) as conn:
-            rows = (await conn.execute(_READ_MANY, self._params(ids=list(self._owned)))).all()
-        orders = [_Order.from_row(row) for row in rows]
+            rows = (await conn.execute(ledger.READ_MANY, self._params(ids=list(self._owned)))).all()
+        orders = [OrderRow.from_row(row) for row in rows]
         for missing in self._owned - {order.id for order in orders}:
             await self._disown(missing)
         work = 0
-        to_poll: dict[UUID, _Order] = {}
+        to_poll: dict[UUID, OrderRow] = {}
         for order in orders:
             if not self._leases.connected:
                 break  # leases lost mid-pass: the next pass starts over
@@ -609,7 +382,7 @@ class Worker:
             work += await self._poll(to_poll)
         return work
 
-    async def _step(self, order: _Order, to_poll: dict[UUID, _Order]) -> int:
+    async def _step(self, order: OrderRow, to_poll: dict[UUID, OrderRow]) -> int:
         if order.final:
             work = 0
             if order.status == "CANCELLED":
@@ -632,17 +405,17 @@ class Worker:
         to_poll[order.id] = order
         return 0
 
-    async def _submit(self, order: _Order, to_poll: dict[UUID, _Order]) -> int:
+    async def _submit(self, order: OrderRow, to_poll: dict[UUID, OrderRow]) -> int:
         try:
             await self.venue.submit(order.venue_order())
         except PermanentVenueError as error:
             log.warning("order %s: refused by the venue: %s", order.id, error)
             return await self._close_locked(
-                order.id, "REJECTED", error.message or error.code, error.code
+                order.id, "REJECTED", _refusal_reason(error), error.code
             )
         except Exception as error:
             if isinstance(error, VenueError):
-                code, reason = error.code, error.message or error.code
+                code, reason = error.code, _refusal_reason(error)
                 if not isinstance(error, TransientVenueError):
                     log.warning("order %s: unclassified venue error, retrying: %s", order.id, error)
             else:
@@ -661,17 +434,17 @@ class Worker:
             if current is None or current.status != "PENDING" or current.routed_at is not None:
                 # Cancelled meanwhile: the next pass sees it final and cancels at the venue.
                 return 0
-            await conn.execute(_ROUTED, {"id": order.id, "reason": SENT_TO_VENUE})
+            await conn.execute(ledger.ROUTED, {"id": order.id, "reason": SENT_TO_VENUE})
         log.info("order %s: sent to venue %s", order.id, self.venue.name)
         to_poll[order.id] = order
         return 1
 
-    async def _record_retry(self, order: _Order, code: str, reason: str) -> int:
+    async def _record_retry(self, order: OrderRow, code: str, reason: str) -> int:
         async with self._transaction() as conn:
             current = await self._lock(conn, order.id)
             if current is None or not current.in_flight or current.routed_at is not None:
                 return 0
-            await conn.execute(_RETRY, {"id": order.id, "code": code, "reason": reason})
+            await conn.execute(ledger.RETRY, {"id": order.id, "code": code, "reason": reason})
         log.warning(
             "order %s: venue attempt %d failed (%s); will retry",
             order.id,
@@ -680,7 +453,7 @@ class Worker:
         )
         return 1
 
-    async def _poll(self, orders: dict[UUID, _Order]) -> int:
+    async def _poll(self, orders: dict[UUID, OrderRow]) -> int:
         try:
             reports = await self.venue.poll(list(orders))
         except Exception:
@@ -699,7 +472,7 @@ class Worker:
                 log.exception("order %s: recording the venue's report failed", order_id)
         return work
 
-    async def _resend_unknown(self, order: _Order) -> int:
+    async def _resend_unknown(self, order: OrderRow) -> int:
         """A routed order the venue has no record of: send what is left of it again.
 
         The venue lost it (or it was routed before this venue's state existed, as
@@ -712,13 +485,15 @@ class Worker:
         except VenueError as error:
             log.warning("order %s: venue had no record and refused a resend: %s", order.id, error)
             if isinstance(error, PermanentVenueError):
-                return await self._finish_at_venue(order, "REJECTED", error.message, error.code)
+                return await self._finish_at_venue(
+                    order, "REJECTED", _refusal_reason(error), error.code
+                )
             return 0
         async with self._transaction() as conn:
             current = await self._lock(conn, order.id)
             if current is None or current.final:
                 return 0
-            await conn.execute(_RECOVERED, {"id": order.id, "reason": RESENT_UNKNOWN})
+            await conn.execute(ledger.RECOVERED, {"id": order.id, "reason": RESENT_UNKNOWN})
         log.warning(
             "order %s: venue %s had no record; re-sent %d remaining",
             order.id,
@@ -727,7 +502,7 @@ class Worker:
         )
         return 1
 
-    async def _apply_report(self, order: _Order, report: ExecutionReport) -> int:
+    async def _apply_report(self, order: OrderRow, report: ExecutionReport) -> int:
         reported = sum(execution.quantity for execution in report.executions)
         if reported == order.filled_quantity and not report.done:
             return 0  # nothing new; no transaction
@@ -735,20 +510,17 @@ class Worker:
             current = await self._lock(conn, order.id)
             if current is None or current.final:
                 return 0  # the next pass reads it final and lets it go
-            work = await self._insert_fills(conn, order.id, report.executions)
-            if work:
-                current = await self._lock(conn, order.id)
-                assert current is not None
+            current, work = await self._record_fills(conn, current, report.executions)
             if current.final:
                 outcome = current.status.lower()
             elif report.rejected is not None:
                 rejection = report.rejected
-                reason = rejection.message or rejection.code
-                await self._close(conn, current, "REJECTED", reason, rejection.code)
+                reason = _refusal_reason(rejection)
+                await close_order(conn, current, "REJECTED", reason, rejection.code)
                 outcome, work = f"rejected by the venue ({rejection.code})", work + 1
             elif report.done:
                 outcome = EXPIRED if current.expired else "cancelled at the venue"
-                await self._close(conn, current, "CANCELLED", outcome, None)
+                await close_order(conn, current, "CANCELLED", outcome, None)
                 work += 1
             else:
                 return work
@@ -758,7 +530,7 @@ class Worker:
         return work
 
     async def _finish_at_venue(
-        self, order: _Order, status: str, reason: str, code: str | None, *, failed: int = 0
+        self, order: OrderRow, status: str, reason: str, code: str | None, *, failed: int = 0
     ) -> int:
         """End an order in flight: stop it at the venue first, record what it executed
         meanwhile, then set the final state (unless those executions filled it).
@@ -768,8 +540,7 @@ class Worker:
         other way round, a venue order could keep executing for a final database order.
         """
         await self.venue.cancel(order.id)
-        reports = [r for r in await self.venue.poll([order.id]) if r.order_id == order.id]
-        report = reports[0] if reports else None
+        report = await self._report_of(order.id)
         async with self._transaction() as conn:
             current = await self._lock(conn, order.id)
             if current is None or current.final:
@@ -778,18 +549,17 @@ class Worker:
             if report is not None and report.executions:
                 if current.routed_at is None and current.status == "PENDING":
                     # The venue worked it (an earlier submit got through unnoticed).
-                    await conn.execute(_ROUTED, {"id": order.id, "reason": SENT_TO_VENUE})
+                    await conn.execute(ledger.ROUTED, {"id": order.id, "reason": SENT_TO_VENUE})
                     work += 1
-                work += await self._insert_fills(conn, order.id, report.executions)
-                current = await self._lock(conn, order.id)
-                assert current is not None
+                current, recorded = await self._record_fills(conn, current, report.executions)
+                work += recorded
             if current.final:
                 reason = current.status.lower()
             else:
                 if report is not None and report.rejected is not None:
-                    status, reason = "REJECTED", report.rejected.message or report.rejected.code
+                    status, reason = "REJECTED", _refusal_reason(report.rejected)
                     code = report.rejected.code
-                closed_at = await self._close(conn, current, status, reason, code, failed=failed)
+                closed_at = await close_order(conn, current, status, reason, code, failed=failed)
                 # Already stopped at the venue above: the cancel sweep need not do it again.
                 self._venue_cancelled[order.id] = closed_at
                 work += 1
@@ -803,8 +573,8 @@ class Worker:
             return 0
         await self.venue.cancel(order_id)
         self._venue_cancelled[order_id] = updated_at
-        reports = await self.venue.poll([order_id])
-        executed = sum(e.quantity for r in reports if r.order_id == order_id for e in r.executions)
+        report = await self._report_of(order_id)
+        executed = sum(e.quantity for e in report.executions) if report is not None else 0
         if executed > filled:
             log.error(
                 "order %s: the venue executed %d shares before the cancel reached it; the order"
@@ -814,6 +584,11 @@ class Worker:
             )
         log.info("order %s: cancelled at the venue", order_id)
         return 1
+
+    async def _report_of(self, order_id: UUID) -> ExecutionReport | None:
+        """The venue's report on one order; None when it has no record of it."""
+        reports = await self.venue.poll([order_id])
+        return next((report for report in reports if report.order_id == order_id), None)
 
     async def _sweep_cancelled_now_and_then(self) -> int:
         now = time.monotonic()
@@ -825,11 +600,11 @@ class Worker:
     async def _sweep_cancelled(self) -> int:
         """Cancel at the venue the orders cancelled while no live worker owned them."""
         async with self._transaction(read_only=True) as conn:
-            db_now: datetime = (await conn.execute(text("SELECT now()"))).scalar_one()
+            db_now: datetime = (await conn.execute(ledger.NOW)).scalar_one()
             since = self._sweep_since or db_now - CANCEL_SWEEP_LOOKBACK
             rows = (
                 await conn.execute(
-                    _CANCELLED_SINCE,
+                    ledger.CANCELLED_SINCE,
                     {"since": since, "seen": list(self._venue_cancelled), "limit": self.batch_size},
                 )
             ).all()
@@ -859,15 +634,11 @@ class Worker:
             yield tx.conn
 
     def _params(self, **params: Any) -> dict[str, Any]:
-        return {
-            "retry_base": self.settings.engine_retry_base_seconds,
-            "max_exponent": _MAX_BACKOFF_EXPONENT,
-            **params,
-        }
+        return ledger.row_params(self.settings.engine_retry_base_seconds, **params)
 
-    async def _lock(self, conn: AsyncConnection, order_id: UUID) -> _Order | None:
-        row = (await conn.execute(_LOCK_ONE, self._params(id=order_id))).first()
-        return None if row is None else _Order.from_row(row)
+    async def _lock(self, conn: AsyncConnection, order_id: UUID) -> OrderRow | None:
+        row = (await conn.execute(ledger.LOCK_ONE, self._params(id=order_id))).first()
+        return None if row is None else OrderRow.from_row(row)
 
     async def _close_locked(
         self, order_id: UUID, status: str, reason: str, code: str | None
@@ -876,63 +647,21 @@ class Worker:
             current = await self._lock(conn, order_id)
             if current is None or current.final:
                 return 0
-            await self._close(conn, current, status, reason, code)
+            await close_order(conn, current, status, reason, code)
         await self._disown(order_id)
         return 1
 
-    @staticmethod
-    async def _close(
-        conn: AsyncConnection,
-        order: _Order,
-        status: str,
-        reason: str,
-        code: str | None,
-        *,
-        failed: int = 0,
-    ) -> datetime:
-        """Make a locked, non-final order final; returns its ``updated_at``.
-
-        ``failed``: failed venue attempts to count on the way.
-        """
-        if status == "REJECTED" and order.status == "PARTIAL":
-            # Part of it executed, and the lifecycle only lets a PARTIAL order be cancelled.
-            status, reason = "CANCELLED", f"{reason} ({code})" if code else reason
-        result = await conn.execute(
-            _CLOSE,
-            {"id": order.id, "status": status, "reason": reason, "code": code, "failed": failed},
-        )
-        closed_at: datetime = result.scalar_one()
-        return closed_at
-
-    @staticmethod
-    async def _insert_fills(
-        conn: AsyncConnection, order_id: UUID, executions: Sequence[Execution]
-    ) -> int:
-        """Record the executions not recorded yet, in the venue's order; returns how many."""
-        known = set((await conn.execute(_FILL_IDS, {"id": order_id})).scalars())
-        inserted = 0
-        for execution in executions:
-            if execution.execution_id in known:
-                continue
-            if execution.order_id != order_id:
-                log.error("order %s: venue reported a foreign execution %s", order_id, execution)
-                continue
-            row = (
-                await conn.execute(
-                    _INSERT_FILL,
-                    {
-                        "id": execution.execution_id,
-                        "order_id": order_id,
-                        "quantity": execution.quantity,
-                        "price": execution.price,
-                        "venue": execution.venue,
-                        "commission": execution.commission,
-                        "timestamp": execution.timestamp,
-                    },
-                )
-            ).first()
-            inserted += row is not None
-        return inserted
+    async def _record_fills(
+        self, conn: AsyncConnection, order: OrderRow, executions: Sequence[Execution]
+    ) -> tuple[OrderRow, int]:
+        """Record the executions not recorded yet for a locked order; returns the order as
+        the fills left it (the triggers update its fill state and status) and how many."""
+        inserted = await insert_fills(conn, order.id, executions)
+        if not inserted:
+            return order, 0
+        current = await self._lock(conn, order.id)
+        assert current is not None  # locked by this transaction, so still there
+        return current, inserted
 
     async def _disown(self, order_id: UUID) -> None:
         self._owned.discard(order_id)

@@ -54,7 +54,7 @@ from app.orders.errors import OrderError, Unauthenticated
 log = logging.getLogger(__name__)
 
 FEED = "order_feed"
-"""Key of the OrderFeed in ``Context.extra`` (set per WebSocket operation by graphql/endpoint.py)."""
+"""Key of the OrderFeed in ``Context.extra`` (set per WebSocket operation by graphql/websocket.py)."""
 
 TRADER_FILTER = True
 """Skip re-reads of other traders' orders for role authenticated, by the announced trader id.
@@ -226,7 +226,7 @@ async def _updates(
             if snapshot is None:
                 continue  # not the subscriber's to see
             # The fields resolve after the yield, without a transaction: hand them the rows
-            # read above (context is this operation's own, see graphql/endpoint.py).
+            # read above (context is this operation's own, see graphql/websocket.py).
             primed = []
             for loader, rows in ((context.fills, snapshot.fills), (context.logs, snapshot.logs)):
                 if rows is not None:
