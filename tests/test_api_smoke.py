@@ -43,3 +43,18 @@ async def test_trader_submits_and_lists_an_order(database) -> None:
             "{ orders { edges { node { id } } } }", token=client.token(uuid.uuid4())
         )
         assert other["data"]["orders"]["edges"] == []
+
+
+async def test_graphiql_hands_its_headers_to_subscriptions(database) -> None:
+    async with api_client(api_settings(database)) as client:
+        page = await client.http.get("/graphql", headers={"Accept": "text/html"})
+    assert page.status_code == 200
+    assert "GraphiQL" in page.text
+    # Browsers cannot set WebSocket headers: the token must travel in connection_init.
+    assert "wsConnectionParams" in page.text
+
+
+async def test_graphiql_is_not_served_when_switched_off(database) -> None:
+    async with api_client(api_settings(database, graphiql=False)) as client:
+        page = await client.http.get("/graphql", headers={"Accept": "text/html"})
+    assert page.status_code == 404

@@ -53,10 +53,13 @@ POLICIES = {  # the guide's five, and one per role and command beside them
 }
 
 
-def alembic(database: Db, *args: str) -> subprocess.CompletedProcess[str]:
+def alembic(
+    database: Db, *args: str, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         "DATABASE_URL": database.owner_url.render_as_string(hide_password=False),
         "PATH": "/usr/bin:/bin",
+        **(extra_env or {}),
     }
     return subprocess.run(
         [sys.executable, "-m", "alembic", *args],
@@ -207,3 +210,40 @@ def test_history_lists_the_migration() -> None:
     assert result.returncode == 0, result.stderr
     assert "Rev: 001 (head)" in result.stdout
     assert "Create order execution tables" in result.stdout
+
+
+async def test_stamp_marks_the_revision_without_running_it(empty_database: Db) -> None:
+    # The guide's troubleshooting: "alembic stamp head" after a manual apply, "stamp base" when stuck.
+    assert alembic(empty_database, "stamp", "head").returncode == 0
+    assert "001 (head)" in alembic(empty_database, "current").stdout
+    conn = await asyncpg.connect(empty_database.dsn())
+    try:
+        assert await conn.fetchval("SELECT to_regclass('orders')") is None
+    finally:
+        await conn.close()
+    assert alembic(empty_database, "stamp", "base").returncode == 0
+    assert alembic(empty_database, "current").stdout.strip() == ""
+
+
+async def test_authenticator_password_is_set_at_migration_time_and_never_printed(
+    empty_database: Db,
+) -> None:
+    env = {"AUTHENTICATOR_PASSWORD": "s3cret-for-the-login-role"}
+    up = alembic(empty_database, "upgrade", "head", extra_env=env)
+    assert up.returncode == 0, up.stderr
+    assert "s3cret" not in up.stdout + up.stderr
+    conn = await asyncpg.connect(empty_database.dsn())
+    try:
+        assert await conn.fetchval(
+            "SELECT rolpassword IS NOT NULL FROM pg_authid WHERE rolname = 'authenticator'"
+        )
+        assert await conn.fetchval(
+            "SELECT rolcanlogin AND NOT rolsuper AND NOT rolbypassrls AND NOT rolinherit"
+            " FROM pg_roles WHERE rolname = 'authenticator'"
+        )
+        # The password is cluster-wide: leave the cluster as the other tests expect it.
+        await conn.execute("ALTER ROLE authenticator PASSWORD NULL")
+    finally:
+        await conn.close()
+    offline = alembic(empty_database, "upgrade", "head", "--sql", extra_env=env)
+    assert "s3cret" not in offline.stdout

@@ -13,6 +13,7 @@ names its handlers and authenticates their connection_init through it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from typing import Any
@@ -24,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http.ides import get_graphql_ide_html
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.schema import BaseSchema
 from strawberry.types import ExecutionResult
@@ -48,6 +50,30 @@ class _RollBack(Exception):
 
     def __init__(self, result: ExecutionResult) -> None:
         self.result = result
+
+
+# GraphiQL sends the Headers tab with HTTP requests only. Browsers cannot set headers on a
+# WebSocket, so subscriptions would run anonymous: hand the same headers (which GraphiQL
+# keeps in localStorage) to the socket's connection_init payload instead.
+_WS_CONNECTION_PARAMS = """
+        wsConnectionParams: () => {
+          const parse = (text) => {
+            try { return JSON.parse(text || "{}") || {}; } catch (error) { return {}; }
+          };
+          const state = parse(localStorage.getItem("graphiql:tabState"));
+          const tab = state.tabs && state.tabs[state.activeTabIndex];
+          return parse((tab && tab.headers) || localStorage.getItem("graphiql:headers"));
+        },
+        subscriptionUrl,"""
+
+
+@functools.cache
+def graphiql_html() -> str:
+    html = get_graphql_ide_html(graphql_ide="graphiql")
+    patched = html.replace("\n        subscriptionUrl,", _WS_CONNECTION_PARAMS, 1)
+    if patched == html:  # a Strawberry upgrade moved the line: subscriptions stay anonymous
+        log.warning("GraphiQL page not patched: subscriptions in GraphiQL will be anonymous")
+    return patched
 
 
 class GraphQLEndpoint(GraphQL[Context, None]):
@@ -76,6 +102,10 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         self._plans: dict[tuple[str, str | None], compiled.CompiledQuery] = {}
         assert isinstance(schema, strawberry.Schema)
         self.graphql_schema = schema._schema
+
+    @property
+    def graphql_ide_html(self) -> str:
+        return graphiql_html()
 
     async def claims_for(self, authorization: str | None) -> Claims:
         try:
