@@ -25,8 +25,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.http.ides import get_graphql_ide_html
 from strawberry.http import GraphQLHTTPResponse
+from strawberry.http.ides import get_graphql_ide_html
 from strawberry.schema import BaseSchema
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UnsetType
