@@ -51,7 +51,11 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Starl
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        role = await db.check_login_role()
+        try:
+            role = await db.check_login_role()
+        except BaseException:
+            await db.dispose()  # refusing to start must not leave the pool's connection open
+            raise
         log.info("serving as database role %s", role.name)
         await listener.start()
         try:
@@ -63,8 +67,9 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Starl
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
+    head = migrations.head_revision()  # read the scripts once, not per probe
+
     async def readyz(request: Request) -> JSONResponse:
-        head = migrations.head_revision()
         try:
             async with db.engine.connect() as conn:
                 current = await migrations.current_revision(conn)

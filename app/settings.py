@@ -114,7 +114,6 @@ class Settings:
     max_aliases: int = 30
     max_tokens: int = 2000
     max_document_bytes: int = 20_000
-    max_batch_size: int = 10
     max_order_quantity: int = 1_000_000
     compiled_queries: bool = True
     """Answer hot read queries with one SQL statement (graphql/compiled.py); off = resolvers only."""
@@ -167,7 +166,6 @@ class Settings:
             max_aliases=_int(env, "MAX_ALIASES", 30, minimum=1),
             max_tokens=_int(env, "MAX_TOKENS", 2000, minimum=1),
             max_document_bytes=_int(env, "MAX_DOCUMENT_BYTES", 20_000, minimum=100),
-            max_batch_size=_int(env, "MAX_BATCH_SIZE", 10, minimum=1),
             max_order_quantity=_int(env, "MAX_ORDER_QUANTITY", 1_000_000, minimum=1),
             compiled_queries=_bool(env, "COMPILED_QUERIES", True),
             risk_max_quantity=_int(env, "RISK_MAX_QUANTITY", 100_000, minimum=1),

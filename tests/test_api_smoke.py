@@ -58,3 +58,20 @@ async def test_graphiql_is_not_served_when_switched_off(database) -> None:
     async with api_client(api_settings(database, graphiql=False)) as client:
         page = await client.http.get("/graphql", headers={"Accept": "text/html"})
     assert page.status_code == 404
+
+
+async def test_a_repeated_document_is_parsed_and_validated_once(database) -> None:
+    from strawberry.extensions.validation_cache import _get_validate_cache
+
+    from app.graphql.extensions import CACHE_SIZE
+
+    # A fresh document text, so earlier tests cannot have cached it.
+    query = f"{{ viewer {{ role }} orders(first: 3) {{ pageInfo {{ hasNextPage }} }} }} # {uuid.uuid4()}"
+    cache = _get_validate_cache(CACHE_SIZE)
+    async with api_client(api_settings(database, compiled_queries=False)) as client:
+        before = cache.cache_info()
+        for _ in range(5):
+            assert "errors" not in await client.gql(query)
+        after = cache.cache_info()
+    assert after.misses - before.misses == 1
+    assert after.hits - before.hits == 4

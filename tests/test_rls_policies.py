@@ -864,3 +864,45 @@ async def test_a_busy_trader_reads_recent_orders_through_an_index_under_rls(
 
     assert history_index_scans(hinted) == HISTORY_INDEX_SCAN
     assert ("Seq Scan", None) not in history_index_scans(unhinted)
+
+
+# --- only the migration owner changes the schema -----------------------------------------------
+
+SCHEMA_CHANGES = {
+    "disable-rls": "ALTER TABLE orders DISABLE ROW LEVEL SECURITY",
+    "no-force": "ALTER TABLE execution_logs NO FORCE ROW LEVEL SECURITY",
+    "drop-policy": "DROP POLICY orders_trader_isolation ON orders",
+    "new-policy": "CREATE POLICY mine ON orders FOR SELECT USING (true)",
+    "disable-trigger": "ALTER TABLE execution_logs DISABLE TRIGGER USER",
+    "drop-table": "DROP TABLE fills",
+    "new-table": "CREATE TABLE public.shadow (id int)",
+    "replace-auth": "CREATE OR REPLACE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql"
+    " AS $$ SELECT NULL::uuid $$",
+}
+
+
+@pytest.mark.parametrize("role", [*API_ROLES, "authenticator"])
+@pytest.mark.parametrize("sql", list(SCHEMA_CHANGES.values()), ids=list(SCHEMA_CHANGES))
+async def test_no_api_role_can_change_the_schema_or_the_policies(
+    world: World, role: str, sql: str
+) -> None:
+    if role == "authenticator":
+        # The login role itself, before any SET ROLE.
+        async with rolled_back(world.api) as conn:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(sql)
+        return
+    result = await outcome(world, role, A if role == "authenticated" else None, sql)
+    assert isinstance(result, asyncpg.InsufficientPrivilegeError), result
+
+
+@pytest.mark.parametrize("role", API_ROLES)
+async def test_no_api_role_can_grant_itself_a_right(world: World, role: str) -> None:
+    # Without the grant option PostgreSQL only warns and grants nothing: check nothing was granted.
+    async with as_role(world.api, role, A if role == "authenticated" else None) as conn:
+        await conn.execute("GRANT UPDATE, DELETE ON execution_logs, fills TO authenticated")
+        granted = await conn.fetchval(
+            "SELECT has_table_privilege('authenticated', 'execution_logs', 'UPDATE')"
+            " OR has_table_privilege('authenticated', 'fills', 'DELETE')"
+        )
+    assert granted is False
