@@ -314,3 +314,14 @@ async def test_the_api_refuses_to_start_with_a_jwt_secret_shorter_than_32_charac
 ) -> None:
     with pytest.raises(SettingsError, match="at least 32 characters"):
         create_app(api_settings(database, jwt_secret="s" * 31))
+
+
+async def test_a_refused_token_gets_a_graphql_shaped_401_with_a_bearer_challenge(database) -> None:
+    async with api_client(api_settings(database)) as client:
+        response = await client.post("{ viewer { role } }", token="not-a-jwt")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    body = response.json()
+    assert body["data"] is None
+    assert body["errors"][0]["extensions"] == {"code": "UNAUTHENTICATED"}
+    assert body["errors"][0]["message"] == "invalid token: malformed token"

@@ -22,7 +22,8 @@ import strawberry
 from cross_web import HTTPException
 from graphql import GraphQLError, OperationType, get_operation_ast, parse
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
@@ -102,6 +103,18 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         self._plans: dict[tuple[str, str | None], compiled.CompiledQuery] = {}
         assert isinstance(schema, strawberry.Schema)
         self.graphql_schema = schema._schema
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            response = await self.run(Request(scope=scope, receive=receive))
+        except HTTPException as refusal:
+            # Refused before execution (bad token, oversized or malformed request): still a
+            # GraphQL-shaped body with the contract's code, so clients need one error path.
+            response = _refusal_response(refusal)
+        await response(scope, receive, send)
 
     @property
     def graphql_ide_html(self) -> str:
@@ -237,6 +250,21 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         """Authenticate at connection_init, exactly as an HTTP request."""
         context.claims = await connection_claims(context, self.verifier)
         return await super().on_ws_connect(context)
+
+
+_REFUSAL_CODES = {401: "UNAUTHENTICATED", 404: "NOT_FOUND", 503: "SERVICE_UNAVAILABLE"}
+
+
+def _refusal_response(refusal: HTTPException) -> Response:
+    code = _REFUSAL_CODES.get(refusal.status_code, "BAD_USER_INPUT")
+    headers = {}
+    if refusal.status_code == 401:
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    return JSONResponse(
+        {"data": None, "errors": [{"message": refusal.reason, "extensions": {"code": code}}]},
+        status_code=refusal.status_code,
+        headers=headers,
+    )
 
 
 def _is_mutation(request_data: Any) -> bool:
