@@ -668,7 +668,7 @@ async def test_racing_fills_that_fit_are_both_applied_in_turn(db: Db) -> None:
     ]
 
 
-async def test_a_cancel_racing_a_fill_leaves_the_order_consistent(db: Db) -> None:
+async def test_a_fill_racing_the_cancel_of_a_routed_order_is_recorded_not_lost(db: Db) -> None:
     order_id = await submit(db)
     await run(db, order_id, APPROVE, ROUTE)
     cancel_holds_lock = asyncio.Event()
@@ -688,8 +688,46 @@ async def test_a_cancel_racing_a_fill_leaves_the_order_consistent(db: Db) -> Non
         asyncio.gather(cancel_first(), fill_second(), return_exceptions=True), timeout=10
     )
 
-    assert cancelled is None
-    assert isinstance(filled, asyncpg.PostgresError), filled
-    assert filled.sqlstate == LIFECYCLE
+    # The venue executed before the cancel reached it: a fact the ledger must keep.
+    assert (cancelled, filled) == (None, None)
     final = await order(db, order_id)
-    assert (final["status"], final["filled_quantity"]) == ("CANCELLED", 0)
+    assert (final["status"], final["filled_quantity"]) == ("CANCELLED", 10)
+    assert entries(await audit_rows(db, order_id))[-2:] == [
+        ("CANCELLED", "CANCELLED", "race", None, None),
+        ("FILLED", "CANCELLED", None, None, None),
+    ]
+
+
+async def test_late_fills_that_complete_a_cancelled_order_make_it_filled(db: Db) -> None:
+    order_id = await submit(db, quantity=30)
+    await run(db, order_id, APPROVE, ROUTE, fill(10), cancel("changed my mind"))
+    await run(db, order_id, fill(20))
+    final = await order(db, order_id)
+    assert (final["status"], final["filled_quantity"]) == ("FILLED", 30)
+    assert entries(await audit_rows(db, order_id))[-1] == ("FILLED", "FILLED", None, None, None)
+
+
+async def test_an_order_cancelled_before_it_reached_the_venue_takes_no_fill(db: Db) -> None:
+    order_id = await submit(db)
+    await run(db, order_id, APPROVE, cancel("changed my mind"))
+    with pytest.raises(asyncpg.PostgresError) as refused:
+        await run(db, order_id, fill(10))
+    assert refused.value.sqlstate == LIFECYCLE
+    assert (await order(db, order_id))["filled_quantity"] == 0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "UPDATE orders SET status_reason = 'rewritten' WHERE id = $1",
+        "UPDATE orders SET recovered_at = clock_timestamp() WHERE id = $1",
+        "UPDATE orders SET status = 'REJECTED' WHERE id = $1",
+        "UPDATE orders SET retry_attempt = retry_attempt + 1 WHERE id = $1",
+    ],
+)
+async def test_a_cancelled_routed_order_takes_fills_and_nothing_else(db: Db, change: str) -> None:
+    order_id = await submit(db)
+    await run(db, order_id, APPROVE, ROUTE, cancel("changed my mind"))
+    with pytest.raises(asyncpg.PostgresError) as refused:
+        await run(db, order_id, engine(change))
+    assert refused.value.sqlstate == LIFECYCLE

@@ -684,6 +684,36 @@ async def test_an_order_the_trader_cancels_is_cancelled_at_the_venue(
     ]
 
 
+async def test_executions_made_before_a_cancel_reached_the_venue_are_recorded(
+    make_worker: MakeWorker,
+    make_venue: MakeVenue,
+    clock: FakeClock,
+    authenticator_conn: asyncpg.Connection,
+    owner_conn: asyncpg.Connection,
+) -> None:
+    venue = make_venue()
+    worker = make_worker(venue=venue)
+    order_id = await place(authenticator_conn, "DIP", 10, "LIMIT", "95.00")
+    await worker.run_once()  # approved and routed; the price (100.00) does not cross yet
+    clock.tick(5)  # now it does: the venue executes before it hears of the cancel
+    await cancel_as_trader(authenticator_conn, order_id)
+
+    await worker.run_once()
+
+    [report] = await venue.poll([order_id])
+    [fill] = await fills_of(owner_conn, order_id)
+    assert fill["id"] == report.executions[0].execution_id
+    row = await owner_conn.fetchrow(
+        "SELECT status, filled_quantity FROM orders WHERE id = $1", order_id
+    )
+    # Cancelled too late: the whole order had executed, so it ends FILLED, every share booked.
+    assert (row["status"], row["filled_quantity"]) == ("FILLED", 10)
+    assert actions(await logs_of(owner_conn, order_id))[-2:] == [
+        ("CANCELLED", "CANCELLED"),
+        ("FILLED", "FILLED"),
+    ]
+
+
 # --- several workers, recovery ------------------------------------------------------------------
 
 

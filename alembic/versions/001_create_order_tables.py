@@ -209,6 +209,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, public AS $$
 DECLARE
     fill_total integer;
     fill_average numeric;
+    late_fill boolean;
 BEGIN
     IF TG_OP = 'INSERT' THEN
         -- Every order is born PENDING and unfilled, whoever inserts it.
@@ -225,7 +226,17 @@ BEGIN
         RETURN NEW;
     END IF;
 
-    IF OLD.status IN ('FILLED', 'REJECTED', 'CANCELLED') THEN
+    -- A cancel reaches the venue after the trader asked for it: executions the venue made
+    -- meanwhile are facts and must be recorded, so a routed CANCELLED order still takes
+    -- fills (and nothing else); they are the only change a terminal order accepts.
+    late_fill := OLD.status = 'CANCELLED' AND OLD.routed_at IS NOT NULL
+        AND NEW.status = OLD.status
+        AND (NEW.status_reason, NEW.error_code, NEW.retry_attempt, NEW.approved_at,
+             NEW.routed_at, NEW.recovered_at)
+            IS NOT DISTINCT FROM
+            (OLD.status_reason, OLD.error_code, OLD.retry_attempt, OLD.approved_at,
+             OLD.routed_at, OLD.recovered_at);
+    IF OLD.status IN ('FILLED', 'REJECTED', 'CANCELLED') AND NOT late_fill THEN
         RAISE EXCEPTION 'order % is %: it cannot change any more', OLD.id, OLD.status
             USING ERRCODE = 'OA409';
     END IF;
@@ -256,8 +267,13 @@ BEGIN
             RAISE EXCEPTION 'fills of order % would exceed its quantity (% > %)',
                 OLD.id, NEW.filled_quantity, NEW.quantity USING ERRCODE = 'OA409';
         END IF;
-        NEW.status := CASE WHEN NEW.filled_quantity = NEW.quantity
-                           THEN 'FILLED' ELSE 'PARTIAL' END::order_status_enum;
+        NEW.status := CASE WHEN NEW.filled_quantity = NEW.quantity THEN 'FILLED'
+                           WHEN late_fill THEN 'CANCELLED'
+                           ELSE 'PARTIAL' END::order_status_enum;
+    ELSIF late_fill THEN
+        -- Nothing new from the fills: a terminal order stays exactly as it is.
+        RAISE EXCEPTION 'order % is %: it cannot change any more', OLD.id, OLD.status
+            USING ERRCODE = 'OA409';
     ELSIF NEW.status <> OLD.status AND NOT (
             (OLD.status = 'PENDING' AND NEW.status IN ('CANCELLED', 'REJECTED'))
          OR (OLD.status = 'PARTIAL' AND NEW.status = 'CANCELLED')) THEN

@@ -575,13 +575,20 @@ class Worker:
         self._venue_cancelled[order_id] = updated_at
         report = await self._report_of(order_id)
         executed = sum(e.quantity for e in report.executions) if report is not None else 0
-        if executed > filled:
-            log.error(
-                "order %s: the venue executed %d shares before the cancel reached it; the order"
-                " is cancelled, so they cannot be recorded",
-                order_id,
-                executed - filled,
-            )
+        if report is not None and executed > filled:
+            # Executions the venue made before the cancel reached it: the database takes
+            # them on a routed, cancelled order (the order turns FILLED if they complete it).
+            async with self._transaction() as conn:
+                current = await self._lock(conn, order_id)
+                if current is not None:
+                    current, late = await self._record_fills(conn, current, report.executions)
+                    log.warning(
+                        "order %s: recorded %d late execution(s) made before the cancel"
+                        " reached the venue; the order is %s",
+                        order_id,
+                        late,
+                        current.status,
+                    )
         log.info("order %s: cancelled at the venue", order_id)
         return 1
 

@@ -9,6 +9,10 @@ before asking, and documents the state machine in one readable place::
     PENDING --fill--> FILLED
     PENDING --reject--> REJECTED
     PENDING | PARTIAL --cancel--> CANCELLED
+    CANCELLED (routed) --late fill--> CANCELLED | FILLED
+
+A late fill is an execution the venue made before the cancel reached it: the
+database records it (it happened); it is the only change a terminal order takes.
 """
 
 from __future__ import annotations
