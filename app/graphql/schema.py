@@ -24,7 +24,6 @@ from app.graphql.types import (
     SubmitOrderInput,
     Viewer,
 )
-from app.models.order import OrderTypeEnum
 from app.orders import queries, service
 from app.orders.errors import InvalidInput
 from app.orders.validation import SYMBOL
@@ -140,7 +139,7 @@ class Mutation:
             symbol=input.symbol,
             side=input.side.value,
             quantity=input.quantity,
-            order_type=OrderTypeEnum(input.order_type.value),
+            order_type=input.order_type,
             price=input.price,
             stop_loss=input.stop_loss,
             take_profit=input.take_profit,

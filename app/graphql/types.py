@@ -12,6 +12,7 @@ from sqlalchemy.engine import RowMapping
 from strawberry.types import Info
 
 from app.graphql.context import Context
+from app.models.order import ActionEnum, OrderStatusEnum, OrderTypeEnum
 
 
 @strawberry.enum
@@ -20,31 +21,13 @@ class OrderSide(enum.Enum):
     SELL = "SELL"
 
 
-@strawberry.enum
-class OrderType(enum.Enum):
-    MARKET = "MARKET"
-    LIMIT = "LIMIT"
-    STOP = "STOP"
-
-
-@strawberry.enum
-class OrderStatus(enum.Enum):
-    PENDING = "PENDING"
-    FILLED = "FILLED"
-    PARTIAL = "PARTIAL"
-    REJECTED = "REJECTED"
-    CANCELLED = "CANCELLED"
-
-
-@strawberry.enum
-class ExecutionAction(enum.Enum):
-    SUBMITTED = "SUBMITTED"
-    APPROVED = "APPROVED"
-    EXECUTED = "EXECUTED"
-    FILLED = "FILLED"
-    REJECTED = "REJECTED"
-    CANCELLED = "CANCELLED"
-    RECOVERED = "RECOVERED"
+# The database's enums, under the contract's names: one list of values, not two.
+strawberry.enum(OrderTypeEnum, name="OrderType")
+strawberry.enum(OrderStatusEnum, name="OrderStatus")
+strawberry.enum(ActionEnum, name="ExecutionAction")
+OrderType = OrderTypeEnum
+OrderStatus = OrderStatusEnum
+ExecutionAction = ActionEnum
 
 
 @strawberry.type
