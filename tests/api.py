@@ -77,18 +77,33 @@ def graphql_endpoint(app: Starlette) -> GraphQLEndpoint:
 
 @contextmanager
 def statements_sent(client: Client) -> Iterator[list[str]]:
-    """Every SQL statement the app sends while the block runs (N+1 checks, 'nothing ran')."""
+    """Every SQL statement the app sends while the block runs (N+1 checks, 'nothing ran').
+
+    The app sends SQL in two places: through SQLAlchemy (resolvers, mutations) and, for
+    compiled queries, straight on the asyncpg connection (``Database.read_json``, which
+    sends the role and claims, then the one statement). Both are counted.
+    """
     sent: list[str] = []
-    engine = client.app.state.database.engine.sync_engine
+    database = client.app.state.database
+    engine = database.engine.sync_engine
 
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         sent.append(statement)
 
+    read_json = database.read_json
+
+    async def counted_read_json(claims: Any, sql: str, args: Any) -> str:
+        sent.extend(["SELECT set_config('role', ...), set_config('request.jwt.claims', ...)", sql])
+        result: str = await read_json(claims, sql, args)
+        return result
+
     event.listen(engine, "before_cursor_execute", record)
+    database.read_json = counted_read_json
     try:
         yield sent
     finally:
         event.remove(engine, "before_cursor_execute", record)
+        del database.read_json
 
 
 @asynccontextmanager

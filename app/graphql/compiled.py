@@ -23,7 +23,7 @@ module does not know are simply not compiled.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,15 +39,16 @@ from graphql import (
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 from sqlalchemy import text
-from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
-from app.db.session import Tx
+from app.auth.claims import Claims
 from app.orders import queries
 from app.orders.errors import InvalidInput
 from app.orders.validation import SYMBOL
 
 MAX_PAGE = 100
 PLAN_CACHE_SIZE = 512
+_DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
 
 def _iso(ts: str) -> str:
@@ -201,7 +202,7 @@ class _Root:
     key: str
     ctes: list[str]
     value: str
-    params: Callable[[dict[str, Any], Tx], dict[str, Any]]
+    params: Callable[[dict[str, Any], Claims], dict[str, Any]]
 
 
 def _connection(
@@ -212,7 +213,7 @@ def _connection(
     table: str,
     order_at: str,
     columns: Mapping[str, str],
-    where: Callable[[dict[str, Any], Tx, str], tuple[list[str], dict[str, Any]]],
+    where: Callable[[dict[str, Any], Claims, str], tuple[list[str], dict[str, Any]]],
     default_first: int,
 ) -> _Root:
     page = f"page{index}"
@@ -255,11 +256,11 @@ def _connection(
         else:
             raise NotCompilable(f"{typename}Connection.{name}")
 
-    def params(args: dict[str, Any], tx: Tx) -> dict[str, Any]:
+    def params(args: dict[str, Any], claims: Claims) -> dict[str, Any]:
         count = args.get("first", default_first)
         if not isinstance(count, int) or not 1 <= count <= MAX_PAGE:
             raise InvalidInput("first", "out of range")
-        conditions, values = where(args, tx, f"r{index}_")
+        conditions, values = where(args, claims, f"r{index}_")
         sql_where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         values[first] = count
         values[f"r{index}_limit"] = count + 1
@@ -276,8 +277,8 @@ def _connection(
     return _Root(_key(node), ctes, _object(pairs), params)
 
 
-def _own_rows(tx: Tx) -> list[str]:
-    if queries.PLANNER_HINTS and tx.claims.role == "authenticated":
+def _own_rows(claims: Claims) -> list[str]:
+    if queries.PLANNER_HINTS and claims.role == "authenticated":
         return ["trader_id = (SELECT auth.uid())"]
     return []
 
@@ -293,9 +294,9 @@ def _after(args: dict[str, Any], at: str, prefix: str) -> tuple[list[str], dict[
     }
 
 
-def _orders_where(args: dict[str, Any], tx: Tx, p: str) -> tuple[list[str], dict[str, Any]]:
+def _orders_where(args: dict[str, Any], claims: Claims, p: str) -> tuple[list[str], dict[str, Any]]:
     conditions, values = _after(args, "created_at", p)
-    conditions = _own_rows(tx) + conditions
+    conditions = _own_rows(claims) + conditions
     flt = args.get("filter")
     if flt is not None:
 
@@ -321,9 +322,9 @@ def _orders_where(args: dict[str, Any], tx: Tx, p: str) -> tuple[list[str], dict
     return conditions, values
 
 
-def _logs_where(args: dict[str, Any], tx: Tx, p: str) -> tuple[list[str], dict[str, Any]]:
+def _logs_where(args: dict[str, Any], claims: Claims, p: str) -> tuple[list[str], dict[str, Any]]:
     conditions, values = _after(args, '"timestamp"', p)
-    conditions = _own_rows(tx) + conditions
+    conditions = _own_rows(claims) + conditions
     if args.get("orderId") is not None:
         conditions.append(f"order_id = :{p}order_id")
         values[f"{p}order_id"] = args["orderId"]
@@ -345,7 +346,7 @@ def _order_root(node: FieldNode, index: int) -> _Root:
     obj = _row_object(node, ORDER_FIELDS, "o", "Order")
     cte = f"one{index} AS (SELECT * FROM orders WHERE id = :r{index}_id)"
 
-    def params(args: dict[str, Any], tx: Tx) -> dict[str, Any]:
+    def params(args: dict[str, Any], claims: Claims) -> dict[str, Any]:
         return {f"r{index}_id": args["id"]}
 
     return _Root(_key(node), [cte], f"(SELECT {obj} FROM one{index} o)", params)
@@ -363,7 +364,15 @@ def _viewer_root(node: FieldNode) -> _Root:
             pairs.append((_key(field), _literal("Viewer")))
         else:
             raise NotCompilable(f"Viewer.{name}")
-    return _Root(_key(node), [], _object(pairs), lambda args, tx: {})
+    return _Root(_key(node), [], _object(pairs), lambda args, claims: {})
+
+
+@dataclass(frozen=True)
+class Statement:
+    """SQL with asyncpg's $n placeholders, and the parameter names in their order."""
+
+    sql: str
+    names: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -371,11 +380,15 @@ class CompiledQuery:
     operation: OperationDefinitionNode
     roots: list[tuple[_Root, FieldNode]]
     template: str
+    # One statement per combination of filters a request uses (a handful at most).
+    _statements: dict[tuple[tuple[str, str], ...], Statement] = dataclasses.field(
+        default_factory=dict
+    )
 
     def bind(
-        self, schema: GraphQLSchema, variables: dict[str, Any] | None, tx: Tx
-    ) -> tuple[TextClause, dict[str, Any]] | None:
-        """The statement and its parameters, or None to let the normal path answer."""
+        self, schema: GraphQLSchema, variables: dict[str, Any] | None, claims: Claims
+    ) -> tuple[str, list[Any]] | None:
+        """The statement and its arguments, or None to let the resolvers answer."""
         coerced = get_variable_values(
             schema, self.operation.variable_definitions or (), variables or {}
         )
@@ -387,11 +400,17 @@ class CompiledQuery:
         try:
             for root, node in self.roots:
                 args = get_argument_values(query_type.fields[node.name.value], node, coerced)
-                params.update(root.params(args, tx))
+                params.update(root.params(args, claims))
         except (InvalidInput, GraphQLError, KeyError, TypeError, ValueError):
             return None
-        splices = {k: params.pop(k) for k in list(params) if k.endswith("_where")}
-        return text(self.template.format(**splices)), params
+        splices = tuple(sorted((k, params.pop(k)) for k in list(params) if k.endswith("_where")))
+        statement = self._statements.get(splices)
+        if statement is None:
+            compiled = text(self.template.format(**dict(splices))).compile(dialect=_DIALECT)
+            statement = Statement(compiled.string, tuple(compiled.positiontup or ()))
+            if len(self._statements) < 64:
+                self._statements[splices] = statement
+        return statement.sql, [params[name] for name in statement.names]
 
 
 def compile_query(document_text: str, operation_name: str | None) -> CompiledQuery | None:
@@ -451,12 +470,10 @@ def compile_query(document_text: str, operation_name: str | None) -> CompiledQue
     data = _object([(root.key, root.value) for root, _ in roots])
     with_clause = f"WITH {', '.join(ctes)} " if ctes else ""
     # Literal braces of the SQL are doubled for str.format; only {rN_where} is a splice.
-    template = (with_clause + f"SELECT {data} AS data").replace("{", "{{").replace("}", "}}")
+    # ::text: the JSON goes to the client as PostgreSQL wrote it (no decode, no re-encode).
+    template = (
+        (with_clause + f"SELECT ({data})::text AS data").replace("{", "{{").replace("}", "}}")
+    )
     for index in range(len(roots)):
         template = template.replace(f"{{{{r{index}_where}}}}", f"{{r{index}_where}}")
     return CompiledQuery(operation=operation, roots=roots, template=template)
-
-
-async def execute(tx: Tx, statement: TextClause, params: dict[str, Any]) -> Any:
-    raw = await tx.scalar(statement, params)
-    return json.loads(raw) if isinstance(raw, str) else raw

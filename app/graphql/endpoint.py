@@ -14,6 +14,7 @@ names its handlers and authenticates their connection_init through it.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import uuid
 from typing import Any
@@ -35,7 +36,7 @@ from strawberry.types.unset import UnsetType
 from app.auth.claims import Claims
 from app.auth.jwt import InvalidToken, TokenVerifier, bearer_token
 from app.db.listener import OrderChangeListener
-from app.db.session import Database, DatabaseUnavailable, Tx
+from app.db.session import Database, DatabaseUnavailable
 from app.graphql import compiled
 from app.graphql.context import Context
 from app.graphql.errors import UNAVAILABLE, code_of, format_error, log_unexpected
@@ -108,13 +109,59 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        request = Request(scope=scope, receive=receive)
         try:
-            response = await self.run(Request(scope=scope, receive=receive))
+            response = await self._compiled_response(request) or await self.run(request)
         except HTTPException as refusal:
             # Refused before execution (bad token, oversized or malformed request): still a
             # GraphQL-shaped body with the contract's code, so clients need one error path.
             response = _refusal_response(refusal)
         await response(scope, receive, send)
+
+    async def _compiled_response(self, request: Request) -> Response | None:
+        """A hot read query answered by its compiled statement (graphql/compiled.py), with
+        PostgreSQL's JSON passed through as it is; None leaves the request to Strawberry."""
+        if not self._plans or request.method != "POST":
+            return None
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            return None
+        self._check_length(request)
+        try:
+            data = json.loads(await request.body())  # Starlette keeps the body for Strawberry
+        except ValueError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        query, name, variables = data.get("query"), data.get("operationName"), data.get("variables")
+        if not (isinstance(query, str) and isinstance(name, str | None)):
+            return None
+        plan = self._plans.get((query, name))
+        if plan is None or not isinstance(variables, dict | None):
+            return None
+        claims = await self.claims_for(request.headers.get("authorization"))
+        bound = plan.bind(self.graphql_schema, variables, claims)
+        if bound is None:
+            return None  # unusual arguments: the resolvers give the precise error
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        headers = {"x-request-id": request_id}
+        try:
+            raw = await self.database.read_json(claims, *bound)
+        except DatabaseUnavailable:
+            log.warning("request %s: database unavailable", request_id, exc_info=True)
+            error = format_error(GraphQLError("", original_error=DatabaseUnavailable()), request_id)
+            return JSONResponse({"data": None, "errors": [error]}, 503, headers=headers)
+        except Exception:
+            # Logged whole; the resolvers then answer (and mask) whatever it is.
+            log.exception("request %s: compiled query failed; using the resolvers", request_id)
+            return None
+        return Response(
+            b'{"data":' + raw.encode() + b"}", media_type="application/json", headers=headers
+        )
+
+    def _check_length(self, request: Request) -> None:
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.settings.max_document_bytes * 2:
+            raise HTTPException(413, "request body too large")
 
     @property
     def graphql_ide_html(self) -> str:
@@ -134,13 +181,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
     ) -> Context:
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         if isinstance(request, Request):
-            length = request.headers.get("content-length")
-            if (
-                length is not None
-                and length.isdigit()
-                and int(length) > self.settings.max_document_bytes * 2
-            ):
-                raise HTTPException(413, "request body too large")
+            self._check_length(request)
             claims = await self.claims_for(request.headers.get("authorization"))
         else:
             # WebSocket callers authenticate in connection_init (subscriptions).
@@ -168,12 +209,10 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         try:
             async with self.database.transaction(context.claims) as tx:
                 context.tx = tx
-                result = await self._execute_compiled(tx, request_data)
-                if result is None:
-                    result = await super().execute_single(
-                        request, request_adapter, sub_response, context, root_value, request_data
-                    )
-                    self._learn(request_data, result)
+                result = await super().execute_single(
+                    request, request_adapter, sub_response, context, root_value, request_data
+                )
+                self._learn(request_data, result)
                 if result.errors:
                     raise _RollBack(result)
         except _RollBack as rollback:
@@ -202,22 +241,6 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         if not self.settings.compiled_queries or not isinstance(query, str):
             return None
         return (query, name if isinstance(name, str) else None)
-
-    async def _execute_compiled(self, tx: Tx, request_data: Any) -> ExecutionResult | None:
-        """The answer of a compiled document (graphql/compiled.py), or None for the resolvers."""
-        key = self._plan_key(request_data)
-        plan = self._plans.get(key) if key is not None else None
-        if plan is None:
-            return None
-        bound = plan.bind(self.graphql_schema, request_data.variables, tx)
-        if bound is None:
-            return None  # unusual arguments: the resolvers give the precise error
-        try:
-            return ExecutionResult(data=await compiled.execute(tx, *bound), errors=None)
-        except Exception as error:  # masked for the client and logged whole, like a resolver's
-            return ExecutionResult(
-                data=None, errors=[GraphQLError(str(error), original_error=error)]
-            )
 
     def _learn(self, request_data: Any, result: ExecutionResult) -> None:
         # Only a document that passed every limit and validation rule once gets compiled:
