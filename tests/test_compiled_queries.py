@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
+from app.db.timestamps import isoformat
 from app.graphql.compiled import compile_query
 from tests.api import api_client, api_settings, graphql_endpoint, statements_sent
 from tests.jsondiff import diff
@@ -168,3 +170,17 @@ async def test_bad_arguments_on_a_compiled_document_get_the_normal_errors(databa
             assert body["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "field": "first"}
         body = await client.gql(query, {"first": "many"}, token=token)
         assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+@pytest.mark.parametrize("micros", [0, 1, 10, 120, 804250, 999999], ids=lambda m: f"{m:06d}us")
+async def test_python_writes_timestamps_exactly_as_postgresql_to_json_does(
+    owner_conn, micros: int
+) -> None:
+    value = datetime(2026, 11, 24, 21, 2, 45, micros, tzinfo=UTC)
+    await owner_conn.execute("SET TIME ZONE 'UTC'")
+    written_by_postgres = await owner_conn.fetchval(
+        "SELECT to_json($1::timestamptz) #>> '{}'", value
+    )
+    assert isoformat(value) == written_by_postgres
+    # An offset other than UTC is converted, never kept.
+    assert isoformat(value.astimezone(timezone(timedelta(hours=-5)))) == written_by_postgres

@@ -71,7 +71,8 @@ class LoginRole:
 def create_engine(
     url: URL, *, pool_size: int = 10, pool_timeout: float = 5.0, statement_timeout_ms: int = 5000
 ) -> AsyncEngine:
-    server_settings = {"application_name": "order-api"}
+    # UTC: timestamps reach clients as PostgreSQL's to_json writes them (graphql/scalars.py).
+    server_settings = {"application_name": "order-api", "TimeZone": "UTC"}
     if statement_timeout_ms:
         server_settings["statement_timeout"] = str(statement_timeout_ms)
     return create_async_engine(

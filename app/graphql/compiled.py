@@ -51,19 +51,9 @@ PLAN_CACHE_SIZE = 512
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
 
-def _iso(ts: str) -> str:
-    """A timestamptz as Python's datetime.isoformat() writes it in UTC (what the resolvers send):
-    six fractional digits, none when the microseconds are zero, and a +00:00 offset."""
-    utc = f"({ts} AT TIME ZONE 'UTC')"
-    return (
-        f"(to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS')"
-        f" || CASE WHEN date_part('microseconds', {utc})::int % 1000000 = 0 THEN ''"
-        f" ELSE to_char({utc}, '.US') END || '+00:00')"
-    )
-
-
 # GraphQL field -> SQL expression over the row alias "{t}"; numerics as text
-# because the contract's Decimal is a string, never a float.
+# because the contract's Decimal is a string, never a float; timestamps as they are
+# (json_build_object writes them with to_json, the format of graphql/scalars.py).
 ORDER_FIELDS = {
     "id": "{t}.id",
     "traderId": "{t}.trader_id",
@@ -78,14 +68,14 @@ ORDER_FIELDS = {
     "status": "{t}.status",
     "filledQuantity": "{t}.filled_quantity",
     "averageFillPrice": "{t}.average_fill_price::text",
-    "createdAt": _iso("{t}.created_at"),
-    "updatedAt": _iso("{t}.updated_at"),
-    "expiresAt": _iso("{t}.expires_at"),
+    "createdAt": "{t}.created_at",
+    "updatedAt": "{t}.updated_at",
+    "expiresAt": "{t}.expires_at",
 }
 FILL_FIELDS = {
     "id": "{t}.id",
     "orderId": "{t}.order_id",
-    "timestamp": _iso('{t}."timestamp"'),
+    "timestamp": '{t}."timestamp"',
     "quantityFilled": "{t}.quantity_filled",
     "priceAtFill": "{t}.price_at_fill::text",
     "venue": "{t}.venue",
@@ -97,7 +87,7 @@ LOG_FIELDS = {
     "traderId": "{t}.trader_id",
     "action": "{t}.action",
     "status": "{t}.status",
-    "timestamp": _iso('{t}."timestamp"'),
+    "timestamp": '{t}."timestamp"',
     "reason": "{t}.reason",
     "retryAttempt": "{t}.retry_attempt",
     "errorCode": "{t}.error_code",
@@ -112,7 +102,7 @@ def _cursor_sql(at: str, ident: str) -> str:
     # Same text as queries.Cursor.encode: urlsafe base64 of "<iso timestamp>|<uuid>", unpadded.
     return (
         "rtrim(translate(replace(encode(convert_to("
-        f"{_iso(at)} || '|' || {ident}::text, 'UTF8'), 'base64'),"
+        f"(to_json({at}) #>> '{{}}') || '|' || {ident}::text, 'UTF8'), 'base64'),"
         " E'\\n', ''), '+/', '-_'), '=')"
     )
 

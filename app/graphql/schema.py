@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from uuid import UUID
 
 import strawberry
@@ -9,6 +10,7 @@ from strawberry.types import Info
 
 from app.graphql.context import Context
 from app.graphql.extensions import extensions_for
+from app.graphql.scalars import DATETIME
 from app.graphql.types import (
     ExecutionAction,
     ExecutionLog,
@@ -194,4 +196,5 @@ def build_schema(settings: Settings, subscription: type | None = None) -> strawb
         mutation=Mutation,
         subscription=subscription,
         extensions=extensions_for(settings),
+        scalar_overrides={datetime: DATETIME},
     )

@@ -22,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import RowMapping
 
 from app.db.session import Tx
+from app.db.timestamps import isoformat
 from app.orders.errors import Conflict, Forbidden, InvalidInput, OrderError, OrderNotFound
 from app.orders.validation import NewFill, NewOrder
 
@@ -86,7 +87,7 @@ class Cursor:
     id: UUID
 
     def encode(self) -> str:
-        raw = f"{self.at.isoformat()}|{self.id}".encode()
+        raw = f"{isoformat(self.at)}|{self.id}".encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     @classmethod
