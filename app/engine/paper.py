@@ -3,28 +3,9 @@
 Prices
     Each symbol has a reference price per *tick*, where
     ``tick = floor(unix_time / tick_seconds)`` read from the clock, so separate
-    processes agree on the price at a given moment.
-
-    * Default: a seeded random walk. The start price comes from the symbol alone
-      (20..500); the path comes from ``(seed, symbol)``. To be computable at any
-      tick without walking from tick 0 (the tick count since 1970 is in the
-      billions), the walk is a sum of octaves of seeded value noise: at short
-      horizons it moves like a random walk (about 0.2 % a tick, never more than
-      1.5 %), beyond ~2000 ticks it stays within roughly -25 %..+35 % of the
-      start price. Prices are rounded to 0.01 and always positive.
-    * ``prices_csv``: a CSV file with a header row, in one of two layouts::
-
-          symbol,price          symbol,tick,price
-          ACME,100.00           ACME,0,100.00
-          ACME,101.50           ACME,5,99.00
-          ACME,99.75            ACME,9,101.00
-
-      ``symbol,price``: a symbol's rows, in file order, are its prices at ticks
-      0, 1, 2...  ``symbol,tick,price``: a row's price holds from its tick until
-      the symbol's next row (ticks before the first row take the first price).
-      Either way a symbol's series repeats forever, with period "number of rows"
-      resp. "last tick + 1": the price at tick ``t`` is the series' price at
-      ``t mod period``. Symbols absent from the file are unknown to the venue.
+    processes agree on the price at a given moment. The price at a tick comes
+    from ``app.engine.prices``: a seeded random walk by default, or the series
+    of a ``prices_csv`` file (symbols absent from it are unknown to the venue).
 
 Matching happens when orders are polled, cancelled or ``advance`` is called,
 one tick at a time from the order's acceptance up to the current tick, so fills
@@ -74,23 +55,20 @@ length; the file does not record them.
 from __future__ import annotations
 
 import asyncio
-import bisect
-import csv
-import functools
-import hashlib
 import math
-import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 from uuid import UUID, uuid5
 
+from app.engine.draws import unit_draw
+from app.engine.prices import CENT, ReferencePrices
 from app.engine.venue import (
     Execution,
     ExecutionReport,
@@ -106,18 +84,8 @@ if TYPE_CHECKING:
 
 __all__ = ["PaperVenue", "execution_id_for"]
 
-_CENT: Final = Decimal("0.01")
-_MIN_PRICE: Final = _CENT
-_SYMBOL_RE: Final = re.compile(r"[A-Z0-9.\-]{1,10}")
 _SIDES: Final = frozenset({"BUY", "SELL"})
 _ORDER_TYPES: Final = frozenset({"MARKET", "LIMIT", "STOP"})
-
-_START_PRICE_LOW: Final = 20.0
-_START_PRICE_HIGH: Final = 500.0
-# Octave k spans 2**k ticks with amplitude ~ sqrt(2**k): random-walk scaling up to
-# 2**(_WALK_OCTAVES - 1) ticks, bounded beyond (max |log move| ~ 0.3).
-_WALK_OCTAVES: Final = 12
-_WALK_STEP: Final = 0.002
 
 # Orders per statement/transaction: under SQLite's bound-variable limit, and short.
 _BATCH: Final = 500
@@ -164,97 +132,6 @@ _SCHEMA: Final = (
     """,
     "CREATE INDEX IF NOT EXISTS orders_open ON orders (order_id) WHERE status = 'open'",
 )
-
-
-def _unit(*parts: object) -> float:
-    """A uniform draw in [0, 1) fixed by ``parts``, identical in every process.
-
-    ``hash()`` is salted per process and ``random.Random`` state would have to be
-    stored, so a keyed digest is what makes draws reproducible across restarts.
-    """
-    key = "\x1f".join(str(part) for part in parts).encode()
-    digest = hashlib.blake2b(key, digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _lattice(seed: int, symbol: str, octave: int, index: int) -> float:
-    return 2.0 * _unit("walk", seed, symbol, octave, index) - 1.0
-
-
-def _start_price(symbol: str) -> float:
-    return _START_PRICE_LOW + (_START_PRICE_HIGH - _START_PRICE_LOW) * _unit("start", symbol)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _walk_price(seed: int, symbol: str, tick: int) -> Decimal:
-    log_move = 0.0
-    for octave in range(_WALK_OCTAVES):
-        span = 1 << octave
-        index, offset = divmod(tick, span)
-        left = _lattice(seed, symbol, octave, index)
-        right = _lattice(seed, symbol, octave, index + 1)
-        log_move += _WALK_STEP * math.sqrt(span) * (left + (right - left) * offset / span)
-    price = Decimal(f"{_start_price(symbol) * math.exp(log_move):.2f}")
-    return max(price, _MIN_PRICE)
-
-
-@dataclass(frozen=True)
-class _PriceSeries:
-    ticks: tuple[int, ...]
-    prices: tuple[Decimal, ...]
-
-    def at(self, tick: int) -> Decimal:
-        position = tick % (self.ticks[-1] + 1)
-        index = bisect.bisect_right(self.ticks, position) - 1
-        return self.prices[max(index, 0)]
-
-
-def _load_prices_csv(path: Path) -> dict[str, _PriceSeries]:
-    rows: dict[str, list[tuple[int, Decimal]]] = {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        header = [name.strip() for name in reader.fieldnames or ()]
-        if header not in (["symbol", "price"], ["symbol", "tick", "price"]):
-            raise ValueError(
-                f"{path}: header must be 'symbol,price' or 'symbol,tick,price', got {header}"
-            )
-        reader.fieldnames = header
-        explicit_ticks = "tick" in header
-        for record in reader:
-            where = f"{path}:{reader.line_num}"
-            symbol = (record.get("symbol") or "").strip()
-            if not _SYMBOL_RE.fullmatch(symbol):
-                raise ValueError(f"{where}: bad symbol {symbol!r}")
-            try:
-                price = Decimal((record.get("price") or "").strip())
-            except InvalidOperation:
-                raise ValueError(f"{where}: bad price {record.get('price')!r}") from None
-            if not price.is_finite() or price <= 0:
-                raise ValueError(f"{where}: price must be positive, got {price}")
-            series = rows.setdefault(symbol, [])
-            if explicit_ticks:
-                try:
-                    tick = int((record.get("tick") or "").strip())
-                except ValueError:
-                    raise ValueError(f"{where}: bad tick {record.get('tick')!r}") from None
-                if tick < 0:
-                    raise ValueError(f"{where}: tick must be >= 0, got {tick}")
-                if any(seen == tick for seen, _ in series):
-                    raise ValueError(f"{where}: tick {tick} repeated for {symbol}")
-            else:
-                tick = len(series)
-            series.append((tick, price.quantize(_CENT, rounding=ROUND_HALF_UP)))
-    if not rows:
-        raise ValueError(f"{path}: no prices")
-    result: dict[str, _PriceSeries] = {}
-    for symbol, points in rows.items():
-        points.sort()
-        result[symbol] = _PriceSeries(
-            ticks=tuple(tick for tick, _ in points),
-            prices=tuple(price for _, price in points),
-        )
-    return result
 
 
 @dataclass(frozen=True)
@@ -362,7 +239,7 @@ class PaperVenue:
         self._clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self._fail_transient_times = forced
         self._reject_symbols = dict(reject_symbols or {})
-        self._csv_prices = None if prices_csv is None else _load_prices_csv(Path(prices_csv))
+        self._prices = ReferencePrices(seed, None if prices_csv is None else Path(prices_csv))
         # One connection per instance, used from worker threads one at a time.
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = self._connect()
@@ -410,18 +287,13 @@ class PaperVenue:
 
     def commission(self, quantity: int) -> Decimal:
         amount = max(self.commission_minimum, self.commission_per_share * quantity)
-        return max(Decimal(0), amount).quantize(_CENT, rounding=ROUND_HALF_UP)
+        return max(Decimal(0), amount).quantize(CENT, rounding=ROUND_HALF_UP)
 
     def _price(self, symbol: str, tick: int) -> Decimal:
-        if self._csv_prices is None:
-            return _walk_price(self.seed, symbol, tick)
-        return self._csv_prices[symbol].at(tick)
+        return self._prices.at(symbol, tick)
 
     def _check_symbol(self, symbol: str) -> None:
-        known = bool(_SYMBOL_RE.fullmatch(symbol)) and (
-            self._csv_prices is None or symbol in self._csv_prices
-        )
-        if not known:
+        if not self._prices.knows(symbol):
             raise PermanentVenueError("UNKNOWN_SYMBOL", f"the venue does not trade {symbol!r}")
 
     # --- Venue ------------------------------------------------------------------
@@ -552,7 +424,7 @@ class PaperVenue:
             )
         if attempt <= self._fail_transient_times.get(order.symbol, 0):
             return TransientVenueError("VENUE_BUSY", f"forced failure, attempt {attempt}")
-        draw = _unit("submit", self.seed, order.order_id, attempt)
+        draw = unit_draw("submit", self.seed, order.order_id, attempt)
         if draw < self.transient_failure_rate:
             return TransientVenueError("VENUE_BUSY", "the venue is busy, try again later")
         if draw < self.transient_failure_rate + self.permanent_failure_rate:
@@ -580,7 +452,7 @@ class PaperVenue:
             not isinstance(price, Decimal)
             or not price.is_finite()
             or price <= 0
-            or price != price.quantize(_CENT)
+            or price != price.quantize(CENT)
         ):
             return PermanentVenueError(
                 "INVALID_PRICE",
