@@ -42,9 +42,8 @@ from sqlalchemy import text
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
 from app.auth.claims import Claims
-from app.orders import queries
+from app.orders import queries, validation
 from app.orders.errors import InvalidInput
-from app.orders.validation import SYMBOL
 
 MAX_PAGE = 100
 PLAN_CACHE_SIZE = 512
@@ -267,61 +266,41 @@ def _connection(
     return _Root(_key(node), ctes, _object(pairs), params)
 
 
-def _own_rows(claims: Claims) -> list[str]:
-    if queries.PLANNER_HINTS and claims.role == "authenticated":
-        return ["trader_id = (SELECT auth.uid())"]
-    return []
-
-
-def _after(args: dict[str, Any], at: str, prefix: str) -> tuple[list[str], dict[str, Any]]:
+def _cursor(args: dict[str, Any]) -> queries.Cursor | None:
     after = args.get("after")
-    if after is None:
-        return [], {}
-    cursor = queries.Cursor.decode(after)
-    return [f"({at}, id) < (:{prefix}after_at, :{prefix}after_id)"], {
-        f"{prefix}after_at": cursor.at,
-        f"{prefix}after_id": cursor.id,
-    }
+    return queries.Cursor.decode(after) if after is not None else None
 
 
-def _orders_where(args: dict[str, Any], claims: Claims, p: str) -> tuple[list[str], dict[str, Any]]:
-    conditions, values = _after(args, "created_at", p)
-    conditions = _own_rows(claims) + conditions
+def _orders_where(args: dict[str, Any], claims: Claims, p: str) -> queries.Conditions:
     flt = args.get("filter")
-    if flt is not None:
 
-        def get(name: str) -> Any:
-            # graphql-core hands over Strawberry's OrderFilter object (or a dict without it).
-            return flt.get(name) if isinstance(flt, dict) else getattr(flt, _snake(name), None)
+    def get(name: str) -> Any:
+        # graphql-core hands over Strawberry's OrderFilter object (or a dict without it).
+        if flt is None:
+            return None
+        return flt.get(name) if isinstance(flt, dict) else getattr(flt, _snake(name), None)
 
-        if get("traderId") is not None:
-            conditions.append(f"trader_id = :{p}trader_id")
-            values[f"{p}trader_id"] = get("traderId")
-        if get("status"):
-            conditions.append(f"status = ANY(CAST(:{p}statuses AS order_status_enum[]))")
-            values[f"{p}statuses"] = [_enum_value(s) for s in get("status")]
-        if get("symbol") is not None:
-            symbol = str(get("symbol")).strip().upper()
-            if not SYMBOL.fullmatch(symbol):
-                raise InvalidInput("symbol", "bad symbol")
-            conditions.append(f"symbol = :{p}symbol")
-            values[f"{p}symbol"] = symbol
-        if get("side") is not None:
-            conditions.append(f"side = :{p}side")
-            values[f"{p}side"] = _enum_value(get("side"))
-    return conditions, values
+    symbol, side, statuses = get("symbol"), get("side"), get("status")
+    return queries.order_conditions(
+        claims,
+        after=_cursor(args),
+        trader_id=get("traderId"),
+        statuses=[_enum_value(s) for s in statuses] if statuses else None,
+        symbol=validation.normalized(str(symbol)) if symbol is not None else None,
+        side=_enum_value(side) if side is not None else None,
+        prefix=p,
+    )
 
 
-def _logs_where(args: dict[str, Any], claims: Claims, p: str) -> tuple[list[str], dict[str, Any]]:
-    conditions, values = _after(args, '"timestamp"', p)
-    conditions = _own_rows(claims) + conditions
-    if args.get("orderId") is not None:
-        conditions.append(f"order_id = :{p}order_id")
-        values[f"{p}order_id"] = args["orderId"]
-    if args.get("action") is not None:
-        conditions.append(f"action = CAST(:{p}action AS action_enum)")
-        values[f"{p}action"] = _enum_value(args["action"])
-    return conditions, values
+def _logs_where(args: dict[str, Any], claims: Claims, p: str) -> queries.Conditions:
+    action = args.get("action")
+    return queries.log_conditions(
+        claims,
+        after=_cursor(args),
+        order_id=args.get("orderId"),
+        action=_enum_value(action) if action is not None else None,
+        prefix=p,
+    )
 
 
 def _snake(name: str) -> str:

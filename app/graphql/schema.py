@@ -26,9 +26,8 @@ from app.graphql.types import (
     SubmitOrderInput,
     Viewer,
 )
-from app.orders import queries, service
+from app.orders import queries, service, validation
 from app.orders.errors import InvalidInput
-from app.orders.validation import SYMBOL
 from app.settings import Settings
 
 MAX_PAGE = 100
@@ -68,20 +67,14 @@ class Query:
         after: str | None = None,
         filter: OrderFilter | None = None,
     ) -> OrderConnection:
-        symbol = None
-        if filter is not None and filter.symbol is not None:
-            symbol = filter.symbol.strip().upper()
-            if not SYMBOL.fullmatch(symbol):
-                raise InvalidInput(
-                    "symbol", "symbol must be 1 to 10 characters of A-Z, 0-9, '.' and '-'"
-                )
+        symbol = filter.symbol if filter is not None else None
         page = await queries.orders_page(
             info.context.tx,
             first=_first(first, 20),
             after=queries.Cursor.decode(after) if after is not None else None,
             trader_id=filter.trader_id if filter else None,
             statuses=[s.value for s in filter.status] if filter and filter.status else None,
-            symbol=symbol,
+            symbol=validation.normalized(symbol) if symbol is not None else None,
             side=filter.side.value if filter and filter.side else None,
         )
         edges = [

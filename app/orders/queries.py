@@ -21,6 +21,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.engine import RowMapping
 
+from app.auth.claims import Claims
 from app.db.session import Tx
 from app.db.timestamps import isoformat
 from app.orders.errors import Conflict, Forbidden, InvalidInput, OrderError, OrderNotFound
@@ -40,10 +41,74 @@ LOG_COLUMNS = (
 PLANNER_HINTS = True
 
 
-def _own_rows_hint(tx: Tx) -> list[str]:
-    if PLANNER_HINTS and tx.claims.role == "authenticated":
+Conditions = tuple[list[str], dict[str, Any]]
+"""SQL conditions to AND together, and their bound parameters."""
+
+
+def _own_rows_hint(claims: Claims) -> list[str]:
+    if PLANNER_HINTS and claims.role == "authenticated":
         return ["trader_id = (SELECT auth.uid())"]
     return []
+
+
+def _after(after: Cursor | None, at: str, p: str) -> Conditions:
+    if after is None:
+        return [], {}
+    return [f"({at}, id) < (:{p}after_at, :{p}after_id)"], {
+        f"{p}after_at": after.at,
+        f"{p}after_id": after.id,
+    }
+
+
+def order_conditions(
+    claims: Claims,
+    *,
+    after: Cursor | None,
+    trader_id: UUID | None,
+    statuses: Sequence[str] | None,
+    symbol: str | None,
+    side: str | None,
+    prefix: str = "",
+) -> Conditions:
+    """The filters of ``orders``, for the resolvers and for compiled queries alike.
+    ``prefix`` keeps parameter names apart when one statement holds several roots."""
+    p = prefix
+    where, params = _after(after, "created_at", p)
+    where = _own_rows_hint(claims) + where
+    if trader_id is not None:
+        where.append(f"trader_id = :{p}trader_id")
+        params[f"{p}trader_id"] = trader_id
+    if statuses:
+        where.append(f"status = ANY(CAST(:{p}statuses AS order_status_enum[]))")
+        params[f"{p}statuses"] = list(statuses)
+    if symbol is not None:
+        where.append(f"symbol = :{p}symbol")
+        params[f"{p}symbol"] = symbol
+    if side is not None:
+        where.append(f"side = :{p}side")
+        params[f"{p}side"] = side
+    return where, params
+
+
+def log_conditions(
+    claims: Claims,
+    *,
+    after: Cursor | None,
+    order_id: UUID | None,
+    action: str | None,
+    prefix: str = "",
+) -> Conditions:
+    """The filters of ``executionLogs``, for the resolvers and for compiled queries alike."""
+    p = prefix
+    where, params = _after(after, '"timestamp"', p)
+    where = _own_rows_hint(claims) + where
+    if order_id is not None:
+        where.append(f"order_id = :{p}order_id")
+        params[f"{p}order_id"] = order_id
+    if action is not None:
+        where.append(f"action = CAST(:{p}action AS action_enum)")
+        params[f"{p}action"] = action
+    return where, params
 
 
 @contextmanager
@@ -145,23 +210,10 @@ async def orders_page(
     symbol: str | None,
     side: str | None,
 ) -> Page:
-    where = _own_rows_hint(tx)
-    params: dict[str, Any] = {"limit": first + 1}
-    if after is not None:
-        where.append("(created_at, id) < (:after_at, :after_id)")
-        params.update(after_at=after.at, after_id=after.id)
-    if trader_id is not None:
-        where.append("trader_id = :trader_id")
-        params["trader_id"] = trader_id
-    if statuses:
-        where.append("status = ANY(CAST(:statuses AS order_status_enum[]))")
-        params["statuses"] = list(statuses)
-    if symbol is not None:
-        where.append("symbol = :symbol")
-        params["symbol"] = symbol
-    if side is not None:
-        where.append("side = :side")
-        params["side"] = side
+    where, params = order_conditions(
+        tx.claims, after=after, trader_id=trader_id, statuses=statuses, symbol=symbol, side=side
+    )
+    params["limit"] = first + 1
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     rows = await tx.all(
         text(
@@ -203,17 +255,8 @@ async def logs_page(
     order_id: UUID | None,
     action: str | None,
 ) -> Page:
-    where = _own_rows_hint(tx)
-    params: dict[str, Any] = {"limit": first + 1}
-    if after is not None:
-        where.append('("timestamp", id) < (:after_at, :after_id)')
-        params.update(after_at=after.at, after_id=after.id)
-    if order_id is not None:
-        where.append("order_id = :order_id")
-        params["order_id"] = order_id
-    if action is not None:
-        where.append("action = CAST(:action AS action_enum)")
-        params["action"] = action
+    where, params = log_conditions(tx.claims, after=after, order_id=order_id, action=action)
+    params["limit"] = first + 1
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     rows = await tx.all(
         text(

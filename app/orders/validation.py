@@ -82,6 +82,14 @@ def bounded_text(field: str, value: str | None, limit: int) -> str | None:
     return value
 
 
+def normalized(symbol: str) -> str:
+    """A symbol as stored: upper case, 1 to 10 characters of A-Z, 0-9, '.' and '-'."""
+    value = symbol.strip().upper()
+    if not SYMBOL.fullmatch(value):
+        raise InvalidInput("symbol", "symbol must be 1 to 10 characters of A-Z, 0-9, '.' and '-'")
+    return value
+
+
 def new_order(
     *,
     symbol: str,
@@ -96,9 +104,7 @@ def new_order(
     now: datetime,
     max_quantity: int,
 ) -> NewOrder:
-    normalized_symbol = symbol.strip().upper()
-    if not SYMBOL.fullmatch(normalized_symbol):
-        raise InvalidInput("symbol", "symbol must be 1 to 10 characters of A-Z, 0-9, '.' and '-'")
+    normalized_symbol = normalized(symbol)
     if not 1 <= quantity <= max_quantity:
         raise InvalidInput("quantity", f"quantity must be between 1 and {max_quantity}")
     if order_type is OrderTypeEnum.MARKET:
