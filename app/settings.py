@@ -118,6 +118,42 @@ def _jwt_secret(env: Mapping[str, str]) -> str | None:
     return ours if ours is not None else theirs
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Exact origins (``scheme://host[:port]``, as browsers send them), or ``*`` alone."""
+    entries = _csv(env, name, ())
+    if "*" in entries:
+        if len(entries) > 1:
+            raise SettingsError(f"{name}: '*' allows every origin; list no others beside it")
+        return entries
+    origins = []
+    for entry in entries:
+        try:
+            url = urllib.parse.urlsplit(entry)
+            port = url.port
+        except ValueError:
+            port, url = None, urllib.parse.urlsplit("")
+        scheme = url.scheme.lower()
+        if (
+            scheme not in _DEFAULT_PORTS
+            or not url.hostname
+            or url.path not in ("", "/")
+            or url.query
+            or url.fragment
+            or url.username
+        ):
+            raise SettingsError(
+                f"{name}: {entry!r} is not an origin like https://app.example.com[:port]"
+            )
+        host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+        if port is not None and port != _DEFAULT_PORTS[scheme]:
+            host = f"{host}:{port}"
+        origins.append(f"{scheme}://{host}")
+    return tuple(origins)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     # --- database -----------------------------------------------------------
@@ -150,6 +186,11 @@ class Settings:
     port: int = 8000
     graphiql: bool = True
     introspection: bool = True
+    cors_origins: tuple[str, ...] = ()
+    """Browser origins allowed to call the API (HTTP and WebSocket); ``("*",)`` for any.
+
+    Never with credentials: callers send ``Authorization``, the API sets no cookies, so CORS
+    credentials are not allowed at all and ``*`` is safe to offer."""
     max_query_depth: int = 10
     max_aliases: int = 30
     max_tokens: int = 2000
@@ -206,6 +247,7 @@ class Settings:
             port=_int(env, "PORT", 8000, minimum=1),
             graphiql=_bool(env, "GRAPHIQL", True),
             introspection=_bool(env, "GRAPHQL_INTROSPECTION", True),
+            cors_origins=_origins(env, "CORS_ORIGINS"),
             max_query_depth=_int(env, "MAX_QUERY_DEPTH", 10, minimum=1),
             max_aliases=_int(env, "MAX_ALIASES", 30, minimum=1),
             max_tokens=_int(env, "MAX_TOKENS", 2000, minimum=1),
