@@ -144,3 +144,26 @@ async def test_without_introspection_the_sdl_is_not_published_either(database: D
     assert sdl.status_code == 404
     assert "type Query" not in sdl.text
     assert "errors" in introspected.json()
+
+
+# --- a subscription sent over HTTP ---------------------------------------------------------------
+
+
+async def test_a_subscription_over_http_is_refused_with_bad_user_input(database: Db) -> None:
+    # GraphiQL sends one over HTTP when run before it has parsed the edit; so can any client.
+    async with client(database) as http:
+        query = "subscription Updates { orderUpdates { id } }"
+        posted = await http.post(
+            "/graphql",
+            json={"query": query},
+            headers={"Accept": "application/json, multipart/mixed"},
+        )
+        got = await http.get("/graphql", params={"query": query})
+        # The word alone does not make a subscription.
+        named = await http.post("/graphql", json={"query": "query subscription { __typename }"})
+    for response in (posted, got):
+        assert response.status_code == 400, response.text
+        [error] = response.json()["errors"]
+        assert error["extensions"]["code"] == "BAD_USER_INPUT"
+        assert "over WebSocket" in error["message"]
+    assert named.json() == {"data": {"__typename": "Query"}}

@@ -186,6 +186,13 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             raise HTTPException(
                 413, f"GraphQL document larger than {self.settings.max_document_bytes} bytes"
             )
+        if (
+            isinstance(query, str)
+            and "subscription" in query  # spares the parse for every other request
+            and _operation_type(request_data) == OperationType.SUBSCRIPTION
+        ):
+            # Over HTTP the stream would have nowhere to go (it was an INTERNAL_SERVER_ERROR).
+            raise HTTPException(400, SUBSCRIPTIONS_OVER_HTTP)
         try:
             async with self.database.transaction(context.claims) as tx:
                 context.tx = tx
@@ -270,9 +277,23 @@ def _refusal_response(refusal: HTTPException) -> Response:
     )
 
 
-def _is_mutation(request_data: Any) -> bool:
+SUBSCRIPTIONS_OVER_HTTP = (
+    "subscriptions are served over WebSocket at this URL (graphql-transport-ws or graphql-ws)"
+)
+
+
+def _operation_type(request_data: Any) -> OperationType | None:
+    """The type of the operation to run; None when the document does not parse (Strawberry
+    then reports why) or names no operation it holds."""
+    query = request_data.query
+    if not isinstance(query, str):
+        return None
     try:
-        operation = get_operation_ast(parse(request_data.query), request_data.operation_name)
+        operation = get_operation_ast(parse(query), request_data.operation_name)
     except GraphQLError:
-        return False
-    return operation is not None and operation.operation == OperationType.MUTATION
+        return None
+    return operation.operation if operation is not None else None
+
+
+def _is_mutation(request_data: Any) -> bool:
+    return _operation_type(request_data) == OperationType.MUTATION
