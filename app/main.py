@@ -8,17 +8,21 @@ from contextlib import asynccontextmanager
 
 from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from app.auth.jwt import TokenVerifier
 from app.db import migrations
 from app.db.listener import OrderChangeListener
 from app.db.session import Database, create_engine
 from app.db.urls import async_url, libpq_url
+from app.graphql import graphiql
 from app.graphql.endpoint import GraphQLEndpoint
 from app.graphql.schema import build_schema
+from app.graphql.sdl import sdl_route
 from app.graphql.subscriptions import Subscription
 from app.settings import Settings, SettingsError
 
@@ -35,6 +39,25 @@ def database_for(settings: Settings) -> Database:
             pool_timeout=settings.db_pool_timeout,
             statement_timeout_ms=settings.statement_timeout_ms,
         )
+    )
+
+
+def cors(settings: Settings) -> Middleware:
+    """CORS for HTTP (the WebSocket upgrade's Origin check is the endpoint's, from the same list).
+
+    Callers authenticate with the Authorization header and the API sets no cookies, so
+    credentialed requests are never allowed, and ``*`` is then as safe as CORS allows. With
+    CORS_ORIGINS unset no origin is allowed: a preflight from anywhere is refused.
+    """
+    return Middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+        allow_credentials=False,
+        # Readable by the calling page: the request id to quote, the 401's Bearer challenge.
+        expose_headers=["X-Request-Id", "WWW-Authenticate"],
+        max_age=600,
     )
 
 
@@ -82,15 +105,16 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Starl
             )
         return JSONResponse({"status": "ready", "migration": current})
 
-    app = Starlette(
-        routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
-            WebSocketRoute("/graphql", graphql),
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-        ],
-        lifespan=lifespan,
-    )
+    routes: list[BaseRoute] = [
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
+        sdl_route(schema, settings),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+    ]
+    if settings.graphiql:
+        routes.append(graphiql.assets_mount())
+    app = Starlette(routes=routes, middleware=[cors(settings)], lifespan=lifespan)
     app.state.database = db
     app.state.listener = listener
     app.state.settings = settings

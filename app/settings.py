@@ -7,6 +7,7 @@ Nothing else in the application reads ``os.environ``; everything receives a
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -18,6 +19,10 @@ APP_ROLES = ("anon", "authenticated", "service_role", "compliance_auditor")
 """The database roles a request may run as; the token's ``role`` claim picks one of them."""
 
 MIN_HS256_SECRET_LENGTH = 32
+
+SUPABASE_AUTH_PATH = "/auth/v1"
+"""Where a Supabase project serves Auth: its tokens' ``iss``, and its JWKS below it."""
+SUPABASE_JWKS_PATH = SUPABASE_AUTH_PATH + "/.well-known/jwks.json"
 
 
 class SettingsError(ValueError):
@@ -81,6 +86,74 @@ def _csv(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[s
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def _supabase_url(env: Mapping[str, str]) -> str | None:
+    raw = _str(env, "SUPABASE_URL")
+    if raw is None:
+        return None
+    url = urllib.parse.urlsplit(raw)
+    if url.scheme not in ("http", "https") or not url.hostname or url.path.strip("/"):
+        raise SettingsError(
+            f"SUPABASE_URL must be the project URL, like https://<ref>.supabase.co, got {raw!r}"
+        )
+    if url.query or url.fragment or url.username or url.password:
+        raise SettingsError(f"SUPABASE_URL must be a bare project URL, got {raw!r}")
+    return f"{url.scheme}://{url.netloc}"
+
+
+def _one_of(env: Mapping[str, str], name: str, derived: str | None, source: str) -> str | None:
+    """``name``'s value, or the one ``source`` implies; both given and different is an error."""
+    explicit = _str(env, name)
+    if explicit is not None and derived is not None and explicit != derived:
+        raise SettingsError(
+            f"{name} ({explicit!r}) contradicts {source} (which implies {derived!r}); set one"
+        )
+    return explicit if explicit is not None else derived
+
+
+def _jwt_secret(env: Mapping[str, str]) -> str | None:
+    # Supabase names the project's HS256 secret SUPABASE_JWT_SECRET; accept either name.
+    ours, theirs = _str(env, "JWT_SECRET"), _str(env, "SUPABASE_JWT_SECRET")
+    if ours is not None and theirs is not None and ours != theirs:
+        raise SettingsError("JWT_SECRET and SUPABASE_JWT_SECRET are both set and differ; set one")
+    return ours if ours is not None else theirs
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Exact origins (``scheme://host[:port]``, as browsers send them), or ``*`` alone."""
+    entries = _csv(env, name, ())
+    if "*" in entries:
+        if len(entries) > 1:
+            raise SettingsError(f"{name}: '*' allows every origin; list no others beside it")
+        return entries
+    origins = []
+    for entry in entries:
+        try:
+            url = urllib.parse.urlsplit(entry)
+            port = url.port
+        except ValueError:
+            port, url = None, urllib.parse.urlsplit("")
+        scheme = url.scheme.lower()
+        if (
+            scheme not in _DEFAULT_PORTS
+            or not url.hostname
+            or url.path not in ("", "/")
+            or url.query
+            or url.fragment
+            or url.username
+        ):
+            raise SettingsError(
+                f"{name}: {entry!r} is not an origin like https://app.example.com[:port]"
+            )
+        host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+        if port is not None and port != _DEFAULT_PORTS[scheme]:
+            host = f"{host}:{port}"
+        origins.append(f"{scheme}://{host}")
+    return tuple(origins)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     # --- database -----------------------------------------------------------
@@ -96,7 +169,10 @@ class Settings:
     statement_timeout_ms: int = 5000
 
     # --- tokens -------------------------------------------------------------
+    supabase_url: str | None = None
+    """The Supabase project URL; implies ``jwt_jwks`` and ``jwt_issuer`` (its Auth server)."""
     jwt_secret: str | None = None
+    """``JWT_SECRET`` or ``SUPABASE_JWT_SECRET``."""
     jwt_jwks: str | None = None
     """A JWKS URL (https://...) or a file path with the public keys for RS256/ES256."""
     jwt_audience: str = "authenticated"
@@ -110,6 +186,11 @@ class Settings:
     port: int = 8000
     graphiql: bool = True
     introspection: bool = True
+    cors_origins: tuple[str, ...] = ()
+    """Browser origins allowed to call the API (HTTP and WebSocket); ``("*",)`` for any.
+
+    Never with credentials: callers send ``Authorization``, the API sets no cookies, so CORS
+    credentials are not allowed at all and ``*`` is safe to offer."""
     max_query_depth: int = 10
     max_aliases: int = 30
     max_tokens: int = 2000
@@ -143,6 +224,9 @@ class Settings:
             env.update(overrides)
         data_dir = _str(env, "ORDER_API_DATA_DIR")
         prices_csv = _str(env, "VENUE_PRICES_CSV")
+        supabase_url = _supabase_url(env)
+        auth_url = None if supabase_url is None else supabase_url + SUPABASE_AUTH_PATH
+        jwks_url = None if supabase_url is None else supabase_url + SUPABASE_JWKS_PATH
         return cls(
             database_url=_str(env, "DATABASE_URL"),
             api_database_url=_str(env, "API_DATABASE_URL"),
@@ -151,10 +235,11 @@ class Settings:
             db_pool_size=_int(env, "DB_POOL_SIZE", 10, minimum=1),
             db_pool_timeout=_float(env, "DB_POOL_TIMEOUT", 5.0),
             statement_timeout_ms=_int(env, "STATEMENT_TIMEOUT_MS", 5000),
-            jwt_secret=_str(env, "JWT_SECRET"),
-            jwt_jwks=_str(env, "JWT_JWKS"),
+            supabase_url=supabase_url,
+            jwt_secret=_jwt_secret(env),
+            jwt_jwks=_one_of(env, "JWT_JWKS", jwks_url, "SUPABASE_URL"),
             jwt_audience=env.get("JWT_AUDIENCE") or "authenticated",
-            jwt_issuer=_str(env, "JWT_ISSUER"),
+            jwt_issuer=_one_of(env, "JWT_ISSUER", auth_url, "SUPABASE_URL"),
             jwt_algorithms=_csv(env, "JWT_ALGORITHMS", ("HS256", "RS256", "ES256")),
             jwt_leeway_seconds=_int(env, "JWT_LEEWAY_SECONDS", 30),
             jwks_cache_seconds=_int(env, "JWKS_CACHE_SECONDS", 600),
@@ -162,6 +247,7 @@ class Settings:
             port=_int(env, "PORT", 8000, minimum=1),
             graphiql=_bool(env, "GRAPHIQL", True),
             introspection=_bool(env, "GRAPHQL_INTROSPECTION", True),
+            cors_origins=_origins(env, "CORS_ORIGINS"),
             max_query_depth=_int(env, "MAX_QUERY_DEPTH", 10, minimum=1),
             max_aliases=_int(env, "MAX_ALIASES", 30, minimum=1),
             max_tokens=_int(env, "MAX_TOKENS", 2000, minimum=1),
@@ -189,7 +275,10 @@ class Settings:
     def check_token_config(self) -> None:
         """Refuse to serve with no usable key, or with an HS256 secret short enough to brute-force."""
         if self.jwt_secret is None and self.jwt_jwks is None:
-            raise SettingsError("set JWT_SECRET (HS256) or JWT_JWKS (RS256/ES256) to verify tokens")
+            raise SettingsError(
+                "set JWT_SECRET or SUPABASE_JWT_SECRET (HS256), or JWT_JWKS or SUPABASE_URL "
+                "(RS256/ES256), to verify tokens"
+            )
         if self.jwt_secret is not None and len(self.jwt_secret) < MIN_HS256_SECRET_LENGTH:
             raise SettingsError(
                 f"JWT_SECRET must be at least {MIN_HS256_SECRET_LENGTH} characters "

@@ -87,6 +87,13 @@ INVALID_AUTHORIZATION: dict[str, Callable[[], str]] = {
     "sub not a uuid": lambda: bearer(signed(sub="trader-42")),
     "sub a number": lambda: bearer(signed(sub=42)),
     "sub missing for authenticated": lambda: bearer(signed(sub=DROP)),
+    # Shaped like Supabase's API keys (iss "supabase", no aud, no sub) but claiming a user's role.
+    "forged api key with role authenticated": lambda: bearer(
+        signed(iss="supabase", ref="abcdefghijklmnopqrst", role="authenticated", aud=DROP, sub=DROP)
+    ),
+    "forged api key with role authenticated and our audience": lambda: bearer(
+        signed(iss="supabase", ref="abcdefghijklmnopqrst", role="authenticated", sub=DROP)
+    ),
     "not a jwt": lambda: bearer("not-a-token"),
     "basic scheme": lambda: "Basic " + base64.b64encode(b"user:pass").decode(),
     "bearer without token": lambda: "Bearer",
@@ -191,6 +198,40 @@ async def test_with_an_issuer_configured_a_wrong_or_missing_issuer_is_refused(
     assert "errors" not in right.json(), right.text
     rows = await owner_conn.fetch("SELECT symbol FROM orders")
     assert [row["symbol"] for row in rows] == ["R"]
+
+
+@pytest.mark.parametrize("role", ["anon", "service_role"])
+async def test_supabase_api_keys_run_as_their_role_beside_the_auth_issuer(
+    database: Db, owner_conn: asyncpg.Connection, role: str
+) -> None:
+    # A project's API key as Supabase mints it: no aud, no sub, iss "supabase".
+    key = jwt.encode(
+        {
+            "iss": "supabase",
+            "ref": "abcdefghijklmnopqrst",
+            "role": role,
+            "iat": int(time.time()),
+            "exp": int(time.time()) + 3600,
+        },
+        SECRET,
+        algorithm="HS256",
+    )
+    issuer = "https://abcdefghijklmnopqrst.supabase.co/auth/v1"
+    async with api_client(api_settings(database, jwt_issuer=issuer)) as client:
+        trader = uuid.uuid4()
+        user_token = client.token(trader, iss=issuer)
+        await client.gql(
+            SUBMIT,
+            {"input": {"symbol": "AAPL", "side": "BUY", "quantity": 1, "orderType": "MARKET"}},
+            token=user_token,
+        )
+        body = await client.gql(
+            "{ viewer { role traderId } orders { edges { node { id } } } }", token=key
+        )
+    assert "errors" not in body, body
+    assert body["data"]["viewer"] == {"role": role, "traderId": None}
+    # RLS decides by the role: the back office's key sees the trader's order, anon sees nothing.
+    assert len(body["data"]["orders"]["edges"]) == (1 if role == "service_role" else 0)
 
 
 async def test_without_a_token_queries_run_as_anon_and_see_nothing(database: Db) -> None:

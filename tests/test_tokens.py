@@ -696,6 +696,154 @@ def test_verify_sync_fetches_the_jwks_too(jwks_server: JWKSServer) -> None:
     assert jwks_server.hits == 1
 
 
+# --- Supabase API keys -----------------------------------------------------------------------
+
+AUTH_ISSUER = "https://project.supabase.co/auth/v1"
+
+
+def supabase_key(role: str, **changes: Any) -> dict[str, Any]:
+    """The payload of a Supabase project's anon or service_role API key, as Supabase mints it."""
+    now = int(time.time())
+    payload: dict[str, Any] = {
+        "iss": "supabase",
+        "ref": "abcdefghijklmnopqrst",
+        "role": role,
+        "iat": now,
+        "exp": now + 10 * 365 * 24 * 3600,
+    }
+    for name, value in changes.items():
+        if value is REMOVE:
+            payload.pop(name, None)
+        else:
+            payload[name] = value
+    return payload
+
+
+@pytest.mark.parametrize("issuer", [None, AUTH_ISSUER], ids=["no issuer", "auth issuer"])
+@pytest.mark.parametrize("role", ["anon", "service_role"])
+def test_supabase_api_keys_are_accepted_with_their_role_and_no_sub(
+    role: str, issuer: str | None
+) -> None:
+    verifier = TokenVerifier(make_settings(jwt_issuer=issuer))
+    claims = verifier.verify_sync(make_token(supabase_key(role)))
+    assert (claims.role, claims.sub) == (role, None)
+    assert claims.raw["iss"] == "supabase"
+
+
+def test_the_auth_issuer_still_works_beside_the_api_keys_issuer() -> None:
+    verifier = TokenVerifier(make_settings(jwt_issuer=AUTH_ISSUER))
+    assert verifier.verify_sync(make_token(iss=AUTH_ISSUER)).sub == TRADER
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        # A forged "key" claiming a user's role: every user check still applies.
+        (supabase_key("authenticated"), "missing audience"),
+        (supabase_key("authenticated", aud="authenticated"), "missing sub"),
+        (supabase_key("compliance_auditor"), "missing audience"),
+        (supabase_key("postgres"), "missing audience"),
+        (supabase_key("supabase_admin", aud="authenticated"), "role not allowed"),
+        # Only the issuer Supabase writes into its keys relaxes anything.
+        (supabase_key("service_role", iss="Supabase"), "missing audience"),
+        (supabase_key("service_role", iss=["supabase"]), "missing audience"),
+        (supabase_key("service_role", iss=REMOVE), "missing audience"),
+        # An audience, when present, must still be ours.
+        (supabase_key("service_role", aud="somebody-else"), "wrong audience"),
+        # Every other claim rule holds for the keys too.
+        (supabase_key("service_role", exp=REMOVE), "missing exp"),
+        (supabase_key("service_role", exp=int(time.time()) - 3600), "expired"),
+        (supabase_key("service_role", exp="2000000000"), "invalid exp"),
+        (supabase_key("anon", iat=int(time.time()) + 3600), "not yet valid"),
+        (supabase_key("service_role", sub="not-a-uuid"), "invalid sub"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_tokens_shaped_like_api_keys_are_refused_unless_they_are_one(
+    payload: dict[str, Any], reason: str
+) -> None:
+    assert refusal(TokenVerifier(make_settings()), make_token(payload)) == reason
+
+
+def test_an_api_key_signed_with_another_secret_is_refused() -> None:
+    token = make_token(supabase_key("service_role"), key="another-secret-" + "x" * 40)
+    assert refusal(TokenVerifier(make_settings()), token) == "bad signature"
+
+
+def test_an_api_key_shape_signed_with_a_jwks_key_is_refused(tmp_path: Path) -> None:
+    # The keys are HS256 with the project's secret; Auth's signing keys never sign them.
+    settings = make_settings(jwt_jwks=jwks_file(tmp_path, jwk(ec_key(), "k1")))
+    token = make_token(supabase_key("service_role"), alg="ES256", key=ec_key(), kid="k1")
+    assert refusal(TokenVerifier(settings), token) == "missing audience"
+
+
+def test_with_an_issuer_configured_a_user_token_from_the_keys_issuer_is_refused() -> None:
+    verifier = TokenVerifier(make_settings(jwt_issuer=AUTH_ISSUER))
+    assert refusal(verifier, make_token(iss="supabase")) == "wrong issuer"
+
+
+# --- Supabase settings -------------------------------------------------------------------------
+
+
+def test_supabase_url_implies_the_jwks_url_and_the_auth_issuer() -> None:
+    settings = Settings.from_env({"SUPABASE_URL": "https://abcdefghijklmnopqrst.supabase.co/"})
+    assert settings.supabase_url == "https://abcdefghijklmnopqrst.supabase.co"
+    assert settings.jwt_issuer == "https://abcdefghijklmnopqrst.supabase.co/auth/v1"
+    assert settings.jwt_jwks == (
+        "https://abcdefghijklmnopqrst.supabase.co/auth/v1/.well-known/jwks.json"
+    )
+
+
+def test_supabase_url_agreeing_with_explicit_settings_is_accepted() -> None:
+    url = "http://127.0.0.1:54321"
+    settings = Settings.from_env({"SUPABASE_URL": url, "JWT_ISSUER": f"{url}/auth/v1"})
+    assert settings.jwt_issuer == f"{url}/auth/v1"
+
+
+@pytest.mark.parametrize("name", ["JWT_ISSUER", "JWT_JWKS"])
+def test_supabase_url_contradicted_by_an_explicit_setting_is_refused(name: str) -> None:
+    env = {"SUPABASE_URL": "https://abc.supabase.co", name: "https://elsewhere.example/x"}
+    with pytest.raises(SettingsError, match=f"^{name} .* contradicts SUPABASE_URL"):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "abc.supabase.co",
+        "ftp://abc.supabase.co",
+        "https://abc.supabase.co/auth/v1",
+        "https://abc.supabase.co?x=1",
+        "https://user:pw@abc.supabase.co",
+        "https://",
+    ],
+)
+def test_a_supabase_url_that_is_not_a_project_url_is_refused(url: str) -> None:
+    with pytest.raises(SettingsError, match=r"^SUPABASE_URL must be"):
+        Settings.from_env({"SUPABASE_URL": url})
+
+
+def test_supabase_jwt_secret_is_accepted_as_the_hs256_secret() -> None:
+    settings = Settings.from_env({"JWT_SECRET": "", "SUPABASE_JWT_SECRET": SECRET})
+    assert settings.jwt_secret == SECRET
+    claims = TokenVerifier(settings).verify_sync(make_token(supabase_key("service_role")))
+    assert claims.role == "service_role"
+
+
+def test_both_secret_names_with_the_same_value_are_accepted() -> None:
+    settings = Settings.from_env({"JWT_SECRET": SECRET, "SUPABASE_JWT_SECRET": SECRET})
+    assert settings.jwt_secret == SECRET
+
+
+def test_both_secret_names_with_different_values_are_refused_in_one_line() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"JWT_SECRET": SECRET, "SUPABASE_JWT_SECRET": SECRET + "-other"})
+    assert str(caught.value) == (
+        "JWT_SECRET and SUPABASE_JWT_SECRET are both set and differ; set one"
+    )
+    assert SECRET not in str(caught.value)
+
+
 # --- configuration ---------------------------------------------------------------------------
 
 

@@ -4,6 +4,14 @@ PyJWT checks signatures only. The claim rules are enforced here, by hand, becaus
 lenient where this API cannot be: it accepts ``"exp": "123"`` and ``true`` as numbers, a missing
 ``aud`` when no audience is asked for, and says nothing about ``role`` or ``sub``, which Postgres
 turns into the database role and ``auth.uid()``.
+
+One kind of token gets two checks relaxed: Supabase's API keys. A project's anon and service_role
+keys are HS256 tokens signed with its JWT secret, ``{"iss": "supabase", "ref": ..., "role": "anon"
+| "service_role", "iat", "exp"}``, with no ``aud`` and no ``sub``; Supabase's Data API accepts
+them, so this API does too. For exactly those (HS256, ``iss`` "supabase", role anon or
+service_role) a missing ``aud`` is allowed and ``iss`` "supabase" stands beside the configured
+issuer. Every other rule holds for them, and every other token, ``authenticated`` above all, keeps
+every check: a forged "key" with role authenticated still needs the audience and a ``sub``.
 """
 
 from __future__ import annotations
@@ -42,6 +50,10 @@ JWKS_FETCH_TIMEOUT_SECONDS = 5.0
 JWKS_MAX_BYTES = 1 << 20
 MAX_TOKEN_LENGTH = 16 * 1024
 """Beyond any real Supabase token; bounds the parsing an unauthenticated caller can cause."""
+
+SUPABASE_KEY_ISSUER = "supabase"
+SUPABASE_KEY_ROLES = frozenset({"anon", "service_role"})
+"""Supabase's API keys: the only tokens that may omit ``aud`` (see the module docstring)."""
 
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 _TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
@@ -148,8 +160,17 @@ def _uuid(value: Any) -> UUID:
     return parsed
 
 
+def _is_supabase_api_key(payload: Mapping[str, Any], alg: str) -> bool:
+    # HS256 only: the keys are signed with the project's JWT secret, never with Auth's JWKS.
+    return (
+        alg == "HS256"
+        and payload.get("iss") == SUPABASE_KEY_ISSUER
+        and payload.get("role") in SUPABASE_KEY_ROLES
+    )
+
+
 def _check_claims(
-    payload: dict[str, Any], *, audience: str, issuer: str | None, leeway: float
+    payload: dict[str, Any], *, alg: str, audience: str, issuer: str | None, leeway: float
 ) -> Claims:
     now = time.time()
     exp = _numeric_date(payload, "exp")
@@ -166,14 +187,18 @@ def _check_claims(
     except (OverflowError, ValueError, OSError):
         raise InvalidToken("invalid exp") from None
 
+    api_key = _is_supabase_api_key(payload, alg)
     if "aud" not in payload:
-        raise InvalidToken("missing audience")
-    aud = payload["aud"]
-    audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-    if audience not in audiences:
-        raise InvalidToken("wrong audience")
+        if not api_key:
+            raise InvalidToken("missing audience")
+    else:
+        # An API key that does carry an audience must carry ours, like any token.
+        aud = payload["aud"]
+        audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        if audience not in audiences:
+            raise InvalidToken("wrong audience")
 
-    if issuer is not None:
+    if issuer is not None and not api_key:
         if "iss" not in payload:
             raise InvalidToken("missing issuer")
         if payload["iss"] != issuer:
@@ -465,7 +490,7 @@ class TokenVerifier:
             log.warning("token refused by PyJWT: %s: %s", type(exc).__name__, exc)
             raise InvalidToken("invalid token") from None
         return _check_claims(
-            payload, audience=self._audience, issuer=self._issuer, leeway=self._leeway
+            payload, alg=alg, audience=self._audience, issuer=self._issuer, leeway=self._leeway
         )
 
     def _hs256_key(self) -> bytes:

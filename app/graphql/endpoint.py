@@ -13,7 +13,6 @@ names its handlers and authenticates their connection_init through it.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import uuid
@@ -28,7 +27,6 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
-from strawberry.http.ides import get_graphql_ide_html
 from strawberry.schema import BaseSchema
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UnsetType
@@ -37,7 +35,7 @@ from app.auth.claims import Claims
 from app.auth.jwt import InvalidToken, TokenVerifier, bearer_token
 from app.db.listener import OrderChangeListener
 from app.db.session import Database, DatabaseUnavailable
-from app.graphql import compiled
+from app.graphql import compiled, graphiql
 from app.graphql.context import Context
 from app.graphql.errors import UNAVAILABLE, code_of, format_error, log_unexpected
 from app.graphql.subscriptions import OrderFeed
@@ -52,30 +50,6 @@ class _RollBack(Exception):
 
     def __init__(self, result: ExecutionResult) -> None:
         self.result = result
-
-
-# GraphiQL sends the Headers tab with HTTP requests only. Browsers cannot set headers on a
-# WebSocket, so subscriptions would run anonymous: hand the same headers (which GraphiQL
-# keeps in localStorage) to the socket's connection_init payload instead.
-_WS_CONNECTION_PARAMS = """
-        wsConnectionParams: () => {
-          const parse = (text) => {
-            try { return JSON.parse(text || "{}") || {}; } catch (error) { return {}; }
-          };
-          const state = parse(localStorage.getItem("graphiql:tabState"));
-          const tab = state.tabs && state.tabs[state.activeTabIndex];
-          return parse((tab && tab.headers) || localStorage.getItem("graphiql:headers"));
-        },
-        subscriptionUrl,"""
-
-
-@functools.cache
-def graphiql_html() -> str:
-    html = get_graphql_ide_html(graphql_ide="graphiql")
-    patched = html.replace("\n        subscriptionUrl,", _WS_CONNECTION_PARAMS, 1)
-    if patched == html:  # a Strawberry upgrade moved the line: subscriptions stay anonymous
-        log.warning("GraphiQL page not patched: subscriptions in GraphiQL will be anonymous")
-    return patched
 
 
 class GraphQLEndpoint(GraphQL[Context, None]):
@@ -95,6 +69,9 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             schema,
             graphql_ide="graphiql" if settings.graphiql else None,
             allow_queries_via_get=True,
+            # The WebSocket upgrade's Origin check (Strawberry's): no Origin (not a browser)
+            # and same-origin pass; another origin only if CORS_ORIGINS lists it.
+            allowed_origins=settings.cors_origins,
         )
         self.settings = settings
         self.database = database
@@ -165,7 +142,10 @@ class GraphQLEndpoint(GraphQL[Context, None]):
 
     @property
     def graphql_ide_html(self) -> str:
-        return graphiql_html()
+        return graphiql.page_html()
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return graphiql.page_response()
 
     async def claims_for(self, authorization: str | None) -> Claims:
         try:
@@ -206,6 +186,13 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             raise HTTPException(
                 413, f"GraphQL document larger than {self.settings.max_document_bytes} bytes"
             )
+        if (
+            isinstance(query, str)
+            and "subscription" in query  # spares the parse for every other request
+            and _operation_type(request_data) == OperationType.SUBSCRIPTION
+        ):
+            # Over HTTP the stream would have nowhere to go (it was an INTERNAL_SERVER_ERROR).
+            raise HTTPException(400, SUBSCRIPTIONS_OVER_HTTP)
         try:
             async with self.database.transaction(context.claims) as tx:
                 context.tx = tx
@@ -290,9 +277,23 @@ def _refusal_response(refusal: HTTPException) -> Response:
     )
 
 
-def _is_mutation(request_data: Any) -> bool:
+SUBSCRIPTIONS_OVER_HTTP = (
+    "subscriptions are served over WebSocket at this URL (graphql-transport-ws or graphql-ws)"
+)
+
+
+def _operation_type(request_data: Any) -> OperationType | None:
+    """The type of the operation to run; None when the document does not parse (Strawberry
+    then reports why) or names no operation it holds."""
+    query = request_data.query
+    if not isinstance(query, str):
+        return None
     try:
-        operation = get_operation_ast(parse(request_data.query), request_data.operation_name)
+        operation = get_operation_ast(parse(query), request_data.operation_name)
     except GraphQLError:
-        return False
-    return operation is not None and operation.operation == OperationType.MUTATION
+        return None
+    return operation.operation if operation is not None else None
+
+
+def _is_mutation(request_data: Any) -> bool:
+    return _operation_type(request_data) == OperationType.MUTATION
