@@ -1,4 +1,4 @@
-"""create_app(settings) -> the Starlette application; its lifespan owns the pool and the listener."""
+"""create_app(settings) -> the Starlette application; its lifespan owns the pool and the change feed."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from app.auth.jwt import TokenVerifier
 from app.db import migrations
-from app.db.listener import OrderChangeListener
+from app.db.change_feed import ChangeFeed
 from app.db.session import Database, create_engine
-from app.db.urls import async_url, libpq_url
+from app.db.urls import async_url
 from app.graphql import graphiql
 from app.graphql.endpoint import GraphQLEndpoint
 from app.graphql.schema import build_schema
@@ -65,11 +65,11 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Starl
     settings.check_token_config()
     verifier = TokenVerifier(settings)
     db = database if database is not None else database_for(settings)
-    # The one LISTEN connection of this process logs in as the pool does (authenticator).
-    listener = OrderChangeListener(libpq_url(db.engine.url))
+    # The one reader of the change feed of this process, on the pool (as authenticator).
+    changes = ChangeFeed(db, poll_seconds=settings.change_feed_poll_ms / 1000)
     schema = build_schema(settings, subscription=Subscription)
     graphql = GraphQLEndpoint(
-        schema, settings=settings, database=db, verifier=verifier, listener=listener
+        schema, settings=settings, database=db, verifier=verifier, changes=changes
     )
 
     @asynccontextmanager
@@ -80,11 +80,11 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Starl
             await db.dispose()  # refusing to start must not leave the pool's connection open
             raise
         log.info("serving as database role %s", role.name)
-        await listener.start()
+        await changes.start()
         try:
             yield
         finally:
-            await listener.stop()
+            await changes.stop()
             await db.dispose()
 
     async def healthz(request: Request) -> JSONResponse:
@@ -116,7 +116,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Starl
         routes.append(graphiql.assets_mount())
     app = Starlette(routes=routes, middleware=[cors(settings)], lifespan=lifespan)
     app.state.database = db
-    app.state.listener = listener
+    app.state.changes = changes
     app.state.settings = settings
     return app
 

@@ -167,6 +167,8 @@ class Settings:
     db_pool_size: int = 10
     db_pool_timeout: float = 5.0
     statement_timeout_ms: int = 5000
+    change_feed_poll_ms: int = 5
+    """How often a process with subscribers reads the change feed (db/change_feed.py)."""
 
     # --- tokens -------------------------------------------------------------
     supabase_url: str | None = None
@@ -235,6 +237,7 @@ class Settings:
             db_pool_size=_int(env, "DB_POOL_SIZE", 10, minimum=1),
             db_pool_timeout=_float(env, "DB_POOL_TIMEOUT", 5.0),
             statement_timeout_ms=_int(env, "STATEMENT_TIMEOUT_MS", 5000),
+            change_feed_poll_ms=_int(env, "CHANGE_FEED_POLL_MS", 5, minimum=1),
             supabase_url=supabase_url,
             jwt_secret=_jwt_secret(env),
             jwt_jwks=_one_of(env, "JWT_JWKS", jwks_url, "SUPABASE_URL"),

@@ -131,7 +131,7 @@ class Traffic:
 
 async def until(condition: Callable[[], bool]) -> None:
     async with asyncio.timeout(TIMEOUT_MS / 1000):
-        while not condition():  # noqa: ASYNC110 (a browser's and a listener's state: polled)
+        while not condition():  # noqa: ASYNC110 (a browser's and the change feed's state: polled)
             await asyncio.sleep(0.05)
 
 
@@ -205,8 +205,8 @@ async def test_graphiql_works_offline_with_the_headers_tab_for_queries_and_subsc
             # writes it into the URL: from then on it knows the document is a subscription.
             await until(lambda: query_in_url(page) == UPDATES)
             await page.locator(".graphiql-execute-button").click()
-            listener = served.app.state.listener
-            await until(lambda: listener.subscriber_count == 1)
+            changes = served.app.state.changes
+            await until(lambda: changes.subscriber_count == 1)
             filled = await served.submit(trader, "NVDA")
             await playwright.expect(result).to_contain_text(filled, timeout=TIMEOUT_MS)
             await playwright.expect(result).to_contain_text('"FILLED"', timeout=TIMEOUT_MS)

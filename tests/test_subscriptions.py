@@ -25,9 +25,10 @@ from starlette.applications import Starlette
 
 from alembic import command
 from app.auth.jwt import mint_token
-from app.db.listener import APPLICATION_NAME, Changed, Missed, OrderChangeListener
+from app.db.change_feed import Changed, ChangeFeed, Missed
 from app.db.migrations import alembic_config
-from app.db.urls import libpq_url
+from app.db.session import Database, create_engine
+from app.db.urls import async_url
 from app.graphql import subscriptions
 from app.main import create_app
 from app.settings import Settings
@@ -71,9 +72,9 @@ class Harness:
     settings: Settings
 
     @property
-    def listener(self) -> OrderChangeListener:
-        listener: OrderChangeListener = self.app.state.listener
-        return listener
+    def changes(self) -> ChangeFeed:
+        changes: ChangeFeed = self.app.state.changes
+        return changes
 
     def token(self, sub: uuid.UUID | None = None, role: str = "authenticated") -> str:
         return make_token(self.settings, sub, role)
@@ -109,19 +110,19 @@ class Harness:
         await self.gql(CANCEL, {"id": order_id}, self.token(trader))
 
     async def announced(self, count: int) -> None:
-        """Waits until the listener has heard ``count`` announcements in all. A change committed
-        before a subscription may otherwise be announced after it, on a busy machine."""
+        """Waits until the change feed has read ``count`` changes (audit rows) in all. A change
+        committed before a subscription may otherwise be read after it."""
 
         async def heard() -> bool:
-            return self.listener.announcements >= count
+            return self.changes.changes >= count
 
         await until(heard)
 
     async def subscribers(self, count: int) -> None:
-        """Waits until the listener holds ``count`` subscribers (registration is asynchronous)."""
+        """Waits until the change feed holds ``count`` subscribers (registration is asynchronous)."""
 
         async def reached() -> bool:
-            return self.listener.subscriber_count == count
+            return self.changes.subscriber_count == count
 
         await until(reached)
 
@@ -349,11 +350,11 @@ async def test_compliance_auditor_receives_every_traders_updates(database: Db) -
     assert [o["traderId"] for o in received] == [str(alice), str(bob)]
 
 
-async def test_an_announcement_naming_the_subscriber_never_reveals_another_traders_order(
-    database: Db, owner_conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+async def test_a_change_of_another_traders_order_never_reaches_a_subscriber(
+    database: Db, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Without the trader-id shortcut every announcement is re-read as the subscriber, and a
-    # forged one claims that Bob's order is Alice's: row level security still hides it.
+    # Without the trader-id shortcut every change is re-read as the subscriber, including a
+    # subscription to Bob's order by its id: row level security alone hides it from Alice.
     monkeypatch.setattr(subscriptions, "TRADER_FILTER", False)
     alice, bob = uuid.uuid4(), uuid.uuid4()
     async with harness(database) as h:
@@ -362,13 +363,12 @@ async def test_an_announcement_naming_the_subscriber_never_reveals_another_trade
         async with subscribed(h, h.token(alice)) as a, subscribed(h, h.token(alice), bobs) as one:
             await h.subscribers(2)
             await h.approve(bobs)
-            forged = json.dumps({"id": bobs, "trader_id": str(alice), "op": "UPDATE"})
-            await owner_conn.execute("SELECT pg_notify('order_changes', $1)", forged)
+            await h.fill(bobs, 10)
             sentinel = await h.submit(alice, "ZZZ")
             assert (await a.order())["id"] == sentinel
             # The one-order subscription to Bob's order got nothing at all: its next event is
             # the gap signal forced below, not Bob's order.
-            h.listener._announce_gap()
+            h.changes._announce_gap()
             payload = await one.next()
             assert payload["data"] is None
             assert payload["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
@@ -402,7 +402,7 @@ async def test_a_token_with_a_forged_signature_is_refused_with_4401(database: Db
                 },
             }
         ]
-        assert h.listener.subscriber_count == 0
+        assert h.changes.subscriber_count == 0
 
 
 async def test_an_expired_token_is_refused_with_4401(database: Db) -> None:
@@ -464,44 +464,26 @@ async def test_queries_over_websocket_are_refused_with_bad_user_input(database: 
     assert [e["extensions"]["code"] for e in message["payload"]] == ["BAD_USER_INPUT"]
 
 
-# --- the listener ----------------------------------------------------------------------------
+# --- the change feed (migration 004) ---------------------------------------------------------
 
 
-async def listening_backends(owner_conn: asyncpg.Connection) -> list[int]:
-    rows = await owner_conn.fetch(
-        "SELECT pid FROM pg_stat_activity"
-        " WHERE application_name = $1 AND datname = current_database()",
-        APPLICATION_NAME,
-    )
-    return [row["pid"] for row in rows]
-
-
-async def test_one_listening_connection_serves_every_subscriber(
-    database: Db, owner_conn: asyncpg.Connection
-) -> None:
+async def test_one_read_of_the_feed_serves_every_subscriber(database: Db) -> None:
     traders = [uuid.uuid4() for _ in range(4)]
-    async with harness(database) as h:
-        assert len(await listening_backends(owner_conn)) == 1
-        async with AsyncExitStack() as stack:
-            opened = [
-                await stack.enter_async_context(subscribed(h, h.token(t)))
-                for t in traders
-                for _ in range(2)
-            ]
-            await h.subscribers(len(opened))
-            assert len(await listening_backends(owner_conn)) == 1
-            order_id = await h.submit(traders[0])
-            assert [(await s.order())["id"] for s in opened[:2]] == [order_id, order_id]
-        await h.subscribers(0)
-
-    # Stopping the app ends it (the backend may take a moment to leave pg_stat_activity).
-    async def gone() -> bool:
-        return not await listening_backends(owner_conn)
-
-    await until(gone)
+    async with harness(database) as h, AsyncExitStack() as stack:
+        opened = [
+            await stack.enter_async_context(subscribed(h, h.token(t)))
+            for t in traders
+            for _ in range(2)
+        ]
+        await h.subscribers(len(opened))
+        before = h.changes.changes
+        order_id = await h.submit(traders[0])
+        assert [(await s.order())["id"] for s in opened[:2]] == [order_id, order_id]
+        # One audit row (SUBMITTED), read once for eight subscribers.
+        assert h.changes.changes == before + 1
 
 
-async def test_the_listener_reconnects_after_its_backend_is_terminated_and_signals_a_gap(
+async def test_the_feed_survives_an_outage_delivers_what_was_committed_and_signals_one_gap(
     database: Db, owner_conn: asyncpg.Connection
 ) -> None:
     trader = uuid.uuid4()
@@ -513,13 +495,23 @@ async def test_the_listener_reconnects_after_its_backend_is_terminated_and_signa
             subscribed(h, h.token(trader), order_id) as one,
         ):
             await h.subscribers(2)
-            [pid] = await listening_backends(owner_conn)
-            await h.approve(order_id)  # committed while the listener is still up
+            await h.approve(order_id)
             assert state(await everything.order()) == ("PENDING", 0, "APPROVED")
             assert state(await one.order()) == ("PENDING", 0, "APPROVED")
 
-            terminated = await owner_conn.fetchval("SELECT pg_terminate_backend($1)", pid)
-            assert terminated
+            # The feed cannot be read for a while (as after a restart); a fill commits meanwhile.
+            outages = h.changes.outages
+            await owner_conn.execute("REVOKE SELECT ON execution_logs FROM authenticator")
+
+            async def down() -> bool:
+                return h.changes.outages == outages + 1
+
+            await until(down)
+            await h.fill(order_id, 100)
+            await asyncio.sleep(0.3)  # several failed reads: still one outage
+            await owner_conn.execute(
+                "GRANT SELECT (seq, order_id, trader_id) ON execution_logs TO authenticator"
+            )
             for stream in (everything, one):
                 gap = await stream.next()
                 assert gap["data"] is None
@@ -531,76 +523,143 @@ async def test_the_listener_reconnects_after_its_backend_is_terminated_and_signa
                         "extensions": {"code": "SERVICE_UNAVAILABLE", "reason": "UPDATES_MISSED"},
                     }
                 ]
-            # The one-order subscription is made whole again without asking.
-            assert (await one.order())["id"] == order_id
-            [new_pid] = await listening_backends(owner_conn)
-            assert new_pid != pid
-            assert h.listener.connections == 2
-
-            await h.fill(order_id, 100)
-            assert state(await everything.order()) == ("FILLED", 100, "FILLED")
+            # The one-order subscription is made whole again without asking (it shows the fill
+            # committed during the outage); the other re-queries, and its stream goes on.
             assert state(await one.order()) == ("FILLED", 100, "FILLED")
+            later = await h.submit(trader)
+            assert (await everything.order())["id"] == later
+            assert h.changes.outages == outages + 1
+
+
+async def feed_on(database: Db, **options: Any) -> tuple[ChangeFeed, Database]:
+    db = Database(create_engine(async_url(database.api_url)))
+    feed = ChangeFeed(db, **options)
+    await feed.start()
+    await feed.until_connected()
+    return feed, db
+
+
+async def submit_as_owner(owner_conn: asyncpg.Connection, trader: uuid.UUID) -> uuid.UUID:
+    order_id: uuid.UUID = await owner_conn.fetchval(
+        "INSERT INTO orders (trader_id, symbol, side, quantity, order_type)"
+        " VALUES ($1, 'IBM', 'BUY', 1, 'MARKET') RETURNING id",
+        trader,
+    )
+    return order_id
 
 
 async def test_a_lagging_subscriber_is_emptied_and_told_it_missed_updates(
     database: Db, owner_conn: asyncpg.Connection
 ) -> None:
-    listener = OrderChangeListener(libpq_url(database.api_url), mailbox_capacity=3)
-    await listener.start()
+    feed, db = await feed_on(database, mailbox_capacity=3)
     try:
-        slow = listener.subscribe()
-        fast = listener.subscribe()
-        same = uuid.uuid4()
-        announced = [same, same, *(uuid.uuid4() for _ in range(3))]
-        for order_id in announced:
-            payload = json.dumps({"id": str(order_id), "trader_id": str(uuid.uuid4())})
-            await owner_conn.execute("SELECT pg_notify('order_changes', $1)", payload)
-            # The fast subscriber keeps up; repeated announcements of one order coalesce.
-            event = await asyncio.wait_for(fast.get(), TIMEOUT)
-            assert isinstance(event, Changed)
-            assert event.order_id == order_id
-        # The slow one coalesced the repeat, took three orders and overflowed on the fourth.
+        slow = feed.subscribe()
+        changes = feed.changes
+        trader = uuid.uuid4()
+        first = await submit_as_owner(owner_conn, trader)
+        await owner_conn.execute("UPDATE orders SET approved_at = now() WHERE id = $1", first)
+        for _ in range(3):
+            await submit_as_owner(owner_conn, trader)
+
+        async def read_all() -> bool:
+            return feed.changes >= changes + 5 or bool(slow.lagged_count)
+
+        await until(read_all)
+        # The slow subscriber coalesced the repeat of the first order, took three orders and
+        # overflowed on the fourth.
         event = await asyncio.wait_for(slow.get(), TIMEOUT)
         assert isinstance(event, Missed)
         assert event.reason == "lagged"
-        assert (slow.pending, slow.lagged_count) == (0, 1)
-        later = uuid.uuid4()
-        await owner_conn.execute(
-            "SELECT pg_notify('order_changes', $1)",
-            json.dumps({"id": str(later), "trader_id": str(uuid.uuid4())}),
-        )
+        assert (slow.pending, slow.lagged_count, feed.lagged) == (0, 1, 1)
+        later = await submit_as_owner(owner_conn, trader)
         event = await asyncio.wait_for(slow.get(), TIMEOUT)
         assert isinstance(event, Changed)
         assert event.order_id == later
         slow.close()
-        fast.close()
-        assert listener.subscriber_count == 0
+        assert feed.subscriber_count == 0
     finally:
-        await listener.stop()
+        await feed.stop()
+        await db.dispose()
 
 
-# --- the announcements (migration 001) -------------------------------------------------------------------------------
-
-
-async def test_announcements_carry_identifiers_and_never_order_data(
-    database: Db, owner_conn: asyncpg.Connection, authenticator_conn: asyncpg.Connection
+async def test_a_change_that_commits_after_a_later_one_is_not_lost(
+    database: Db, owner_conn: asyncpg.Connection
 ) -> None:
+    # Positions are taken at insert and become visible at commit: the earlier position commits
+    # last here, below a position the feed has already read.
+    feed, db = await feed_on(database)
+    late = await asyncpg.connect(database.dsn())
+    try:
+        subscriber = feed.subscribe()
+        trader = uuid.uuid4()
+        transaction = late.transaction()
+        await transaction.start()
+        slow_order = await submit_as_owner(late, trader)
+        quick_order = await submit_as_owner(owner_conn, trader)
+        event = await asyncio.wait_for(subscriber.get(), TIMEOUT)
+        assert isinstance(event, Changed)
+        assert event.order_id == quick_order
+        await transaction.commit()
+        event = await asyncio.wait_for(subscriber.get(), TIMEOUT)
+        assert isinstance(event, Changed)
+        assert event.order_id == slow_order
+    finally:
+        await late.close()
+        await feed.stop()
+        await db.dispose()
+
+
+@pytest.mark.parametrize("role", ["anon", "authenticated"])
+async def test_listening_on_the_old_channel_learns_nothing(
+    database: Db, owner_conn: asyncpg.Connection, role: str
+) -> None:
+    # Any role may LISTEN on any channel: nothing about orders may be sent on one.
+    listener = await asyncpg.connect(database.dsn("authenticator"))
     heard: asyncio.Queue[str] = asyncio.Queue()
-    await authenticator_conn.add_listener("order_changes", lambda *args: heard.put_nowait(args[3]))
-    trader = uuid.uuid4()
-    order_id = await owner_conn.fetchval(
-        "INSERT INTO orders (trader_id, symbol, side, quantity, order_type, price)"
-        " VALUES ($1, 'SECRET', 'BUY', 7, 'LIMIT', 12.34) RETURNING id",
-        trader,
+    try:
+        await listener.execute("SELECT set_config('role', $1, false)", role)
+        await listener.add_listener("order_changes", lambda *args: heard.put_nowait(args[3]))
+        order_id = await submit_as_owner(owner_conn, uuid.uuid4())
+        await owner_conn.execute("UPDATE orders SET status = 'CANCELLED' WHERE id = $1", order_id)
+        await asyncio.sleep(0.3)
+        assert heard.empty()
+        triggers = await owner_conn.fetch(
+            "SELECT tgname FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid"
+            " WHERE NOT t.tgisinternal AND p.prosrc ILIKE '%notify%'"
+        )
+        assert triggers == []
+    finally:
+        await listener.close()
+
+
+@pytest.mark.parametrize("role", ["anon", "authenticated", "service_role", "compliance_auditor"])
+async def test_only_the_login_role_reads_the_feed_columns_beyond_the_policies(
+    database: Db, owner_conn: asyncpg.Connection, authenticator_conn: asyncpg.Connection, role: str
+) -> None:
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+    for trader in (alice, bob):
+        await submit_as_owner(owner_conn, trader)
+    # The login role itself: positions and identifiers of every change, nothing else.
+    assert (
+        len(await authenticator_conn.fetch("SELECT seq, order_id, trader_id FROM execution_logs"))
+        == 2
     )
-    await owner_conn.execute("UPDATE orders SET status = 'CANCELLED' WHERE id = $1", order_id)
-    payloads = [json.loads(await asyncio.wait_for(heard.get(), TIMEOUT)) for _ in range(2)]
-    assert payloads == [
-        {"id": str(order_id), "trader_id": str(trader), "op": op} for op in ("INSERT", "UPDATE")
-    ]
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await authenticator_conn.fetch("SELECT reason FROM execution_logs")
+    # An application role sees exactly what its own policies show it, the feed changes nothing.
+    claims = json.dumps({"sub": str(alice), "role": role})
+    async with authenticator_conn.transaction():
+        await authenticator_conn.execute(
+            "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)",
+            role,
+            claims,
+        )
+        seen = await authenticator_conn.fetch("SELECT trader_id FROM execution_logs")
+    expected = {"anon": [], "authenticated": [alice]}.get(role, [alice, bob])
+    assert sorted(r["trader_id"] for r in seen) == sorted(expected)
 
 
-async def test_the_downgrade_removes_the_announcement_trigger_and_the_upgrade_restores_it(
+async def test_the_downgrade_to_001_restores_its_announcements_and_the_upgrade_removes_them(
     database: Db, owner_conn: asyncpg.Connection
 ) -> None:
     config = alembic_config(database.owner_url.render_as_string(hide_password=False))
@@ -608,10 +667,16 @@ async def test_the_downgrade_removes_the_announcement_trigger_and_the_upgrade_re
         "SELECT count(*) FROM pg_trigger WHERE tgname = 'orders_announce_change'"
         " AND tgrelid = 'orders'::regclass"
     )
-    assert await owner_conn.fetchval(exists) == 1
+    assert await owner_conn.fetchval(exists) == 0
     # Alembic's env runs its own event loop: give it a thread.
-    await asyncio.to_thread(command.downgrade, config, "base")
-    assert await owner_conn.fetchval("SELECT to_regclass('orders')") is None
-    assert await owner_conn.fetchval("SELECT to_regproc('orders_announce_change')") is None
-    await asyncio.to_thread(command.upgrade, config, "head")
+    await asyncio.to_thread(command.downgrade, config, "001")
     assert await owner_conn.fetchval(exists) == 1
+    assert (
+        await owner_conn.fetchval(
+            "SELECT count(*) FROM information_schema.columns"
+            " WHERE table_name = 'execution_logs' AND column_name = 'seq'"
+        )
+        == 0
+    )
+    await asyncio.to_thread(command.upgrade, config, "head")
+    assert await owner_conn.fetchval(exists) == 0

@@ -33,7 +33,7 @@ from strawberry.types.unset import UnsetType
 
 from app.auth.claims import Claims
 from app.auth.jwt import InvalidToken, TokenVerifier, bearer_token
-from app.db.listener import OrderChangeListener
+from app.db.change_feed import ChangeFeed
 from app.db.session import Database, DatabaseUnavailable
 from app.graphql import compiled, graphiql
 from app.graphql.context import Context
@@ -63,7 +63,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         settings: Settings,
         database: Database,
         verifier: TokenVerifier,
-        listener: OrderChangeListener | None = None,
+        changes: ChangeFeed | None = None,
     ) -> None:
         super().__init__(
             schema,
@@ -77,7 +77,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         self.database = database
         self.verifier = verifier
         # Each subscription's source of order changes, handed to it by graphql/websocket.py.
-        self.feed = OrderFeed(database, listener) if listener is not None else None
+        self.feed = OrderFeed(database, changes) if changes is not None else None
         self._plans: dict[tuple[str, str | None], compiled.CompiledQuery] = {}
         assert isinstance(schema, strawberry.Schema)
         self.graphql_schema = schema._schema

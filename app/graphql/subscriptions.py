@@ -1,7 +1,7 @@
 """Subscription.orderUpdates: announcements in, each order re-read under the subscriber's RLS.
 
-PostgreSQL announces which order changed (migration 001, db/listener.py), never
-what it contains. For every announcement that may concern a subscriber, the
+The change feed says which order changed (migration 004, db/change_feed.py),
+never what it contains. For every announcement that may concern a subscriber, the
 order is read again in a read-only transaction as the subscriber's own role
 with the subscriber's own claims, exactly like a query; it is sent only if
 that read returns it. Whatever an announcement says, a trader can therefore
@@ -14,8 +14,8 @@ changes follow each other faster than the re-read, intermediate states may be
 skipped, but the last message sent after a change always shows that change or
 a later one.
 
-Gap signal. When updates may have been missed (the listening connection was
-re-established after a database restart or network fault, or the subscriber
+Gap signal. When updates may have been missed (the database was unreachable
+for a while: one signal per outage, once it answers again; or the subscriber
 fell more than a mailbox's worth of orders behind), the subscription stays
 open and the client receives one event with ``data: null`` and the error
 
@@ -44,7 +44,7 @@ from strawberry.types import Info
 from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
 
 from app.auth.claims import Claims
-from app.db.listener import ListenerStopped, Missed, OrderChangeListener
+from app.db.change_feed import ChangeFeed, FeedStopped, Missed
 from app.db.session import Database, DatabaseUnavailable
 from app.graphql.context import Context
 from app.graphql.types import Order
@@ -62,6 +62,9 @@ Only saves work; tests switch it off to show that the re-read alone isolates tra
 
 UPDATES_MISSED = "updates may have been missed; re-query"
 
+RETRY_READ_SECONDS = 0.5
+"""Pause before a subscriber retries a re-read that failed because the database was away."""
+
 
 class UpdatesMissed(OrderError):
     """The gap signal: sent in the stream as an error, after which the stream goes on."""
@@ -76,7 +79,7 @@ class UpdatesMissed(OrderError):
 class _GapSignalIsNoError(logging.Filter):
     """Strawberry logs every error of a result at ERROR, with its traceback. The gap signal is
     expected flow (after a database restart every subscriber gets one) and is logged once, by
-    the listener, instead."""
+    the change feed, instead."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.exc_info and isinstance(record.exc_info[1], UpdatesMissed))
@@ -114,13 +117,13 @@ class OrderFeed:
     """What the subscription resolvers of one server process share."""
 
     database: Database
-    listener: OrderChangeListener
+    changes: ChangeFeed
     _reads: dict[tuple[str, UUID, bool, bool], _Read] = field(default_factory=dict)
 
     async def read(
         self, claims: Claims, order_id: UUID, *, fresh_from: int, fills: bool, logs: bool
     ) -> Snapshot | None:
-        """The order as ``claims`` sees it, in a state at least as new as listener tick
+        """The order as ``claims`` sees it, in a state at least as new as change feed tick
         ``fresh_from``; None when row level security hides it (or it does not exist).
 
         Subscribers with identical claims share one read while it is in flight: the same role
@@ -133,7 +136,7 @@ class OrderFeed:
         shared = self._reads.get(key)
         if shared is None or shared.started_at < fresh_from:
             shared = _Read(
-                self.listener.tick,
+                self.changes.tick,
                 asyncio.create_task(self._read(claims, order_id, fills=fills, logs=logs)),
             )
             self._reads[key] = shared
@@ -199,11 +202,11 @@ async def _updates(
     trader_id = claims.sub if TRADER_FILTER and claims.role == "authenticated" else None
     # Registered here, in the generator's body, so that the finally of the with block always
     # unregisters it (a generator that never started would not run its finally).
-    with feed.listener.subscribe(order_id=order_id, trader_id=trader_id) as subscriber:
+    with feed.changes.subscribe(order_id=order_id, trader_id=trader_id) as subscriber:
         while True:
             try:
                 event = await subscriber.get()
-            except ListenerStopped:
+            except FeedStopped:
                 return  # the server is shutting down: the stream completes
             if _expired(claims, context.settings.jwt_leeway_seconds):
                 # The connection is closed at expiry as well; this covers the moment between.
@@ -219,9 +222,12 @@ async def _updates(
                 snapshot = await feed.read(
                     claims, target, fresh_from=tick, fills=wants_fills, logs=wants_logs
                 )
-            except DatabaseUnavailable:
-                log.warning("subscription %s: re-read failed", context.request_id, exc_info=True)
-                yield UpdatesMissed()
+            except DatabaseUnavailable as error:
+                # The database is away: the change is read again once it answers, and the feed
+                # then sends this subscriber the one gap signal of the outage.
+                log.info("subscription %s: re-read failed (%s)", context.request_id, error)
+                subscriber.retry_later(target, tick)
+                await _until_answering(feed.changes)
                 continue
             if snapshot is None:
                 continue  # not the subscriber's to see
@@ -238,6 +244,12 @@ async def _updates(
                 # Nothing of this event is kept for the next one, or past the subscription.
                 for loader in primed:
                     loader.clear(target)
+
+
+async def _until_answering(changes: ChangeFeed) -> None:
+    # A pause first: the feed may not have noticed the outage yet (it still looks connected).
+    await asyncio.sleep(RETRY_READ_SECONDS)
+    await changes.until_connected()
 
 
 @strawberry.type

@@ -1,4 +1,4 @@
-"""Typed models of orders, fills and execution_logs, as migration 001 creates them.
+"""Typed models of orders, fills and execution_logs, as the migrations create them.
 
 tests/test_order_models.py proves with alembic's autogenerate that these and the
 migrated database agree. Policies, triggers and grants live only in the
@@ -13,10 +13,12 @@ from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     DateTime,
     Enum,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     Numeric,
@@ -170,6 +172,7 @@ class ExecutionLog(Base):
         Index("idx_execution_logs_trader_timestamp", "trader_id", text('"timestamp" DESC')),
         Index("idx_execution_logs_order", "order_id"),
         Index("idx_execution_logs_action", "action"),
+        Index("idx_execution_logs_seq", "seq", unique=True),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(
@@ -188,3 +191,5 @@ class ExecutionLog(Base):
     retry_attempt: Mapped[int | None] = mapped_column(Integer)
     error_code: Mapped[str | None] = mapped_column(String(50))
     created_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, server_default=text("now()"))
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True))
+    """The row's position in the change feed (migration 004): live updates read it."""

@@ -1,0 +1,394 @@
+"""The change feed: which orders changed, read from the audit trail, fanned out to subscribers.
+
+Every change of an order writes its ``execution_logs`` row in the same
+transaction, and migration 004 numbers those rows (``seq``, an identity). A
+server process that has subscribers reads the rows numbered after the last
+one it saw, every ``poll_seconds``, as its login role (``authenticator``),
+which may read ``seq``, ``order_id`` and ``trader_id`` and nothing else.
+It never learns order data: a subscriber re-reads the order under its own
+role and claims (graphql/subscriptions.py), so row level security stays the
+only boundary.
+
+Why it is shaped this way:
+
+- Nothing goes over LISTEN/NOTIFY: any role may listen to or forge any
+  channel, and a notifying transaction takes a database-wide lock at commit
+  that serializes every writer (migration 004 says more).
+- One reader per process: every ``poll_seconds`` while the process has
+  subscribers, every ``idle_poll_seconds`` while it has none (it keeps its
+  position, so a new subscriber misses nothing committed after it
+  subscribed). The statement is one indexed range scan on a pooled
+  connection, so it works through a transaction-mode pooler too.
+- Positions are handed out when a row is inserted, not when it commits, so a
+  transaction that commits late leaves a hole below positions already read.
+  Holes are read again at every poll until they appear or ``hole_wait_seconds``
+  pass (a rolled-back transaction leaves a hole for good).
+- The feed is durable: after the database was unreachable, the reader goes on
+  from where it stopped and delivers what was committed meanwhile. Subscribers
+  still get one gap signal per outage, once the database answers again: their
+  own re-reads failed meanwhile, and a hole may have timed out.
+- Fan-out never waits for a subscriber. Each subscriber has a bounded mailbox
+  of the orders that changed, coalesced per order (a subscriber re-reads the
+  order's current state anyway). A mailbox that would overflow is emptied and
+  the subscriber marked as having missed updates: one slow client costs a
+  bounded amount of memory and makes no one else wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Literal
+from uuid import UUID
+
+from app.db.session import Database
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAILBOX_CAPACITY = 1000
+"""Distinct orders a subscriber may have waiting before it is marked as lagging."""
+
+MAX_HOLES = 10_000
+"""Holes tracked at most; a larger jump of positions (a sequence that skipped ahead after a
+crash) is not worth re-reading position by position."""
+
+_START = "SELECT coalesce(max(seq), 0) FROM public.execution_logs"
+_READ = """
+SELECT seq, order_id, trader_id FROM public.execution_logs
+ WHERE seq > $1 OR seq = ANY($2::bigint[])
+ ORDER BY seq
+ LIMIT $3
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """The order changed (perhaps several times) since the subscriber last heard of it."""
+
+    order_id: UUID
+    tick: int
+    """The feed's tick when its newest change was read; see ``ChangeFeed.tick``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Missed:
+    """Changes may have been lost for this subscriber: its view must be rebuilt."""
+
+    reason: Literal["outage", "lagged"]
+    tick: int
+
+
+Event = Changed | Missed
+
+
+class FeedStopped(Exception):
+    """The feed shut down (the server is stopping); no more events will come."""
+
+
+class Subscriber:
+    """One subscription's mailbox. Create with ``ChangeFeed.subscribe``."""
+
+    def __init__(
+        self, feed: ChangeFeed, *, order_id: UUID | None, trader_id: UUID | None, capacity: int
+    ) -> None:
+        self.order_id = order_id
+        self.trader_id = trader_id
+        self._feed = feed
+        self._capacity = capacity
+        # Insertion-ordered: changes are handed out oldest first.
+        self._pending: dict[UUID, int] = {}
+        self._missed: Missed | None = None
+        self._closed = False
+        self._wake = asyncio.Event()
+        self.lagged_count = 0
+        """How often this subscriber's mailbox overflowed."""
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def get(self) -> Event:
+        """The next event; waits for one. Raises FeedStopped once the feed stops."""
+        while True:
+            if self._closed:
+                raise FeedStopped
+            if self._missed is not None:
+                missed, self._missed = self._missed, None
+                return missed
+            if self._pending:
+                order_id = next(iter(self._pending))
+                return Changed(order_id, self._pending.pop(order_id))
+            self._wake.clear()
+            await self._wake.wait()
+
+    def retry_later(self, order_id: UUID, tick: int) -> None:
+        """Put back a change whose re-read failed, to be read again once the database answers."""
+        self._offer(order_id, tick)
+
+    def close(self) -> None:
+        """Stop receiving; idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._pending.clear()
+            self._feed._remove(self)
+            self._wake.set()
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- called by the feed, synchronously ----------------------------------------------------
+
+    def _offer(self, order_id: UUID, tick: int) -> None:
+        if self._missed is not None:
+            # Whatever rebuilds the view after the pending gap signal reads state at least this
+            # new, so queueing the change as well would only cost memory.
+            return
+        if order_id in self._pending:
+            self._pending[order_id] = tick
+            return
+        if len(self._pending) >= self._capacity:
+            self.lagged_count += 1
+            self._feed.lagged += 1
+            log.warning(
+                "a subscriber fell %d orders behind; it is told that it missed updates",
+                self._capacity,
+            )
+            self._mark_missed("lagged", tick)
+            return
+        self._pending[order_id] = tick
+        self._wake.set()
+
+    def _mark_missed(self, reason: Literal["outage", "lagged"], tick: int) -> None:
+        self._pending.clear()
+        self._missed = Missed(reason, tick)
+        self._wake.set()
+
+    def _stop(self) -> None:
+        self._closed = True
+        self._pending.clear()
+        self._wake.set()
+
+
+class ChangeFeed:
+    """Reads the change feed for the subscribers of one server process.
+
+    ``start`` and ``stop`` belong to the application lifespan.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        poll_seconds: float = 0.005,
+        mailbox_capacity: int = DEFAULT_MAILBOX_CAPACITY,
+        hole_wait_seconds: float = 60.0,
+        idle_poll_seconds: float = 1.0,
+        batch_size: int = 1000,
+        backoff_initial_seconds: float = 0.1,
+        backoff_max_seconds: float = 5.0,
+    ) -> None:
+        self._database = database
+        self._poll_seconds = poll_seconds
+        self._capacity = mailbox_capacity
+        self._hole_wait = hole_wait_seconds
+        self._idle_poll_seconds = idle_poll_seconds
+        self._batch_size = batch_size
+        self._backoff_initial = backoff_initial_seconds
+        self._backoff_max = backoff_max_seconds
+        self._by_order: dict[UUID, set[Subscriber]] = {}
+        self._by_trader: dict[UUID, set[Subscriber]] = {}
+        self._everything: set[Subscriber] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._healthy = asyncio.Event()
+        self._subscribed = asyncio.Event()
+        self._tick = 0
+        # The newest position read (None: start from the newest at the next read),
+        # and the positions below it not seen yet, with the monotonic time they stop being awaited.
+        self._high: int | None = None
+        self._holes: dict[int, float] = {}
+        self.polls = 0
+        self.changes = 0
+        """Changes handed to the subscribers' mailboxes' owners (one per audit row read)."""
+        self.outages = 0
+        self.lagged = 0
+        """Subscribers marked as lagging, in all."""
+
+    # --- subscribers ----------------------------------------------------------------------------
+
+    def subscribe(
+        self, *, order_id: UUID | None = None, trader_id: UUID | None = None
+    ) -> Subscriber:
+        """A mailbox for the changes of one order, of one trader's orders, or of every order.
+
+        ``trader_id`` only narrows what is worth re-reading; it is never an access decision.
+        """
+        subscriber = Subscriber(
+            self, order_id=order_id, trader_id=trader_id, capacity=self._capacity
+        )
+        if self._stopping:
+            subscriber._stop()
+            return subscriber
+        if order_id is not None:
+            self._by_order.setdefault(order_id, set()).add(subscriber)
+        elif trader_id is not None:
+            self._by_trader.setdefault(trader_id, set()).add(subscriber)
+        else:
+            self._everything.add(subscriber)
+        self._subscribed.set()  # an idle reader reads now, at the subscribers' pace
+        return subscriber
+
+    def _remove(self, subscriber: Subscriber) -> None:
+        if subscriber.order_id is not None:
+            _discard(self._by_order, subscriber.order_id, subscriber)
+        elif subscriber.trader_id is not None:
+            _discard(self._by_trader, subscriber.trader_id, subscriber)
+        else:
+            self._everything.discard(subscriber)
+
+    def _subscribers(self) -> list[Subscriber]:
+        everyone = list(self._everything)
+        for group in (*self._by_order.values(), *self._by_trader.values()):
+            everyone.extend(group)
+        return everyone
+
+    @property
+    def subscriber_count(self) -> int:
+        return (
+            len(self._everything)
+            + sum(len(s) for s in self._by_order.values())
+            + sum(len(s) for s in self._by_trader.values())
+        )
+
+    @property
+    def tick(self) -> int:
+        """Counts changes read and gap signals. A read that starts at tick ``t`` sees every
+        change read at a tick <= ``t`` (the feed read it, so it had committed)."""
+        return self._tick
+
+    @property
+    def connected(self) -> bool:
+        """Whether the last read of the feed succeeded."""
+        return self._healthy.is_set()
+
+    async def until_connected(self) -> None:
+        """Waits until a read of the feed succeeds."""
+        await self._healthy.wait()
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("the change feed is already started")
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name="order-change-feed")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for subscriber in self._subscribers():
+            subscriber._stop()
+        self._by_order.clear()
+        self._by_trader.clear()
+        self._everything.clear()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        delay = self._backoff_initial
+        down = False
+        while not self._stopping:
+            try:
+                changed, full = await self._read()
+            except Exception as error:  # whatever the cause, the answer is to try again later
+                self._healthy.clear()
+                if not down:
+                    down = True
+                    self.outages += 1
+                    log.warning("cannot read the change feed (%s); retrying", error)
+                # Jitter keeps many server processes from retrying in lockstep after a restart.
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self._backoff_max)
+                continue
+            if down:
+                down = False
+                log.info("reading the change feed again; subscribers are told to re-query")
+                # Before the changes just read: a gap signal empties the mailboxes.
+                self._announce_gap()
+            for order_id, trader_id in changed:
+                self._deliver(order_id, trader_id)
+            delay = self._backoff_initial
+            self._healthy.set()
+            if not full:
+                await self._pause()
+
+    async def _pause(self) -> None:
+        if self.subscriber_count:
+            await asyncio.sleep(self._poll_seconds)
+            return
+        self._subscribed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._subscribed.wait(), self._idle_poll_seconds)
+
+    async def _read(self) -> tuple[list[tuple[UUID, UUID]], bool]:
+        """One read of the feed: the (order id, trader id) of each new change, and whether it
+        was a full batch (more may be waiting)."""
+        self.polls += 1
+        if self._high is None:
+            rows = await self._database.fetch_as_login_role(_START)
+            self._high = int(rows[0][0])
+            return [], False
+        now = time.monotonic()
+        changed: list[tuple[UUID, UUID]] = []
+        rows = await self._database.fetch_as_login_role(
+            _READ, self._high, list(self._holes), self._batch_size
+        )
+        for seq, order_id, trader_id in rows:
+            if self._holes.pop(seq, None) is None:
+                if seq <= self._high:
+                    continue  # read already (a hole filled in the same batch)
+                missing = seq - self._high - 1
+                if 0 < missing <= MAX_HOLES - len(self._holes):
+                    deadline = now + self._hole_wait
+                    self._holes.update(dict.fromkeys(range(self._high + 1, seq), deadline))
+                self._high = seq
+            changed.append((order_id, trader_id))
+        for seq, deadline in list(self._holes.items()):
+            if deadline <= now:
+                del self._holes[seq]
+        return changed, len(rows) >= self._batch_size
+
+    def _deliver(self, order_id: UUID, trader_id: UUID) -> None:
+        self.changes += 1
+        self._tick += 1
+        tick = self._tick
+        for group in (
+            self._by_order.get(order_id),
+            self._by_trader.get(trader_id),
+            self._everything,
+        ):
+            if group:
+                for subscriber in group:
+                    subscriber._offer(order_id, tick)
+
+    def _announce_gap(self) -> None:
+        self._tick += 1
+        for subscriber in self._subscribers():
+            subscriber._mark_missed("outage", self._tick)
+
+
+def _discard(index: dict[UUID, set[Subscriber]], key: UUID, subscriber: Subscriber) -> None:
+    group = index.get(key)
+    if group is not None:
+        group.discard(subscriber)
+        if not group:
+            del index[key]
