@@ -1,4 +1,8 @@
-"""Migration 001 as the migration guide runs it: upgrade, verify, downgrade, verify gone, upgrade."""
+"""The migrations as the migration guide runs them: upgrade, verify, downgrade, verify gone, upgrade.
+
+Migration 002 (security hardening) is the head; 001 is checked on its own where the guide
+describes it, and 002's downgrade must give back exactly what 001 made.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ import asyncpg
 import pytest
 
 from app.db.migrations import PROJECT_ROOT
-from tests import pg
+from tests import pg, privileges
 from tests.conftest import Db
+from tests.sql import as_role
 
 ENUMS = {
     "order_type_enum": ["MARKET", "LIMIT", "STOP"],
@@ -123,8 +128,7 @@ def assert_migrated(state: dict[str, object]) -> None:
 
 @pytest.fixture
 async def empty_database(cluster: pg.Cluster) -> Db:
-    name = f"e_{pg.uuid.uuid4().hex[:12]}"
-    await pg.admin_execute(cluster, f"CREATE DATABASE {name}")
+    name = await pg.create_empty_database(cluster)
     yield Db(cluster, name)  # type: ignore[misc]
     await pg.drop_test_database(cluster, name)
 
@@ -133,13 +137,20 @@ async def test_guide_sequence_upgrade_downgrade_upgrade(empty_database: Db) -> N
     up = alembic(empty_database, "upgrade", "head")
     assert up.returncode == 0, up.stderr
     assert "Running upgrade  -> 001, Create order execution tables" in up.stderr
+    assert "Running upgrade 001 -> 002, Harden database security" in up.stderr
 
     conn = await asyncpg.connect(empty_database.dsn())
     try:
         assert_migrated(await schema_state(conn))
 
         current = alembic(empty_database, "current")
-        assert "001 (head)" in current.stdout
+        assert "002 (head)" in current.stdout
+
+        down = alembic(empty_database, "downgrade", "-1")
+        assert down.returncode == 0, down.stderr
+        assert "Running downgrade 002 -> 001, Harden database security" in down.stderr
+        assert_migrated(await schema_state(conn))
+        assert "001" in alembic(empty_database, "current").stdout
 
         down = alembic(empty_database, "downgrade", "-1")
         assert down.returncode == 0, down.stderr
@@ -192,9 +203,11 @@ def test_offline_sql_needs_no_database() -> None:
     sql = result.stdout
     assert "CREATE TABLE orders" in sql
     assert "CREATE POLICY execution_logs_immutable ON execution_logs" in sql
+    assert "SET search_path = pg_catalog, pg_temp" in sql
+    assert "INSERT INTO alembic_version (version_num) VALUES ('001')" in sql
     assert (
-        "UPDATE alembic_version SET version_num='001'" in sql
-        or "INSERT INTO alembic_version" in sql
+        "UPDATE alembic_version SET version_num='002' WHERE alembic_version.version_num = '001'"
+        in sql
     )
 
 
@@ -208,14 +221,16 @@ def test_history_lists_the_migration() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "Rev: 001 (head)" in result.stdout
+    assert "Rev: 002 (head)" in result.stdout
+    assert "Harden database security" in result.stdout
+    assert "Rev: 001" in result.stdout
     assert "Create order execution tables" in result.stdout
 
 
 async def test_stamp_marks_the_revision_without_running_it(empty_database: Db) -> None:
     # The guide's troubleshooting: "alembic stamp head" after a manual apply, "stamp base" when stuck.
     assert alembic(empty_database, "stamp", "head").returncode == 0
-    assert "001 (head)" in alembic(empty_database, "current").stdout
+    assert "002 (head)" in alembic(empty_database, "current").stdout
     conn = await asyncpg.connect(empty_database.dsn())
     try:
         assert await conn.fetchval("SELECT to_regclass('orders')") is None
@@ -247,3 +262,55 @@ async def test_authenticator_password_is_set_at_migration_time_and_never_printed
         await conn.close()
     offline = alembic(empty_database, "upgrade", "head", "--sql", extra_env=env)
     assert "s3cret" not in offline.stdout
+
+
+async def test_downgrade_of_002_gives_back_exactly_what_001_made(
+    cluster: pg.Cluster, empty_database: Db
+) -> None:
+    only_001 = await pg.create_empty_database(cluster)
+    try:
+        assert alembic(Db(cluster, only_001), "upgrade", "001").returncode == 0
+        up = alembic(empty_database, "upgrade", "head")
+        assert up.returncode == 0, up.stderr
+        down = alembic(empty_database, "downgrade", "001")
+        assert down.returncode == 0, down.stderr
+        facts = {}
+        for name in (only_001, empty_database.name):
+            conn = await asyncpg.connect(cluster.dsn(name))
+            try:
+                facts[name] = await privileges.render(conn)
+            finally:
+                await conn.close()
+        assert facts[empty_database.name] == facts[only_001], privileges.diff(
+            facts[only_001], facts[empty_database.name]
+        )
+        # ... and 002 again on top of it.
+        assert alembic(empty_database, "upgrade", "head").returncode == 0
+    finally:
+        await pg.drop_test_database(cluster, only_001)
+
+
+async def test_temporary_is_taken_from_public_where_the_migration_owns_the_database(
+    empty_database: Db,
+) -> None:
+    """Nothing here uses temporary objects; 002's downgrade gives PostgreSQL's default back."""
+    roles = ("anon", "authenticated", "service_role", "compliance_auditor", "authenticator")
+    temporary = (
+        "SELECT r.rolname FROM pg_roles r WHERE r.rolname = ANY($1::text[])"
+        " AND has_database_privilege(r.oid, current_database(), 'TEMPORARY') ORDER BY 1"
+    )
+    assert alembic(empty_database, "upgrade", "head").returncode == 0
+    owner = await asyncpg.connect(empty_database.dsn())
+    api = await asyncpg.connect(empty_database.dsn("authenticator"))
+    try:
+        assert await owner.fetch(temporary, roles) == []
+        for role in roles[:4]:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                async with as_role(api, role):
+                    await api.execute("CREATE TEMP TABLE execution_logs (id uuid)")
+
+        assert alembic(empty_database, "downgrade", "001").returncode == 0
+        assert [r["rolname"] for r in await owner.fetch(temporary, roles)] == sorted(roles)
+    finally:
+        await api.close()
+        await owner.close()
