@@ -116,8 +116,9 @@ async def test_the_owner_cannot_rewrite_history(db: Db, rewrite: str) -> None:
     with pytest.raises(asyncpg.PostgresError) as refused:
         await db.owner.execute(REWRITES[rewrite])
     if rewrite.startswith("delete orders"):
-        # Orders with an audit trail cannot go: the foreign keys restrict it.
-        assert refused.value.sqlstate == "23001"
+        # Orders with an audit trail cannot go: the foreign keys restrict it (PostgreSQL 15
+        # says foreign_key_violation, later versions restrict_violation).
+        assert refused.value.sqlstate in ("23503", "23001")
     else:
         assert refused.value.sqlstate == APPEND_ONLY
     assert await history(db.owner) == before
