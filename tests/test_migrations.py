@@ -314,3 +314,45 @@ async def test_temporary_is_taken_from_public_where_the_migration_owns_the_datab
     finally:
         await api.close()
         await owner.close()
+
+
+async def test_a_migrating_role_that_does_not_own_the_database_says_temporary_stays(
+    cluster: pg.Cluster,
+) -> None:
+    """As on Supabase: a non-superuser migrates a database that belongs to someone else."""
+    migrator = f"m_{pg.uuid.uuid4().hex[:8]}"
+    name = await pg.create_empty_database(cluster)
+    roles = "anon, authenticated, service_role, compliance_auditor, authenticator"
+    await pg.admin_execute(
+        cluster,
+        f"CREATE ROLE {migrator} LOGIN CREATEROLE",
+        # The roles exist already (roles are cluster-wide), created by someone else.
+        f"GRANT {roles}, order_audit_writer TO {migrator} WITH ADMIN OPTION",
+        f"GRANT CREATE ON DATABASE {name} TO {migrator}",
+    )
+    owner = await asyncpg.connect(cluster.dsn(name))
+    try:
+        await owner.execute(f"GRANT CREATE ON SCHEMA public TO {migrator} WITH GRANT OPTION")
+        up = alembic(
+            Db(cluster, name),
+            "upgrade",
+            "head",
+            extra_env={
+                "DATABASE_URL": cluster.url(name, migrator).render_as_string(hide_password=False)
+            },
+        )
+        assert up.returncode == 0, up.stderr
+        assert "TEMPORARY on this database stays granted to PUBLIC" in up.stderr
+        assert await owner.fetchval(
+            "SELECT has_database_privilege('anon', current_database(), 'TEMPORARY')"
+        )
+        assert (
+            await owner.fetchval(
+                "SELECT proowner::regrole::text FROM pg_proc WHERE oid = 'orders_write_audit'::regproc"
+            )
+            == "order_audit_writer"
+        )
+    finally:
+        await owner.close()
+        await pg.drop_test_database(cluster, name)
+        await pg.admin_execute(cluster, f"DROP OWNED BY {migrator}", f"DROP ROLE {migrator}")

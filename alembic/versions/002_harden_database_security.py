@@ -38,10 +38,15 @@ re-open the hole). The role ``order_audit_writer`` is cluster-wide and stays,
 holding nothing in this database, like 001's roles.
 """
 
+import logging
 from collections.abc import Sequence
 from types import ModuleType
 
+import sqlalchemy as sa
+
 from alembic import context, op
+
+log = logging.getLogger("alembic.runtime.migration")
 
 revision: str = "002"
 down_revision: str | None = "001"
@@ -432,6 +437,18 @@ def upgrade() -> None:
         OWNER_APPEND_ONLY,
     ):
         _run(block)
+    if not context.is_offline_mode():
+        # The NOTICE above reaches the server log only; say it where the operator looks.
+        kept = op.get_bind().execute(
+            sa.text("SELECT has_database_privilege('public', current_database(), 'TEMPORARY')")
+        )
+        if kept.scalar():
+            log.warning(
+                "TEMPORARY on this database stays granted to PUBLIC: the migrating role does"
+                " not own the database (as on Supabase). Our functions name every object with its"
+                " schema and search pg_temp last, so temporary objects cannot stand in for them;"
+                " see README, Security model."
+            )
 
 
 def downgrade() -> None:
