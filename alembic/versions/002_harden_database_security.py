@@ -312,6 +312,17 @@ $$;
 # moment (so that it could have created the function itself); it keeps it no longer.
 AUDIT_WRITER_OWNS_AUDIT = f"""
 GRANT CREATE ON SCHEMA public TO {AUDIT_WRITER};
+DO $$
+BEGIN
+    -- A GRANT without grant option only warns; say what is missing instead.
+    IF NOT pg_catalog.has_schema_privilege('{AUDIT_WRITER}', 'public', 'CREATE') THEN
+        RAISE EXCEPTION 'cannot hand orders_write_audit to {AUDIT_WRITER}: the migrating role '
+                        'may not grant CREATE on schema public'
+            USING HINT = 'migrate as the owner of schema public, or have it run: GRANT CREATE '
+                         'ON SCHEMA public TO ' || current_user || ' WITH GRANT OPTION';
+    END IF;
+END
+$$;
 ALTER FUNCTION public.orders_write_audit() OWNER TO {AUDIT_WRITER};
 REVOKE CREATE ON SCHEMA public FROM {AUDIT_WRITER};
 """
