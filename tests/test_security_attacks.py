@@ -47,18 +47,25 @@ BEGIN
 END
 $$
 """
-SHADOW_TABLES = {
-    "orders": "LIKE public.orders INCLUDING DEFAULTS",
-    "fills": "LIKE public.fills INCLUDING DEFAULTS",
-    "execution_logs": "LIKE public.execution_logs INCLUDING DEFAULTS",
-    "alembic_version": "version_num varchar(32) NOT NULL",  # no API role may read it
-}
-SHADOW_TYPES = (
-    "CREATE TYPE pg_temp.order_status_enum AS ENUM ('FILLED', 'PENDING', 'PARTIAL',"
-    " 'REJECTED', 'CANCELLED')",
-    "CREATE TYPE pg_temp.action_enum AS ENUM ('FILLED', 'SUBMITTED', 'APPROVED', 'EXECUTED',"
-    " 'REJECTED', 'CANCELLED', 'RECOVERED')",
-)
+# Every table and enum type of ours gets a temporary namesake, read from the catalog so that
+# tables and types added by later migrations are shadowed too (columns spelled out: LIKE
+# would need SELECT, which no API role has on alembic_version).
+SHADOWED_TABLES = """
+SELECT c.relname, format('CREATE TEMP TABLE %I (%s)', c.relname,
+              string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)),
+                         ', ' ORDER BY a.attnum))
+  FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+ WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p')
+   AND a.attnum > 0 AND NOT a.attisdropped
+ GROUP BY c.relname ORDER BY c.relname
+"""
+SHADOWED_TYPES = """
+SELECT format('CREATE TYPE pg_temp.%I AS ENUM (%s)', t.typname,
+              string_agg(quote_literal(e.enumlabel), ', ' ORDER BY e.enumlabel))
+  FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid
+ WHERE t.typnamespace = 'public'::regnamespace
+ GROUP BY t.typname ORDER BY t.typname
+"""
 # Functions our trigger functions call by name. PostgreSQL never looks functions up in the
 # temporary schema, whatever the search_path: these prove it stays so.
 SHADOW_FUNCTIONS = (
@@ -78,10 +85,25 @@ BAIT_ORDER = (
 )
 
 
-async def create_shadows(conn: asyncpg.Connection, order_id: uuid.UUID) -> None:
+@dataclass(frozen=True)
+class Shadows:
+    tables: dict[str, str]
+    """Table name -> the CREATE TEMP TABLE statement of its namesake."""
+    types: list[str]
+
+
+async def read_shadows(owner: asyncpg.Connection) -> Shadows:
+    tables = {r[0]: r[1] for r in await owner.fetch(SHADOWED_TABLES)}
+    types = [r[0] for r in await owner.fetch(SHADOWED_TYPES)]
+    assert {"orders", "fills", "execution_logs", "alembic_version"} <= set(tables)
+    assert types, "no type to shadow"
+    return Shadows(tables, types)
+
+
+async def create_shadows(conn: asyncpg.Connection, order_id: uuid.UUID, shadows: Shadows) -> None:
     await conn.execute(SPY_FUNCTION)
-    for table, columns in SHADOW_TABLES.items():
-        await conn.execute(f"CREATE TEMP TABLE {table} ({columns})")
+    for table, statement in shadows.tables.items():
+        await conn.execute(statement)
         await conn.execute(
             f"CREATE TRIGGER spy BEFORE INSERT OR UPDATE OR DELETE ON pg_temp.{table}"
             " FOR EACH ROW EXECUTE FUNCTION pg_temp.spy()"
@@ -97,7 +119,7 @@ async def create_shadows(conn: asyncpg.Connection, order_id: uuid.UUID) -> None:
     await conn.execute(BAIT_FILL, order_id, TRADER)
     for table in ("orders", "fills"):
         await conn.execute(f"ALTER TABLE pg_temp.{table} ENABLE TRIGGER USER")
-    for statement in SHADOW_TYPES:
+    for statement in shadows.types:
         await conn.execute(statement)
     for signature, returns, value in SHADOW_FUNCTIONS:
         await conn.execute(
@@ -195,6 +217,7 @@ class Db:
     name: str
     owner: asyncpg.Connection
     api: asyncpg.Connection
+    shadows: Shadows
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +230,7 @@ async def db(cluster: pg.Cluster) -> AsyncIterator[Db]:
     await owner.execute(f"ALTER DATABASE {name} SET track_functions = 'pl'")
     api = await asyncpg.connect(cluster.dsn(name, "authenticator"))
     try:
-        yield Db(name, owner, api)
+        yield Db(name, owner, api, await read_shadows(owner))
     finally:
         await api.close()
         await owner.close()
@@ -278,7 +301,7 @@ async def attempt(
     try:
         async with as_role(db.api, role, TRADER) as conn:
             if shadowed:
-                await create_shadows(conn, order_id)
+                await create_shadows(conn, order_id, db.shadows)
             error: str | None = None
             try:
                 async with conn.transaction():
