@@ -86,5 +86,12 @@ async def create_test_database(cluster: Cluster, *, template: str = TEMPLATE) ->
     return name
 
 
+async def create_empty_database(cluster: Cluster) -> str:
+    """A database with nothing migrated, for tests of the migrations themselves."""
+    name = f"e_{uuid.uuid4().hex[:12]}"
+    await admin_execute(cluster, f"CREATE DATABASE {name}")
+    return name
+
+
 async def drop_test_database(cluster: Cluster, name: str) -> None:
     await admin_execute(cluster, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -1,5 +1,9 @@
-"""Migration 001 as the migration guide runs it (upgrade, verify, downgrade, verify gone, upgrade),
-against revision 001, and the later revisions on top of it."""
+"""The migrations as the migration guide runs them: upgrade, verify, downgrade, verify gone, upgrade.
+
+The guide describes migration 001: its sequence runs against revision 001, then the later
+revisions (002 security hardening, 004 change feed) go on top and come off again, each
+downgrade giving back what the revision below made.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,9 @@ import asyncpg
 import pytest
 
 from app.db.migrations import PROJECT_ROOT
-from tests import pg
+from tests import pg, privileges
 from tests.conftest import Db
+from tests.sql import as_role
 
 ENUMS = {
     "order_type_enum": ["MARKET", "LIMIT", "STOP"],
@@ -125,8 +130,7 @@ def assert_migrated(state: dict[str, object], policies: set[str] = POLICIES) -> 
 
 @pytest.fixture
 async def empty_database(cluster: pg.Cluster) -> Db:
-    name = f"e_{pg.uuid.uuid4().hex[:12]}"
-    await pg.admin_execute(cluster, f"CREATE DATABASE {name}")
+    name = await pg.create_empty_database(cluster)
     yield Db(cluster, name)  # type: ignore[misc]
     await pg.drop_test_database(cluster, name)
 
@@ -162,8 +166,14 @@ async def test_guide_sequence_upgrade_downgrade_upgrade(empty_database: Db) -> N
         # The later revisions on top, and all the way down again.
         head = alembic(empty_database, "upgrade", "head")
         assert head.returncode == 0, head.stderr
+        assert "Running upgrade 001 -> 002, Harden database security" in head.stderr
         assert_migrated(await schema_state(conn), POLICIES_AT_HEAD)
         assert "(head)" in alembic(empty_database, "current").stdout
+        to_001 = alembic(empty_database, "downgrade", "001")
+        assert to_001.returncode == 0, to_001.stderr
+        assert "Running downgrade 002 -> 001, Harden database security" in to_001.stderr
+        assert_migrated(await schema_state(conn))
+        assert alembic(empty_database, "upgrade", "head").returncode == 0
         base = alembic(empty_database, "downgrade", "base")
         assert base.returncode == 0, base.stderr
         assert (await schema_state(conn))["tables"] == {}
@@ -203,9 +213,11 @@ def test_offline_sql_needs_no_database() -> None:
     sql = result.stdout
     assert "CREATE TABLE orders" in sql
     assert "CREATE POLICY execution_logs_immutable ON execution_logs" in sql
+    assert "SET search_path = pg_catalog, pg_temp" in sql
+    assert "INSERT INTO alembic_version (version_num) VALUES ('001')" in sql
     assert (
-        "UPDATE alembic_version SET version_num='001'" in sql
-        or "INSERT INTO alembic_version" in sql
+        "UPDATE alembic_version SET version_num='002' WHERE alembic_version.version_num = '001'"
+        in sql
     )
 
 
@@ -219,8 +231,9 @@ def test_history_lists_the_migration() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "Rev: 001\n" in result.stdout
     assert "(head)" in result.stdout
+    assert "Harden database security" in result.stdout
+    assert "Rev: 001\n" in result.stdout
     assert "Create order execution tables" in result.stdout
 
 
@@ -259,3 +272,105 @@ async def test_authenticator_password_is_set_at_migration_time_and_never_printed
         await conn.close()
     offline = alembic(empty_database, "upgrade", "head", "--sql", extra_env=env)
     assert "s3cret" not in offline.stdout
+
+
+async def test_downgrade_of_002_gives_back_exactly_what_001_made(
+    cluster: pg.Cluster, empty_database: Db
+) -> None:
+    only_001 = await pg.create_empty_database(cluster)
+    try:
+        assert alembic(Db(cluster, only_001), "upgrade", "001").returncode == 0
+        up = alembic(empty_database, "upgrade", "head")
+        assert up.returncode == 0, up.stderr
+        down = alembic(empty_database, "downgrade", "001")
+        assert down.returncode == 0, down.stderr
+        facts = {}
+        for name in (only_001, empty_database.name):
+            conn = await asyncpg.connect(cluster.dsn(name))
+            try:
+                facts[name] = await privileges.render(conn)
+            finally:
+                await conn.close()
+        assert facts[empty_database.name] == facts[only_001], privileges.diff(
+            facts[only_001], facts[empty_database.name]
+        )
+        # ... and 002 again on top of it.
+        assert alembic(empty_database, "upgrade", "head").returncode == 0
+    finally:
+        await pg.drop_test_database(cluster, only_001)
+
+
+async def test_temporary_is_taken_from_public_where_the_migration_owns_the_database(
+    empty_database: Db,
+) -> None:
+    """Nothing here uses temporary objects; 002's downgrade gives PostgreSQL's default back."""
+    roles = ("anon", "authenticated", "service_role", "compliance_auditor", "authenticator")
+    temporary = (
+        "SELECT r.rolname FROM pg_roles r WHERE r.rolname = ANY($1::text[])"
+        " AND has_database_privilege(r.oid, current_database(), 'TEMPORARY') ORDER BY 1"
+    )
+    assert alembic(empty_database, "upgrade", "head").returncode == 0
+    owner = await asyncpg.connect(empty_database.dsn())
+    api = await asyncpg.connect(empty_database.dsn("authenticator"))
+    try:
+        assert await owner.fetch(temporary, roles) == []
+        for role in roles[:4]:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                async with as_role(api, role):
+                    await api.execute("CREATE TEMP TABLE execution_logs (id uuid)")
+
+        assert alembic(empty_database, "downgrade", "001").returncode == 0
+        assert [r["rolname"] for r in await owner.fetch(temporary, roles)] == sorted(roles)
+    finally:
+        await api.close()
+        await owner.close()
+
+
+@pytest.mark.parametrize("may_grant_create", [True, False])
+async def test_a_migrating_role_that_does_not_own_the_database_says_temporary_stays(
+    cluster: pg.Cluster, may_grant_create: bool
+) -> None:
+    """As on Supabase: a non-superuser migrates a database that belongs to someone else."""
+    migrator = f"m_{pg.uuid.uuid4().hex[:8]}"
+    name = await pg.create_empty_database(cluster)
+    roles = "anon, authenticated, service_role, compliance_auditor, authenticator"
+    await pg.admin_execute(
+        cluster,
+        f"CREATE ROLE {migrator} LOGIN CREATEROLE",
+        # The roles exist already (roles are cluster-wide), created by someone else.
+        f"GRANT {roles}, order_audit_writer TO {migrator} WITH ADMIN OPTION",
+        f"GRANT CREATE ON DATABASE {name} TO {migrator}",
+    )
+    owner = await asyncpg.connect(cluster.dsn(name))
+    try:
+        option = " WITH GRANT OPTION" if may_grant_create else ""
+        await owner.execute(f"GRANT CREATE ON SCHEMA public TO {migrator}{option}")
+        up = alembic(
+            Db(cluster, name),
+            "upgrade",
+            "head",
+            extra_env={
+                "DATABASE_URL": cluster.url(name, migrator).render_as_string(hide_password=False)
+            },
+        )
+        if not may_grant_create:
+            # orders_write_audit cannot be handed to order_audit_writer: say why, apply nothing.
+            assert up.returncode != 0
+            assert "may not grant CREATE on schema public" in up.stderr
+            assert await owner.fetchval("SELECT to_regclass('public.orders')") is None
+            return
+        assert up.returncode == 0, up.stderr
+        assert "TEMPORARY on this database stays granted to PUBLIC" in up.stderr
+        assert await owner.fetchval(
+            "SELECT has_database_privilege('anon', current_database(), 'TEMPORARY')"
+        )
+        assert (
+            await owner.fetchval(
+                "SELECT proowner::regrole::text FROM pg_proc WHERE oid = 'orders_write_audit'::regproc"
+            )
+            == "order_audit_writer"
+        )
+    finally:
+        await owner.close()
+        await pg.drop_test_database(cluster, name)
+        await pg.admin_execute(cluster, f"DROP OWNED BY {migrator}", f"DROP ROLE {migrator}")

@@ -1,7 +1,7 @@
 """Private change feed
 
 Revision ID: 004
-Revises: 001
+Revises: 002
 Create Date: 2026-11-29
 
 Live updates no longer travel over LISTEN/NOTIFY. Migration 001 announced
@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "004"
-down_revision: str | None = "001"
+down_revision: str | None = "002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -65,8 +65,18 @@ def downgrade() -> None:
     for statement in DOWNGRADE.split(";\n"):
         if statement.strip():
             op.execute(statement)
-    # Back to 001's announcements, as 001 defines them (one definition of that trigger).
+    # Back to the announcements as 002 left them: 002's function, 001's trigger, 002's
+    # privileges (one definition of each, in the revision that made it).
     script = op.get_context().script
     assert script is not None
     first = script.get_revision("001").module
-    first._run(first.ANNOUNCE)
+    second = script.get_revision("002").module
+    function = next(
+        s
+        for s in first._statements(second.FUNCTION_BODIES)
+        if "FUNCTION public.orders_announce_change()" in s
+    )
+    trigger = next(s for s in first._statements(first.ANNOUNCE) if s.startswith("CREATE TRIGGER"))
+    op.execute(function)
+    op.execute(trigger)
+    op.execute(f"REVOKE ALL ON FUNCTION public.orders_announce_change() FROM {second.API_ROLES}")
