@@ -8,19 +8,23 @@ from contextlib import asynccontextmanager
 
 from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
+from app import tracing
 from app.auth.jwt import TokenVerifier
-from app.db import migrations
+from app.db import migrations, readiness
 from app.db.listener import OrderChangeListener
 from app.db.session import Database, create_engine
 from app.db.urls import async_url, libpq_url
 from app.graphql.endpoint import GraphQLEndpoint
 from app.graphql.schema import build_schema
 from app.graphql.subscriptions import Subscription
+from app.metrics import AppMetrics
 from app.settings import Settings, SettingsError
+from app.telemetry import RequestTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Starl
     settings.check_token_config()
     verifier = TokenVerifier(settings)
     db = database if database is not None else database_for(settings)
+    if tracing.configure(settings):
+        tracing.instrument_engine(db.engine)
     # The one LISTEN connection of this process logs in as the pool does (authenticator).
     listener = OrderChangeListener(libpq_url(db.engine.url))
     schema = build_schema(settings, subscription=Subscription)
@@ -69,28 +75,23 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Starl
 
     head = migrations.head_revision()  # read the scripts once, not per probe
 
-    async def readyz(request: Request) -> JSONResponse:
-        try:
-            async with db.engine.connect() as conn:
-                current = await migrations.current_revision(conn)
-        except Exception as error:  # any failure to reach the database means not ready
-            log.warning("readiness check failed: %s", error)
-            return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
-        if current != head:
-            return JSONResponse(
-                {"status": "unavailable", "migration": current, "expected": head}, 503
-            )
-        return JSONResponse({"status": "ready", "migration": current})
+    probes = readiness.StateLog(log, "readiness")
 
-    app = Starlette(
-        routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
-            WebSocketRoute("/graphql", graphql),
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-        ],
-        lifespan=lifespan,
-    )
+    async def readyz(request: Request) -> JSONResponse:
+        state = await readiness.check(db.engine, head)
+        probes.report(state)
+        return JSONResponse(state.body(), 200 if state.ready else 503)
+
+    routes = [
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+    ]
+    if settings.metrics:
+        routes.append(Route("/metrics", AppMetrics(db, listener).endpoint))
+
+    app = Starlette(routes=routes, middleware=[Middleware(RequestTelemetry)], lifespan=lifespan)
     app.state.database = db
     app.state.listener = listener
     app.state.settings = settings

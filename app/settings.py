@@ -13,11 +13,15 @@ from decimal import Decimal
 from pathlib import Path
 
 import platformdirs
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 APP_ROLES = ("anon", "authenticated", "service_role", "compliance_auditor")
 """The database roles a request may run as; the token's ``role`` claim picks one of them."""
 
 MIN_HS256_SECRET_LENGTH = 32
+
+LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
@@ -74,6 +78,32 @@ def _str(env: Mapping[str, str], name: str) -> str | None:
     return raw if raw else None
 
 
+def _postgres_url(env: Mapping[str, str], name: str) -> str | None:
+    """A PostgreSQL connection URL, refused here when malformed. The message never repeats the
+    value: it may hold a password."""
+    raw = _str(env, name)
+    if raw is None:
+        return None
+    try:
+        backend = make_url(raw).get_backend_name()
+    except (ValueError, ArgumentError):  # unparsable, or a port that is not a number
+        backend = None
+    if backend not in ("postgresql", "postgres"):
+        raise SettingsError(
+            f"{name} is not a PostgreSQL URL; expected postgresql://user:password@host:port/database"
+        )
+    return raw
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {env.get(name)!r}")
+    return raw
+
+
 def _csv(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -118,6 +148,14 @@ class Settings:
     compiled_queries: bool = True
     """Answer hot read queries with one SQL statement (graphql/compiled.py); off = resolvers only."""
 
+    # --- operations ----------------------------------------------------------
+    metrics: bool = True
+    """Serve ``GET /metrics`` (Prometheus text; counts and timings only, no trader data)."""
+    log_format: str = "text"
+    """``text`` or ``json``: how log lines (the per-request line included) are written."""
+    otel_traces_exporter: str | None = None
+    """OpenTelemetry's own variable: tracing is on when it names an exporter (app/tracing.py)."""
+
     # --- execution engine ----------------------------------------------------
     risk_max_quantity: int = 100_000
     risk_max_notional: Decimal = Decimal("5000000")
@@ -144,8 +182,8 @@ class Settings:
         data_dir = _str(env, "ORDER_API_DATA_DIR")
         prices_csv = _str(env, "VENUE_PRICES_CSV")
         return cls(
-            database_url=_str(env, "DATABASE_URL"),
-            api_database_url=_str(env, "API_DATABASE_URL"),
+            database_url=_postgres_url(env, "DATABASE_URL"),
+            api_database_url=_postgres_url(env, "API_DATABASE_URL"),
             data_dir=Path(data_dir) if data_dir else Path(platformdirs.user_data_dir("order-api")),
             authenticator_password=_str(env, "AUTHENTICATOR_PASSWORD"),
             db_pool_size=_int(env, "DB_POOL_SIZE", 10, minimum=1),
@@ -168,6 +206,9 @@ class Settings:
             max_document_bytes=_int(env, "MAX_DOCUMENT_BYTES", 20_000, minimum=100),
             max_order_quantity=_int(env, "MAX_ORDER_QUANTITY", 1_000_000, minimum=1),
             compiled_queries=_bool(env, "COMPILED_QUERIES", True),
+            metrics=_bool(env, "METRICS", True),
+            log_format=_choice(env, "LOG_FORMAT", "text", LOG_FORMATS),
+            otel_traces_exporter=_str(env, "OTEL_TRACES_EXPORTER"),
             risk_max_quantity=_int(env, "RISK_MAX_QUANTITY", 100_000, minimum=1),
             risk_max_notional=_decimal(env, "RISK_MAX_NOTIONAL", Decimal("5000000")),
             risk_symbols=tuple(s.upper() for s in _csv(env, "RISK_SYMBOLS", ())),
