@@ -98,7 +98,9 @@ def _one_line_failures(run: Callable[[], None]) -> None:
             raise
         url = _configured_url()
         where = f" at {describe(url)}" if url else ""
-        raise SystemExit(f"database error: cannot connect to the database{where}: {reason}") from None
+        raise SystemExit(
+            f"database error: cannot connect to the database{where}: {reason}"
+        ) from None
 
 
 if context.is_offline_mode():

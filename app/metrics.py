@@ -23,6 +23,7 @@ app does not set it up (README, "Metrics").
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator, Mapping
 from typing import Final, Protocol
@@ -100,6 +101,7 @@ ENGINE_QUEUE: Final = text(
     """
 )
 QUEUE_STAGES: Final = ("new", "approved", "routed")
+QUEUE_COUNT_SECONDS: Final = 2.0
 
 
 def pool_waiting(engine: AsyncEngine) -> int:
@@ -127,13 +129,23 @@ class AppMetrics(Collector):
         """Count the engine's queue in the database; absent from the output when it cannot."""
         from app.engine.worker import SERVICE_CLAIMS
 
+        self._queue = None
+        pool = self.database.engine.sync_engine.pool
+        if (
+            isinstance(pool, QueuePool)
+            and pool.checkedin() == 0
+            and pool.checkedout() >= pool.size()
+        ):
+            return  # every connection is busy: a scrape must not queue behind requests
         try:
-            async with self.database.transaction(SERVICE_CLAIMS, read_only=True) as tx:
-                row = await tx.first(ENGINE_QUEUE)
-            self._queue = {stage: int(row[stage]) for stage in QUEUE_STAGES} if row else None
+            async with asyncio.timeout(QUEUE_COUNT_SECONDS):
+                async with self.database.transaction(SERVICE_CLAIMS, read_only=True) as tx:
+                    row = await tx.first(ENGINE_QUEUE)
         except Exception as error:  # not migrated, unreachable: /readyz says which
             log.debug("metrics: engine queue not counted: %s", error)
-            self._queue = None
+            return
+        if row is not None:
+            self._queue = {stage: int(row[stage]) for stage in QUEUE_STAGES}
 
     def collect(self) -> Iterator[Metric]:
         engine = self.database.engine

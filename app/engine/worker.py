@@ -269,16 +269,10 @@ class Worker:
                 len(self._owned),
             )
             self._owned.clear()
-        if not self._looked_for_left:
-            # Before this worker takes its first lease, every in-flight order without a live
-            # owner was left by workers that stopped before this one started.
-            async with self._transaction(read_only=True) as conn:
-                found = await conn.execute(FIND_ABANDONED, {"owned": [], "limit": 1_000_000})
-                self._left_before_start = set(found.scalars())
-            self._looked_for_left = True
         self._backlog = False
         work = 0
         for stage in (
+            self._note_left_before_start,
             self._admit_new,
             self._adopt_abandoned,
             self._advance_owned,
@@ -299,6 +293,16 @@ class Worker:
                 # One stage failing (a bug, a venue outage) must not stall the others.
                 log.exception("worker %s: %s failed", self.worker_id, stage.__name__)
         return work
+
+    async def _note_left_before_start(self) -> int:
+        """Once, before this worker takes its first lease: every in-flight order without a
+        live owner then was left by workers that stopped before this one started."""
+        if not self._looked_for_left:
+            async with self._transaction(read_only=True) as conn:
+                found = await conn.execute(FIND_ABANDONED, {"owned": [], "limit": 1_000_000})
+                self._left_before_start = set(found.scalars())
+            self._looked_for_left = True
+        return 0
 
     async def close(self) -> None:
         """Release every lease (by closing the lease connection); idempotent."""
