@@ -153,6 +153,8 @@ class Settings:
     """Serve ``GET /metrics`` (Prometheus text; counts and timings only, no trader data)."""
     log_format: str = "text"
     """``text`` or ``json``: how log lines (the per-request line included) are written."""
+    worker_metrics_port: int | None = None
+    """Where ``python -m app worker`` serves its metrics (engine counters); None: nowhere."""
     otel_traces_exporter: str | None = None
     """OpenTelemetry's own variable: tracing is on when it names an exporter (app/tracing.py)."""
 
@@ -208,6 +210,11 @@ class Settings:
             compiled_queries=_bool(env, "COMPILED_QUERIES", True),
             metrics=_bool(env, "METRICS", True),
             log_format=_choice(env, "LOG_FORMAT", "text", LOG_FORMATS),
+            worker_metrics_port=(
+                _int(env, "WORKER_METRICS_PORT", 0, minimum=1)
+                if _str(env, "WORKER_METRICS_PORT")
+                else None
+            ),
             otel_traces_exporter=_str(env, "OTEL_TRACES_EXPORTER"),
             risk_max_quantity=_int(env, "RISK_MAX_QUANTITY", 100_000, minimum=1),
             risk_max_notional=_decimal(env, "RISK_MAX_NOTIONAL", Decimal("5000000")),

@@ -148,6 +148,7 @@ async def test_worker_with_only_database_url_works_the_configured_database(
         AUTHENTICATOR_PASSWORD="derived-login",
         ENGINE_POLL_SECONDS="0.05",
         VENUE_TICK_SECONDS="0.05",
+        WORKER_METRICS_PORT=str(metrics_port := free_port()),
     )
     log_path = tmp_path / "worker.log"
     with log_path.open("w") as log:
@@ -171,6 +172,16 @@ async def test_worker_with_only_database_url_works_the_configured_database(
                 )
         assert status == "FILLED", log_path.read_text()
         assert not (tmp_path / "data" / "pgdata").exists()  # no embedded server involved
+        # The worker's own counters, on its metrics port.
+        async with httpx.AsyncClient() as http:
+            scraped = await http.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+        fills = [
+            line
+            for line in scraped.text.splitlines()
+            if line.startswith("order_api_engine_fills_total ")
+        ]
+        assert len(fills) == 1, scraped.text
+        assert float(fills[0].split()[1]) >= 1, scraped.text
     finally:
         process.terminate()
         await asyncio.wait_for(process.wait(), 20)

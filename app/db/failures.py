@@ -44,7 +44,10 @@ def connection_failure(error: BaseException) -> str | None:
             return _first_line(current.strerror or str(current)) or type(current).__name__
         if isinstance(current, sa_exc.TimeoutError):
             return "timed out waiting for a connection"
-        current = current.__cause__ or current.__context__
+        # Follow what Python would show: the cause, else the context unless suppressed.
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
     return None
 
 
