@@ -18,7 +18,7 @@ that expose the API port to the internet and scrape elsewhere.
 Several worker processes (uvicorn ``--workers``, or several containers) each count their
 own: Prometheus scrapes each container, or, for workers sharing one port,
 prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) would be needed; the
-app does not set it up (README, "Metrics").
+app does not set it up (README, "Operations").
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -49,6 +50,9 @@ from app.db.session import Database
 log = logging.getLogger(__name__)
 
 PREFIX: Final = "order_api"
+
+# The *_created series (each counter's creation time) double the output and tell nothing here.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus-client
 
 REQUESTS = Counter(
     f"{PREFIX}_requests",

@@ -23,6 +23,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -101,7 +102,7 @@ def operation_label(operation: OperationDefinitionNode) -> str:
 class OperationRecorder(SchemaExtension):
     """Names the operation in the request's record once the document is parsed and valid."""
 
-    def on_execute(self):  # type: ignore[no-untyped-def]  # a generator hook, as Strawberry's own
+    def on_execute(self) -> Iterator[None]:
         context = self.execution_context
         document: DocumentNode | None = context.graphql_document
         if document is not None and not context.pre_execution_errors:
@@ -132,6 +133,11 @@ class RequestTelemetry:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                headers = list(message.get("headers") or [])
+                if not any(name.lower() == b"x-request-id" for name, _ in headers):
+                    # Every answer names the id its log line carries (refusals too).
+                    headers.append((b"x-request-id", record.request_id.encode("latin-1")))
+                    message = {**message, "headers": headers}
             await send(message)
 
         try:

@@ -102,14 +102,18 @@ def instrument_engine(engine: AsyncEngine) -> None:
 
     tracer = _tracer
 
-    def before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool):  # type: ignore[no-untyped-def]
+    def before(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+    ) -> None:
         verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
         span = tracer.start_span(f"db {verb}", kind=SpanKind.CLIENT)
         span.set_attribute("db.system", "postgresql")
         span.set_attribute("db.statement", statement)
         context._otel_span = span
 
-    def after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool):  # type: ignore[no-untyped-def]
+    def after(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+    ) -> None:
         span = getattr(context, "_otel_span", None)
         if span is not None:
             span.end()

@@ -95,7 +95,9 @@ def test_alembic_current_at_a_closed_port_is_one_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "url", ["not a url", "postgresql://u:hunter2@host:notaport/db", "mysql://u:hunter2@h/db"]
 )
-@pytest.mark.parametrize("command", [("app", "serve"), ("app", "worker"), ("alembic", "current")])
+@pytest.mark.parametrize(
+    "command", [("app", "dev"), ("app", "serve"), ("app", "worker"), ("alembic", "current")]
+)
 def test_a_malformed_database_url_is_one_line(
     url: str, command: tuple[str, str], tmp_path: Path
 ) -> None:

@@ -138,3 +138,17 @@ async def test_a_client_operation_name_that_is_not_a_graphql_name_is_not_logged(
         )
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "FAKE LOG LINE" not in text
+
+
+async def test_a_refused_request_is_logged_with_the_id_its_answer_carries(
+    database: Db, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.requests")
+    async with api_client(api_settings(database)) as client:
+        response = await client.post("{ viewer { role } }", token="not-a-token")
+    assert response.status_code == 401
+    request_id = response.headers["x-request-id"]
+    [line] = [r for r in caplog.records if r.name == "app.requests"]
+    assert line.fields["request_id"] == request_id  # type: ignore[attr-defined]
+    assert line.fields["outcome"] == "UNAUTHENTICATED"  # type: ignore[attr-defined]
+    assert "not-a-token" not in line.getMessage()
