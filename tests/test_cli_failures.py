@@ -7,6 +7,7 @@ does, and asserts a non-zero exit, the one line that says what is wrong, and no 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -20,6 +21,8 @@ import httpx
 import pytest
 
 from app.db.migrations import PROJECT_ROOT
+from app.settings import Settings
+from tests.api import make_token
 from tests.conftest import Db
 from tests.sql import as_role
 from tests.test_cli import SECRET, free_port, run_app
@@ -208,12 +211,15 @@ def test_a_taken_port_is_one_line_before_anything_starts(database: Db, tmp_path:
     assert not (tmp_path / "data" / "pgdata").exists()
 
 
-def test_serve_says_ready_only_once_it_listens(database: Db, tmp_path: Path) -> None:
+def test_serve_says_ready_only_once_it_listens_and_logs_json_lines(
+    database: Db, tmp_path: Path
+) -> None:
     port = free_port()
     env = env_without_database(
         tmp_path,
         API_DATABASE_URL=database.api_url.render_as_string(hide_password=False),
         PORT=str(port),
+        LOG_FORMAT="json",
     )
     log_path = tmp_path / "serve.log"
     with log_path.open("w") as log:
@@ -234,6 +240,25 @@ def test_serve_says_ready_only_once_it_listens(database: Db, tmp_path: Path) -> 
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
         text = log_path.read_text()
         assert text.index("Application startup complete") < text.index("Order API ready")
+        token = make_token(Settings(jwt_secret=SECRET), TRADER)
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/graphql",
+            json={"query": "{ viewer { role } }"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=5,
+        )
+        assert answer.status_code == 200
     finally:
         process.terminate()
         process.wait(timeout=20)
+    # Every line is one JSON object, uvicorn's included; one of them is the request's.
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    assert {"time", "level", "logger", "message"} <= set(lines[0])
+    [request] = [line for line in lines if line["logger"] == "app.requests"]
+    assert request["request_id"] == answer.headers["x-request-id"]
+    assert (request["operation"], request["role"], request["status"]) == (
+        "query viewer",
+        "authenticated",
+        200,
+    )
+    assert token not in log_path.read_text()
