@@ -231,12 +231,14 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
         stopped = embedded.stop(settings.data_dir)
         print("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")
         return 0
+    configured = settings.database_url
     settings, _ = _embedded_settings(settings)
     assert settings.database_url is not None
     if args.action == "url":
         print(libpq_url(settings.database_url))
     elif args.action == "upgrade":
-        upgrade_to_head(settings.database_url)
+        with _connecting("DATABASE_URL" if configured else "embedded", configured):
+            upgrade_to_head(settings.database_url)
     elif args.action == "seed":
         load_seed(settings.database_url)
     elif args.action == "psql":

@@ -68,7 +68,7 @@ def run_clean(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
     )
 
 
-@pytest.mark.parametrize("command", ["dev", "serve", "worker"])
+@pytest.mark.parametrize("command", ["dev", "serve", "worker", "db upgrade"])
 def test_a_database_at_a_closed_port_is_one_line_and_a_failure(
     command: str, tmp_path: Path
 ) -> None:
@@ -76,7 +76,8 @@ def test_a_database_at_a_closed_port_is_one_line_and_a_failure(
     env = env_without_database(
         tmp_path, DATABASE_URL=url, AUTHENTICATOR_PASSWORD="pw", PORT=str(free_port())
     )
-    line = assert_one_line(run_clean("app", command, env=env), "cannot connect to the database")
+    result = run_clean("app", *command.split(), env=env)
+    line = assert_one_line(result, "cannot connect to the database")
     assert "connection refused" in line
     assert "127.0.0.1" in line
 
