@@ -19,6 +19,7 @@ label, unlike the client's free-text operationName.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -168,13 +169,11 @@ class RequestTelemetry:
         level = logging.INFO if record.path == "/graphql" else logging.DEBUG
         log.log(
             level,
-            "request %s %s %s role=%s status=%d %s %.1fms",
-            record.request_id,
-            record.path,
-            record.operation,
-            record.role,
-            status,
-            outcome,
-            seconds * 1000,
+            # key=value, so that the text line greps and parses like the JSON one.
+            "request "
+            + " ".join(
+                f"{key}={json.dumps(value) if ' ' in str(value) else value}"
+                for key, value in fields.items()
+            ),
             extra={"fields": fields},
         )
