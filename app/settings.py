@@ -14,6 +14,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import platformdirs
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 APP_ROLES = ("anon", "authenticated", "service_role", "compliance_auditor")
 """The database roles a request may run as; the token's ``role`` claim picks one of them."""
@@ -23,6 +25,8 @@ MIN_HS256_SECRET_LENGTH = 32
 SUPABASE_AUTH_PATH = "/auth/v1"
 """Where a Supabase project serves Auth: its tokens' ``iss``, and its JWKS below it."""
 SUPABASE_JWKS_PATH = SUPABASE_AUTH_PATH + "/.well-known/jwks.json"
+
+LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
@@ -77,6 +81,32 @@ def _decimal(env: Mapping[str, str], name: str, default: Decimal) -> Decimal:
 def _str(env: Mapping[str, str], name: str) -> str | None:
     raw = env.get(name)
     return raw if raw else None
+
+
+def _postgres_url(env: Mapping[str, str], name: str) -> str | None:
+    """A PostgreSQL connection URL, refused here when malformed. The message never repeats the
+    value: it may hold a password."""
+    raw = _str(env, name)
+    if raw is None:
+        return None
+    try:
+        backend = make_url(raw).get_backend_name()
+    except (ValueError, ArgumentError):  # unparsable, or a port that is not a number
+        backend = None
+    if backend not in ("postgresql", "postgres"):
+        raise SettingsError(
+            f"{name} is not a PostgreSQL URL; expected postgresql://user:password@host:port/database"
+        )
+    return raw
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {env.get(name)!r}")
+    return raw
 
 
 def _csv(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -201,6 +231,16 @@ class Settings:
     compiled_queries: bool = True
     """Answer hot read queries with one SQL statement (graphql/compiled.py); off = resolvers only."""
 
+    # --- operations ----------------------------------------------------------
+    metrics: bool = True
+    """Serve ``GET /metrics`` (Prometheus text; counts and timings only, no trader data)."""
+    log_format: str = "text"
+    """``text`` or ``json``: how log lines (the per-request line included) are written."""
+    worker_metrics_port: int | None = None
+    """Where ``python -m app worker`` serves its metrics (engine counters); None: nowhere."""
+    otel_traces_exporter: str | None = None
+    """OpenTelemetry's own variable: tracing is on when it names an exporter (app/tracing.py)."""
+
     # --- execution engine ----------------------------------------------------
     risk_max_quantity: int = 100_000
     risk_max_notional: Decimal = Decimal("5000000")
@@ -230,8 +270,8 @@ class Settings:
         auth_url = None if supabase_url is None else supabase_url + SUPABASE_AUTH_PATH
         jwks_url = None if supabase_url is None else supabase_url + SUPABASE_JWKS_PATH
         return cls(
-            database_url=_str(env, "DATABASE_URL"),
-            api_database_url=_str(env, "API_DATABASE_URL"),
+            database_url=_postgres_url(env, "DATABASE_URL"),
+            api_database_url=_postgres_url(env, "API_DATABASE_URL"),
             data_dir=Path(data_dir) if data_dir else Path(platformdirs.user_data_dir("order-api")),
             authenticator_password=_str(env, "AUTHENTICATOR_PASSWORD"),
             db_pool_size=_int(env, "DB_POOL_SIZE", 10, minimum=1),
@@ -257,6 +297,14 @@ class Settings:
             max_document_bytes=_int(env, "MAX_DOCUMENT_BYTES", 20_000, minimum=100),
             max_order_quantity=_int(env, "MAX_ORDER_QUANTITY", 1_000_000, minimum=1),
             compiled_queries=_bool(env, "COMPILED_QUERIES", True),
+            metrics=_bool(env, "METRICS", True),
+            log_format=_choice(env, "LOG_FORMAT", "text", LOG_FORMATS),
+            worker_metrics_port=(
+                _int(env, "WORKER_METRICS_PORT", 0, minimum=1)
+                if _str(env, "WORKER_METRICS_PORT")
+                else None
+            ),
+            otel_traces_exporter=_str(env, "OTEL_TRACES_EXPORTER"),
             risk_max_quantity=_int(env, "RISK_MAX_QUANTITY", 100_000, minimum=1),
             risk_max_notional=_decimal(env, "RISK_MAX_NOTIONAL", Decimal("5000000")),
             risk_symbols=tuple(s.upper() for s in _csv(env, "RISK_SYMBOLS", ())),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -1032,3 +1033,100 @@ async def test_a_worker_at_its_in_flight_limit_leaves_new_orders_to_others(
 
     await other.run_once()
     assert other.owned == {second}
+
+
+# --- how takeovers are logged ----------------------------------------------------------------
+# Both kinds write the RECOVERED row; the log level tells an operator whether something went
+# wrong while the engine ran (a peer died) or a worker simply started after another.
+
+
+def _takeover_lines(caplog: pytest.LogCaptureFixture, order_id: uuid.UUID) -> list[tuple[int, str]]:
+    return [
+        (r.levelno, r.getMessage())
+        for r in caplog.records
+        if r.name == "app.engine.worker"
+        and str(order_id) in r.getMessage()
+        and ("resumed" in r.getMessage() or "recovered" in r.getMessage())
+    ]
+
+
+async def test_a_starting_worker_resumes_quietly_and_a_running_one_warns(
+    make_worker: MakeWorker,
+    owner_conn: asyncpg.Connection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.engine.worker")
+    # ACME is always 100.00: a limit buy at 50.00 stays at the venue.
+    left = await place(owner_conn, order_type="LIMIT", price="50.00")
+    first = make_worker(worker_id="first")
+    await first.run_once()
+    assert left in first.owned
+    await first.close()  # stopped with the order in flight
+
+    successor = make_worker(worker_id="successor")
+    await successor.run_once()
+    assert left in successor.owned
+    assert _takeover_lines(caplog, left) == [
+        (logging.INFO, f"order {left}: resumed (left in flight before this worker started)")
+    ]
+
+    # A peer that takes an order while the successor runs, then dies.
+    peer_order = await place(owner_conn, order_type="LIMIT", price="50.00")
+    peer = make_worker(worker_id="peer")
+    await peer.run_once()
+    assert peer_order in peer.owned
+    await peer.close()
+    await successor.run_once()
+    assert peer_order in successor.owned
+    assert _takeover_lines(caplog, peer_order) == [
+        (logging.WARNING, f"order {peer_order}: recovered from an interrupted worker")
+    ]
+    recovered = await owner_conn.fetchval(
+        "SELECT count(*) FROM execution_logs WHERE action = 'RECOVERED' AND order_id = ANY($1)",
+        [left, peer_order],
+    )
+    assert recovered == 2  # both takeovers are in the audit trail
+
+
+async def _routed_elsewhere(conn: asyncpg.Connection, order_id: uuid.UUID) -> None:
+    """Approved and routed by someone else (as the dev seed does), with no lease held."""
+    async with as_role(conn, "service_role", commit=True):
+        await conn.execute("UPDATE orders SET approved_at = now() WHERE id = $1", order_id)
+        await conn.execute("UPDATE orders SET routed_at = now() WHERE id = $1", order_id)
+
+
+async def test_a_venue_without_a_record_warns_unless_the_order_predates_its_records(
+    make_worker: MakeWorker,
+    make_venue: MakeVenue,
+    owner_conn: asyncpg.Connection,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.engine.worker")
+    before = await place(owner_conn, order_type="LIMIT", price="50.00")
+    await _routed_elsewhere(owner_conn, before)
+    await asyncio.sleep(0.05)
+    venue = make_venue(path=tmp_path / "new-venue.sqlite3", clock=None)
+    await asyncio.sleep(0.05)
+    after = await place(owner_conn, order_type="LIMIT", price="50.00")
+    await _routed_elsewhere(owner_conn, after)
+
+    worker = make_worker(venue=venue)
+    await worker.run_once()  # adopts both
+    await worker.run_once()  # polls: the venue knows neither, both are re-sent
+    lines = [
+        (r.levelno, r.getMessage())
+        for r in caplog.records
+        if "venue Mock" in r.getMessage() and ("record" in r.getMessage())
+    ]
+    assert (
+        logging.INFO,
+        f"order {before}: routed before venue Mock kept records; sent the remaining 50 to it",
+    ) in lines
+    assert (
+        logging.WARNING,
+        f"order {after}: venue Mock had no record; re-sent 50 remaining",
+    ) in lines
+    # The venue's records start when its file was created, and stay so when reopened.
+    again = make_venue(path=tmp_path / "new-venue.sqlite3", clock=None)
+    assert again.records_since == venue.records_since

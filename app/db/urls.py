@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from sqlalchemy.engine import URL, make_url
 
+from app.settings import Settings, SettingsError
+
 _LIBPQ_ONLY_QUERY_KEYS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "channel_binding")
 
 
@@ -39,3 +41,21 @@ def libpq_url(url: str | URL) -> str:
 def with_user(url: str | URL, user: str, password: str | None = None) -> URL:
     parsed = make_url(url) if isinstance(url, str) else url
     return parsed.set(username=user, password=password)
+
+
+def api_database_url(settings: Settings) -> str | None:
+    """The API's and engine's login: ``API_DATABASE_URL``, else derived from ``DATABASE_URL``
+    as ``authenticator`` with ``AUTHENTICATOR_PASSWORD`` (as migrations set it up); None when
+    neither URL is set (the embedded server). With ``DATABASE_URL`` but no way to log in as
+    authenticator, refuses rather than fall back to another database."""
+    if settings.api_database_url is not None:
+        return settings.api_database_url
+    if settings.database_url is None:
+        return None
+    if settings.authenticator_password is None:
+        raise SettingsError(
+            "API_DATABASE_URL is not set: with DATABASE_URL set, set API_DATABASE_URL to the"
+            " 'authenticator' login, or AUTHENTICATOR_PASSWORD to derive it from DATABASE_URL"
+        )
+    derived = with_user(settings.database_url, "authenticator", settings.authenticator_password)
+    return derived.render_as_string(hide_password=False)

@@ -131,6 +131,12 @@ _SCHEMA: Final = (
     )
     """,
     "CREATE INDEX IF NOT EXISTS orders_open ON orders (order_id) WHERE status = 'open'",
+    """
+    CREATE TABLE IF NOT EXISTS venue_state (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )
+    """,
 )
 
 
@@ -344,6 +350,15 @@ class PaperVenue:
             try:
                 for statement in _SCHEMA:
                     conn.execute(statement)
+                conn.execute(
+                    "INSERT OR IGNORE INTO venue_state (key, value) VALUES ('records_since', ?)",
+                    (self._clock().isoformat(),),
+                )
+                (since,) = conn.execute(
+                    "SELECT value FROM venue_state WHERE key = 'records_since'"
+                ).fetchone()
+                self.records_since = datetime.fromisoformat(since)
+                """When this venue's records begin: it cannot know an order routed earlier."""
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise

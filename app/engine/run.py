@@ -19,6 +19,22 @@ from app.settings import Settings, SettingsError
 
 
 async def _serve(settings: Settings) -> None:
+    if settings.worker_metrics_port is not None:
+        # The engine's counters (fills, venue retries, failed passes) live in this process.
+        from prometheus_client import start_http_server
+
+        from app.serving import PortUnavailable
+
+        try:
+            start_http_server(settings.worker_metrics_port, addr=settings.host)
+        except OSError as error:
+            where = f"{settings.host}:{settings.worker_metrics_port}"
+            raise PortUnavailable(
+                f"cannot serve metrics on {where} (WORKER_METRICS_PORT): {error.strerror}"
+            ) from None
+        logging.getLogger(__name__).info(
+            "metrics on http://%s:%d/metrics", settings.host, settings.worker_metrics_port
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

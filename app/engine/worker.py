@@ -73,12 +73,15 @@ from types import MappingProxyType
 from typing import Any, Final, Protocol, runtime_checkable
 from uuid import UUID
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app import metrics
 from app.auth.claims import Claims
+from app.db import migrations, readiness
 from app.db.session import Database, DatabaseUnavailable, create_engine
-from app.db.urls import async_url
+from app.db.urls import api_database_url, async_url
 from app.engine import ledger
 from app.engine.leases import FIND_ABANDONED, LEASE_NAMESPACE, Leases, lease_key
 from app.engine.ledger import OrderRow, close_order, insert_fills
@@ -134,6 +137,30 @@ class PriceSource(Protocol):
     def reference_price(self, symbol: str) -> Decimal: ...
 
 
+class DatabaseNotReady(Exception):
+    """The database answers but is not at the revision this code expects."""
+
+    def __init__(self, state: readiness.Readiness) -> None:
+        super().__init__(state.describe())
+        self.state = state
+
+
+def _database_state(error: Exception) -> readiness.Readiness | None:
+    """What a failed pass says of the database; None when it says nothing (a bug)."""
+    if isinstance(error, DatabaseNotReady):
+        return error.state
+    reason = readiness.is_unreachable(error)
+    return None if reason is None else readiness.Readiness("unreachable", detail=reason)
+
+
+@runtime_checkable
+class RecordKeeper(Protocol):
+    """A venue that knows since when it keeps records (the paper venue does): an order
+    routed before then was never known to it, which is no sign of a lost order."""
+
+    records_since: datetime
+
+
 def _refusal_reason(refusal: VenueError | VenueRejection) -> str:
     """The ``status_reason`` recorded for a venue's refusal: its message, else its code."""
     return refusal.message or refusal.code
@@ -177,6 +204,11 @@ class Worker:
         self._sweep_since: datetime | None = None
         self._venue_cancelled: dict[UUID, datetime] = {}
         """Final orders cancelled at the venue by this process (and their updated_at)."""
+        self._head = migrations.head_revision()
+        self._left_before_start: set[UUID] = set()
+        self._looked_for_left = False
+        """In-flight orders no live worker owned when this one started (see ``_adopt``)."""
+        self._database_state = readiness.StateLog(log, f"worker {worker_id}")
 
     @property
     def owned(self) -> frozenset[UUID]:
@@ -186,7 +218,12 @@ class Worker:
     # --- loop -------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Work until ``stop`` is set; in-flight orders are then left to other workers."""
+        """Work until ``stop`` is set; in-flight orders are then left to other workers.
+
+        A failing pass (database unreachable or not migrated, a bug) is retried with
+        exponential backoff up to ``_MAX_FAILURE_DELAY_SECONDS``. The database's state is
+        logged when it changes, not on every retry; a bug keeps its traceback.
+        """
         log.info("worker %s started", self.worker_id)
         failures = 0
         try:
@@ -195,17 +232,23 @@ class Worker:
                 try:
                     await self.run_once()
                     failures = 0
-                except Exception:
-                    # The database is down, or a bug: nothing is lost (the state is in the
-                    # database), so back off and try again rather than die.
+                    self._database_state.report(readiness.Readiness("ready"))
+                except Exception as error:
+                    # Nothing is lost (the state is in the database): back off and try again
+                    # rather than die.
                     failures += 1
                     delay = min(delay * 2**failures, _MAX_FAILURE_DELAY_SECONDS)
-                    log.exception(
-                        "worker %s: pass failed (%d in a row); next try in %.1fs",
-                        self.worker_id,
-                        failures,
-                        delay,
-                    )
+                    metrics.ENGINE_PASS_FAILURES.inc()
+                    state = _database_state(error)
+                    if state is not None:
+                        self._database_state.report(state)
+                    else:
+                        log.exception(
+                            "worker %s: pass failed (%d in a row); next try in %.1fs",
+                            self.worker_id,
+                            failures,
+                            delay,
+                        )
                     self._backlog = False
                 if self._backlog:
                     await asyncio.sleep(0)  # more new orders are waiting: no pause
@@ -229,6 +272,7 @@ class Worker:
         self._backlog = False
         work = 0
         for stage in (
+            self._note_left_before_start,
             self._admit_new,
             self._adopt_abandoned,
             self._advance_owned,
@@ -238,10 +282,27 @@ class Worker:
                 work += await stage()
             except DatabaseUnavailable:
                 raise  # every later stage would fail the same way
+            except sa_exc.DBAPIError:
+                # The database refused a statement: if it is not at the revision this code
+                # expects (tables missing, say), every stage would fail the same way too.
+                state = await readiness.check(self.database.engine, self._head)
+                if not state.ready:
+                    raise DatabaseNotReady(state) from None
+                log.exception("worker %s: %s failed", self.worker_id, stage.__name__)
             except Exception:
                 # One stage failing (a bug, a venue outage) must not stall the others.
                 log.exception("worker %s: %s failed", self.worker_id, stage.__name__)
         return work
+
+    async def _note_left_before_start(self) -> int:
+        """Once, before this worker takes its first lease: every in-flight order without a
+        live owner then was left by workers that stopped before this one started."""
+        if not self._looked_for_left:
+            async with self._transaction(read_only=True) as conn:
+                found = await conn.execute(FIND_ABANDONED, {"owned": [], "limit": 1_000_000})
+                self._left_before_start = set(found.scalars())
+            self._looked_for_left = True
+        return 0
 
     async def close(self) -> None:
         """Release every lease (by closing the lease connection); idempotent."""
@@ -355,7 +416,15 @@ class Worker:
             elif self._leases.connected:
                 await self._leases.release(order_id)
         if adopted:
-            log.warning("order %s: recovered from an interrupted worker", order_id)
+            if order_id in self._left_before_start:
+                # Left in flight before this worker started (a restart, a deploy, the dev
+                # seed): resuming them is a starting worker's routine; the RECOVERED row
+                # records the takeover all the same.
+                log.info("order %s: resumed (left in flight before this worker started)", order_id)
+            else:
+                # A worker stopped while this one ran: a peer crashed or lost its connection.
+                log.warning("order %s: recovered from an interrupted worker", order_id)
+            self._left_before_start.discard(order_id)
             return 1
         return 0
 
@@ -445,6 +514,7 @@ class Worker:
             if current is None or not current.in_flight or current.routed_at is not None:
                 return 0
             await conn.execute(ledger.RETRY, {"id": order.id, "code": code, "reason": reason})
+        metrics.ENGINE_RETRIES.labels(code).inc()
         log.warning(
             "order %s: venue attempt %d failed (%s); will retry",
             order.id,
@@ -494,12 +564,25 @@ class Worker:
             if current is None or current.final:
                 return 0
             await conn.execute(ledger.RECOVERED, {"id": order.id, "reason": RESENT_UNKNOWN})
-        log.warning(
-            "order %s: venue %s had no record; re-sent %d remaining",
-            order.id,
-            self.venue.name,
-            remaining,
-        )
+        if (
+            isinstance(self.venue, RecordKeeper)
+            and order.routed_at is not None
+            and order.routed_at < self.venue.records_since
+        ):
+            # Routed before this venue existed (the dev seed's orders): nothing was lost.
+            log.info(
+                "order %s: routed before venue %s kept records; sent the remaining %d to it",
+                order.id,
+                self.venue.name,
+                remaining,
+            )
+        else:
+            log.warning(
+                "order %s: venue %s had no record; re-sent %d remaining",
+                order.id,
+                self.venue.name,
+                remaining,
+            )
         return 1
 
     async def _apply_report(self, order: OrderRow, report: ExecutionReport) -> int:
@@ -666,6 +749,9 @@ class Worker:
         inserted = await insert_fills(conn, order.id, executions)
         if not inserted:
             return order, 0
+        # Counted when written; a transaction that then rolls back is retried and counts
+        # again, which the counter's rate tolerates.
+        metrics.ENGINE_FILLS.inc(inserted)
         current = await self._lock(conn, order.id)
         assert current is not None  # locked by this transaction, so still there
         return current, inserted
@@ -681,8 +767,9 @@ def default_worker_id() -> str:
 
 
 async def _api_database_url(settings: Settings) -> URL:
-    if settings.api_database_url is not None:
-        return async_url(settings.api_database_url)
+    configured = api_database_url(settings)
+    if configured is not None:
+        return async_url(configured)
     from app.db import embedded
 
     server = await asyncio.to_thread(embedded.start, settings.data_dir)

@@ -31,6 +31,7 @@ from strawberry.schema import BaseSchema
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UnsetType
 
+from app import telemetry
 from app.auth.claims import Claims
 from app.auth.jwt import InvalidToken, TokenVerifier, bearer_token
 from app.db.change_feed import ChangeFeed
@@ -93,6 +94,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             # Refused before execution (bad token, oversized or malformed request): still a
             # GraphQL-shaped body with the contract's code, so clients need one error path.
             response = _refusal_response(refusal)
+            telemetry.note(codes=[_REFUSAL_CODES.get(refusal.status_code, "BAD_USER_INPUT")])
         await response(scope, receive, send)
 
     async def _compiled_response(self, request: Request) -> Response | None:
@@ -120,6 +122,9 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         if bound is None:
             return None  # unusual arguments: the resolvers give the precise error
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        telemetry.note(
+            request_id=request_id, role=claims.role, operation=plan.operation, operation_name=name
+        )
         headers = {"x-request-id": request_id}
         try:
             raw = await self.database.read_json(claims, *bound)
@@ -167,6 +172,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             # WebSocket callers authenticate in connection_init (subscriptions).
             claims = Claims.anonymous()
         request.state.request_id = request_id
+        telemetry.note(request_id=request_id, role=claims.role)
         context = Context(claims=claims, settings=self.settings, request_id=request_id)
         if isinstance(response, Response):
             response.headers["x-request-id"] = request_id
@@ -248,6 +254,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         request_id = getattr(request.state, "request_id", "")
         response: GraphQLHTTPResponse = {"data": result.data}
         if result.errors:
+            telemetry.note(codes=[code_of(error) for error in result.errors])
             log_unexpected(result.errors, request_id)
             response["errors"] = [format_error(error, request_id) for error in result.errors]
         if result.extensions:

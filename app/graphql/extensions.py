@@ -23,6 +23,7 @@ from strawberry.extensions.max_aliases import create_validator as max_aliases_ru
 from strawberry.extensions.query_depth_limiter import create_validator as max_depth_rule
 
 from app.settings import Settings
+from app.telemetry import OperationRecorder
 
 CACHE_SIZE = 512
 
@@ -41,4 +42,6 @@ def extensions_for(settings: Settings) -> list[Callable[[], SchemaExtension]]:
         partial(ParserCache, maxsize=CACHE_SIZE),
         partial(AddValidationRules, rules),
         partial(ValidationCache, maxsize=CACHE_SIZE),
+        # Names the operation in the request's log line and metrics (app/telemetry.py).
+        OperationRecorder,
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 from uuid import UUID
 
 import strawberry
@@ -31,6 +32,7 @@ from app.orders.errors import InvalidInput
 from app.settings import Settings
 
 MAX_PAGE = 100
+_REASON = f"At most {validation.MAX_REASON_LENGTH} characters, kept in the audit trail."
 
 
 def _first(first: int | None, default: int) -> int:
@@ -146,7 +148,10 @@ class Mutation:
 
     @strawberry.mutation(description="The owner cancels a PENDING or PARTIAL order.")
     async def cancel_order(
-        self, info: Info[Context, None], id: UUID, reason: str | None = None
+        self,
+        info: Info[Context, None],
+        id: UUID,
+        reason: Annotated[str | None, strawberry.argument(description=_REASON)] = None,
     ) -> Order:
         return Order.from_row(
             await service.cancel_order(info.context.tx, order_id=id, reason=reason)
@@ -174,8 +179,14 @@ class Mutation:
         self,
         info: Info[Context, None],
         id: UUID,
-        reason: str,
-        error_code: str | None = None,
+        reason: Annotated[str, strawberry.argument(description=_REASON)],
+        error_code: Annotated[
+            str | None,
+            strawberry.argument(
+                description=f"Optional; at most {validation.MAX_ERROR_CODE_LENGTH} characters"
+                " (the venue's or the risk check's code, e.g. INSUFFICIENT_FUNDS)."
+            ),
+        ] = None,
     ) -> Order:
         row = await service.reject_order(
             info.context.tx, order_id=id, reason=reason, error_code=error_code

@@ -35,7 +35,7 @@ import logging
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Annotated, Any, cast
 from uuid import UUID
 
 import strawberry
@@ -43,13 +43,14 @@ from sqlalchemy.engine import RowMapping
 from strawberry.types import Info
 from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
 
+from app import metrics
 from app.auth.claims import Claims
 from app.db.change_feed import ChangeFeed, FeedStopped, Missed
 from app.db.session import Database, DatabaseUnavailable
 from app.graphql.context import Context
 from app.graphql.types import Order
 from app.orders import queries
-from app.orders.errors import OrderError, Unauthenticated
+from app.orders.errors import InvalidInput, OrderError, OrderNotFound, Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +193,8 @@ def _expired(claims: Claims, leeway_seconds: int) -> bool:
 
 
 async def _updates(
-    info: Info[Context, None], claims: Claims, order_id: UUID | None
-) -> AsyncGenerator[Order | UpdatesMissed, None]:
+    info: Info[Context, None], claims: Claims, order_id: UUID | None, snapshot: bool
+) -> AsyncGenerator[Order | UpdatesMissed | OrderNotFound, None]:
     context = info.context
     feed = _feed(context)
     root = info.selected_fields[0].selections if info.selected_fields else []
@@ -203,43 +204,59 @@ async def _updates(
     # Registered here, in the generator's body, so that the finally of the with block always
     # unregisters it (a generator that never started would not run its finally).
     with feed.changes.subscribe(order_id=order_id, trader_id=trader_id) as subscriber:
+        # The snapshot is read once subscribed: a change committed meanwhile is then both in
+        # it and in the feed, never in neither.
+        initial = order_id if snapshot else None
         while True:
-            try:
-                event = await subscriber.get()
-            except FeedStopped:
-                return  # the server is shutting down: the stream completes
-            if _expired(claims, context.settings.jwt_leeway_seconds):
-                # The connection is closed at expiry as well; this covers the moment between.
-                raise Unauthenticated("the token expired")
-            if isinstance(event, Missed):
-                yield UpdatesMissed()
-                if order_id is None:
-                    continue
-                target, tick = order_id, event.tick
+            if initial is not None:
+                target, tick = initial, feed.changes.tick
             else:
-                target, tick = event.order_id, event.tick
+                try:
+                    event = await subscriber.get()
+                except FeedStopped:
+                    return  # the server is shutting down: the stream completes
+                if _expired(claims, context.settings.jwt_leeway_seconds):
+                    # The connection is closed at expiry as well; this covers the moment between.
+                    raise Unauthenticated("the token expired")
+                if isinstance(event, Missed):
+                    metrics.SUBSCRIPTION_GAPS.labels(event.reason).inc()
+                    yield UpdatesMissed()
+                    if order_id is None:
+                        continue
+                    target, tick = order_id, event.tick
+                else:
+                    target, tick = event.order_id, event.tick
             try:
-                snapshot = await feed.read(
+                read = await feed.read(
                     claims, target, fresh_from=tick, fills=wants_fills, logs=wants_logs
                 )
             except DatabaseUnavailable as error:
                 # The database is away: the change is read again once it answers, and the feed
                 # then sends this subscriber the one gap signal of the outage.
                 log.info("subscription %s: re-read failed (%s)", context.request_id, error)
-                subscriber.retry_later(target, tick)
+                if initial is None:
+                    subscriber.retry_later(target, tick)
                 await _until_answering(feed.changes)
                 continue
-            if snapshot is None:
+            if initial is not None and read is None:
+                # Asked for the order's state, and there is none to see: as order(id:) null.
+                yield OrderNotFound(initial)
+                return
+            initial = None
+            if read is None:
                 continue  # not the subscriber's to see
             # The fields resolve after the yield, without a transaction: hand them the rows
             # read above (context is this operation's own, see graphql/websocket.py).
             primed = []
-            for loader, rows in ((context.fills, snapshot.fills), (context.logs, snapshot.logs)):
+            for loader, rows in (
+                (context.fills, read.fills),
+                (context.logs, read.logs),
+            ):
                 if rows is not None:
                     loader.prime(target, list(rows), force=True)
                     primed.append(loader)
             try:
-                yield Order.from_row(snapshot.order)
+                yield Order.from_row(read.order)
             finally:
                 # Nothing of this event is kept for the next one, or past the subscription.
                 for loader in primed:
@@ -261,14 +278,27 @@ class Subscription:
         " SERVICE_UNAVAILABLE and extensions.reason UPDATES_MISSED, and goes on."
     )
     async def order_updates(
-        self, info: Info[Context, None], order_id: UUID | None = None
+        self,
+        info: Info[Context, None],
+        order_id: UUID | None = None,
+        snapshot: Annotated[
+            bool,
+            strawberry.argument(
+                description="With orderId: first send the order's current state (NOT_FOUND"
+                " if the caller cannot see it), then its changes, so no change falls between"
+                " a query and the subscription. Not allowed without orderId: query orders for"
+                " the current state of all of them."
+            ),
+        ] = False,
     ) -> AsyncGenerator[Order, None]:
         # A coroutine returning the stream, not a generator itself: refusals raised here
         # reach the client as the protocol's "error" message before the stream starts.
         claims = info.context.claims
         if claims.role == "anon" or _expired(claims, info.context.settings.jwt_leeway_seconds):
             raise Unauthenticated("subscriptions need a valid token")
+        if snapshot and order_id is None:
+            raise InvalidInput("snapshot", "snapshot needs orderId; query orders for all orders")
         _feed(info.context)
         # graphql-core turns a yielded exception into an error for that one event (see
         # UpdatesMissed); the schema's type stays Order.
-        return cast(AsyncGenerator[Order, None], _updates(info, claims, order_id))
+        return cast(AsyncGenerator[Order, None], _updates(info, claims, order_id, snapshot))

@@ -13,6 +13,8 @@ from strawberry.types import Info
 
 from app.graphql.context import Context
 from app.models.order import ActionEnum, OrderStatusEnum, OrderTypeEnum
+from app.orders import validation
+from app.settings import Settings
 
 
 @strawberry.enum
@@ -175,36 +177,99 @@ class Viewer:
     role: str
 
 
-@strawberry.input
+# Input rules, as GraphiQL shows them. The bounds come from where they are enforced
+# (orders/validation.py, settings.py), so a description cannot drift from the check.
+_MONEY = f"Decimal string, greater than 0, at most {validation.MAX_PRICE}, at most 2 decimal places"
+_TIMESTAMP = "ISO 8601 with a UTC offset (e.g. 2030-01-01T00:00:00Z)"
+
+
+def _setting(name: str, attribute: str) -> str:
+    """A bound that comes from a setting: its variable and default (the server may differ)."""
+    default = getattr(Settings, attribute)
+    shown = f"{default:,}" if isinstance(default, int | Decimal) else str(default)
+    return f"{name} (default {shown})"
+
+
+@strawberry.input(description="Which orders to list; every field given must match.")
 class OrderFilter:
     trader_id: UUID | None = strawberry.field(
         default=None,
         description="Only meaningful for roles that see more than one trader"
         " (service_role, compliance_auditor).",
     )
-    status: list[OrderStatus] | None = None
-    symbol: str | None = None
-    side: OrderSide | None = None
+    status: list[OrderStatus] | None = strawberry.field(
+        default=None, description="Any of these statuses."
+    )
+    symbol: str | None = strawberry.field(
+        default=None, description="Exact symbol, same format as SubmitOrderInput.symbol."
+    )
+    side: OrderSide | None = strawberry.field(default=None, description="Only this side.")
 
 
-@strawberry.input
+@strawberry.input(
+    description="A new order. Which fields an order type takes: MARKET takes no price;"
+    " LIMIT and STOP need a price (the limit price; the stop's trigger price)."
+)
 class SubmitOrderInput:
-    symbol: str
-    side: OrderSide
-    quantity: int
-    order_type: OrderType
-    price: Decimal | None = None
-    stop_loss: Decimal | None = None
-    take_profit: Decimal | None = None
-    expires_at: datetime | None = None
-    client_order_id: str | None = None
+    symbol: str = strawberry.field(
+        description="1 to 10 characters of A-Z, 0-9, '.' and '-' (lower case is upper-cased,"
+        " surrounding spaces are trimmed), e.g. AAPL, BRK.B."
+    )
+    side: OrderSide = strawberry.field(description="BUY or SELL.")
+    quantity: int = strawberry.field(
+        description="Whole shares, 1 to "
+        + _setting("MAX_ORDER_QUANTITY", "max_order_quantity")
+        + ". The execution engine's risk check then rejects orders above "
+        + _setting("RISK_MAX_QUANTITY", "risk_max_quantity")
+        + " shares or a notional above "
+        + _setting("RISK_MAX_NOTIONAL", "risk_max_notional")
+        + "."
+    )
+    order_type: OrderType = strawberry.field(
+        description="MARKET: no price. LIMIT, STOP: price required."
+    )
+    price: Decimal | None = strawberry.field(
+        default=None,
+        description=f"LIMIT and STOP only (required there; refused for MARKET). {_MONEY}.",
+    )
+    stop_loss: Decimal | None = strawberry.field(
+        default=None,
+        description=f"Optional. {_MONEY}. For a BUY below the price and below takeProfit;"
+        " for a SELL above them.",
+    )
+    take_profit: Decimal | None = strawberry.field(
+        default=None,
+        description=f"Optional. {_MONEY}. For a BUY above the price and above stopLoss;"
+        " for a SELL below them.",
+    )
+    expires_at: datetime | None = strawberry.field(
+        default=None,
+        description=f"Optional; in the future, {_TIMESTAMP}. Unfilled by then: CANCELLED"
+        " with reason 'expired'.",
+    )
+    client_order_id: str | None = strawberry.field(
+        default=None,
+        description="Optional idempotency key: 1 to 64 printable ASCII characters, unique per"
+        " trader. Submitting the same key with the same content returns the existing order;"
+        " with different content it is a CONFLICT.",
+    )
 
 
-@strawberry.input
+@strawberry.input(description="A fill reported by the venue (execution engine only).")
 class RecordFillInput:
-    order_id: UUID
-    quantity_filled: int
-    price_at_fill: Decimal
-    venue: str
-    commission: Decimal | None = None
-    timestamp: datetime | None = None
+    order_id: UUID = strawberry.field(description="An approved order that is not final.")
+    quantity_filled: int = strawberry.field(
+        description="Whole shares, at least 1, at most what is left of the order."
+    )
+    price_at_fill: Decimal = strawberry.field(description=f"{_MONEY}.")
+    venue: str = strawberry.field(
+        description=f"1 to {validation.MAX_VENUE_LENGTH} characters (trimmed)."
+    )
+    commission: Decimal | None = strawberry.field(
+        default=None,
+        description=f"Optional, default 0. Decimal string, 0 to {validation.MAX_PRICE},"
+        " at most 2 decimal places.",
+    )
+    timestamp: datetime | None = strawberry.field(
+        default=None, description=f"Optional, default now; not in the future, {_TIMESTAMP}."
+    )

@@ -1,0 +1,183 @@
+"""``GET /metrics``: what an operator graphs and alerts on, in Prometheus' text format.
+
+Two kinds of series:
+
+- **Counted as things happen**, process-wide, in prometheus-client's default registry
+  (with its process and Python collectors): requests by operation and outcome and their
+  latency (app/telemetry.py), subscription gap signals (graphql/subscriptions.py), the
+  engine's fills and venue retries (engine/worker.py).
+- **Read when scraped**, from the objects of one app (``AppCollector``): the connection pool
+  (in use, waiting), the change feed (reading, subscribers) and the engine's queue
+  (orders waiting, per stage, counted in the database as service_role).
+
+Nothing here carries trader data: labels are operation names from the schema (bounded by
+it, never the client's free text), outcome codes, stages and reasons. Every series is an
+aggregate, so ``/metrics`` needs no token; ``METRICS=false`` turns it off for deployments
+that expose the API port to the internet and scrape elsewhere.
+
+Several worker processes (uvicorn ``--workers``, or several containers) each count their
+own: Prometheus scrapes each container, or, for workers sharing one port,
+prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) would be needed; the
+app does not set it up (README, "Operations").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Final
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.db.change_feed import ChangeFeed
+from app.db.session import Database
+
+log = logging.getLogger(__name__)
+
+PREFIX: Final = "order_api"
+
+# The *_created series (each counter's creation time) double the output and tell nothing here.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus-client
+
+REQUESTS = Counter(
+    f"{PREFIX}_requests",
+    "GraphQL HTTP requests, by operation (type and root fields) and outcome"
+    " (ok, the client error code, or server_error).",
+    ["operation", "outcome"],
+)
+REQUEST_SECONDS = Histogram(
+    f"{PREFIX}_request_duration_seconds",
+    "GraphQL HTTP request latency, from the first byte read to the last byte sent.",
+    ["operation"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+SUBSCRIPTION_GAPS = Counter(
+    f"{PREFIX}_subscription_gaps",
+    "UPDATES_MISSED signals sent to subscribers, by reason (lagged: a slow subscriber's"
+    " mailbox overflowed; outage: the change feed could not be read for a while, one signal"
+    " per subscriber once it can again).",
+    ["reason"],
+)
+ENGINE_FILLS = Counter(f"{PREFIX}_engine_fills", "Fills the execution engine recorded.")
+ENGINE_RETRIES = Counter(
+    f"{PREFIX}_engine_venue_retries",
+    "Venue submissions that failed transiently and were scheduled again, by the venue's code.",
+    ["code"],
+)
+ENGINE_PASS_FAILURES = Counter(
+    f"{PREFIX}_engine_pass_failures",
+    "Engine passes that failed as a whole (database unreachable, not migrated, a bug).",
+)
+
+
+# Orders the engine has yet to finish, per stage: one statement, read as service_role.
+ENGINE_QUEUE: Final = text(
+    """
+    SELECT count(*) FILTER (WHERE approved_at IS NULL AND status = 'PENDING') AS new,
+           count(*) FILTER (WHERE approved_at IS NOT NULL AND routed_at IS NULL) AS approved,
+           count(*) FILTER (WHERE routed_at IS NOT NULL) AS routed
+      FROM orders WHERE status IN ('PENDING', 'PARTIAL')
+    """
+)
+QUEUE_STAGES: Final = ("new", "approved", "routed")
+QUEUE_COUNT_SECONDS: Final = 2.0
+
+
+def pool_waiting(engine: AsyncEngine) -> int:
+    """Callers waiting for a pooled connection. SQLAlchemy does not count them; its async
+    queue's waiters do (a private attribute: tests/test_metrics.py notices if it moves)."""
+    queue = getattr(getattr(engine.sync_engine.pool, "_pool", None), "_queue", None)
+    getters = getattr(queue, "_getters", ())
+    return sum(1 for getter in getters if not getter.done())
+
+
+def pool_in_use(engine: AsyncEngine) -> int:
+    pool = engine.sync_engine.pool
+    return int(pool.checkedout()) if isinstance(pool, QueuePool) else 0
+
+
+class AppMetrics(Collector):
+    """The series read from one app's objects at scrape time, and its ``/metrics`` view."""
+
+    def __init__(self, database: Database, changes: ChangeFeed | None) -> None:
+        self.database = database
+        self.changes = changes
+        self._queue: Mapping[str, int] | None = None
+
+    async def count_queue(self) -> None:
+        """Count the engine's queue in the database; absent from the output when it cannot."""
+        from app.engine.worker import SERVICE_CLAIMS
+
+        self._queue = None
+        pool = self.database.engine.sync_engine.pool
+        if (
+            isinstance(pool, QueuePool)
+            and pool.checkedin() == 0
+            and pool.checkedout() >= pool.size()
+        ):
+            return  # every connection is busy: a scrape must not queue behind requests
+        try:
+            async with asyncio.timeout(QUEUE_COUNT_SECONDS):
+                async with self.database.transaction(SERVICE_CLAIMS, read_only=True) as tx:
+                    row = await tx.first(ENGINE_QUEUE)
+        except Exception as error:  # not migrated, unreachable: /readyz says which
+            log.debug("metrics: engine queue not counted: %s", error)
+            return
+        if row is not None:
+            self._queue = {stage: int(row[stage]) for stage in QUEUE_STAGES}
+
+    def collect(self) -> Iterator[Metric]:
+        engine = self.database.engine
+        yield GaugeMetricFamily(
+            f"{PREFIX}_db_pool_connections_in_use",
+            "Pooled database connections checked out.",
+            value=pool_in_use(engine),
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_db_pool_waiting",
+            "Callers waiting for a pooled database connection.",
+            value=pool_waiting(engine),
+        )
+        if self.changes is not None:
+            yield GaugeMetricFamily(
+                f"{PREFIX}_change_feed_connected",
+                "1 when the last read of the change feed succeeded.",
+                value=1 if self.changes.connected else 0,
+            )
+            yield GaugeMetricFamily(
+                f"{PREFIX}_subscriptions_active",
+                "Open orderUpdates subscriptions in this process.",
+                value=self.changes.subscriber_count,
+            )
+        queue = GaugeMetricFamily(
+            f"{PREFIX}_engine_queue_orders",
+            "Orders not final yet, by engine stage (new: awaiting the risk check; approved:"
+            " awaiting the venue; routed: at the venue).",
+            labels=["stage"],
+        )
+        for stage, count in (self._queue or {}).items():
+            queue.add_metric([stage], count)
+        yield queue
+
+    async def endpoint(self, request: Request) -> Response:
+        await self.count_queue()
+        own = CollectorRegistry(auto_describe=False)
+        own.register(self)
+        body = generate_latest(REGISTRY) + generate_latest(own)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
