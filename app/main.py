@@ -19,7 +19,7 @@ from app.auth.jwt import TokenVerifier
 from app.db import migrations, readiness
 from app.db.change_feed import ChangeFeed
 from app.db.session import Database, create_engine
-from app.db.urls import async_url
+from app.db.urls import async_url, libpq_url
 from app.graphql import graphiql
 from app.graphql.endpoint import GraphQLEndpoint
 from app.graphql.schema import build_schema
@@ -70,8 +70,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Starl
     db = database if database is not None else database_for(settings)
     if tracing.configure(settings):
         tracing.instrument_engine(db.engine)
-    # The one reader of the change feed of this process, on the pool (as authenticator).
-    changes = ChangeFeed(db, poll_seconds=settings.change_feed_poll_ms / 1000)
+    # The one reader of the change feed of this process logs in as the pool does (authenticator).
+    changes = ChangeFeed(libpq_url(db.engine.url), poll_seconds=settings.change_feed_poll_ms / 1000)
     schema = build_schema(settings, subscription=Subscription)
     graphql = GraphQLEndpoint(
         schema, settings=settings, database=db, verifier=verifier, changes=changes

@@ -27,8 +27,6 @@ from alembic import command
 from app.auth.jwt import mint_token
 from app.db.change_feed import Changed, ChangeFeed, Missed
 from app.db.migrations import alembic_config
-from app.db.session import Database, create_engine
-from app.db.urls import async_url
 from app.graphql import subscriptions
 from app.main import create_app
 from app.settings import Settings
@@ -531,12 +529,11 @@ async def test_the_feed_survives_an_outage_delivers_what_was_committed_and_signa
             assert h.changes.outages == outages + 1
 
 
-async def feed_on(database: Db, **options: Any) -> tuple[ChangeFeed, Database]:
-    db = Database(create_engine(async_url(database.api_url)))
-    feed = ChangeFeed(db, **options)
+async def feed_on(database: Db, **options: Any) -> ChangeFeed:
+    feed = ChangeFeed(database.dsn("authenticator"), **options)
     await feed.start()
     await feed.until_connected()
-    return feed, db
+    return feed
 
 
 async def submit_as_owner(owner_conn: asyncpg.Connection, trader: uuid.UUID) -> uuid.UUID:
@@ -551,7 +548,7 @@ async def submit_as_owner(owner_conn: asyncpg.Connection, trader: uuid.UUID) -> 
 async def test_a_lagging_subscriber_is_emptied_and_told_it_missed_updates(
     database: Db, owner_conn: asyncpg.Connection
 ) -> None:
-    feed, db = await feed_on(database, mailbox_capacity=3)
+    feed = await feed_on(database, mailbox_capacity=3)
     try:
         slow = feed.subscribe()
         changes = feed.changes
@@ -579,7 +576,6 @@ async def test_a_lagging_subscriber_is_emptied_and_told_it_missed_updates(
         assert feed.subscriber_count == 0
     finally:
         await feed.stop()
-        await db.dispose()
 
 
 async def test_a_change_that_commits_after_a_later_one_is_not_lost(
@@ -587,7 +583,7 @@ async def test_a_change_that_commits_after_a_later_one_is_not_lost(
 ) -> None:
     # Positions are taken at insert and become visible at commit: the earlier position commits
     # last here, below a position the feed has already read.
-    feed, db = await feed_on(database)
+    feed = await feed_on(database)
     late = await asyncpg.connect(database.dsn())
     try:
         subscriber = feed.subscribe()
@@ -606,7 +602,6 @@ async def test_a_change_that_commits_after_a_later_one_is_not_lost(
     finally:
         await late.close()
         await feed.stop()
-        await db.dispose()
 
 
 @pytest.mark.parametrize("role", ["anon", "authenticated"])

@@ -14,11 +14,13 @@ Why it is shaped this way:
 - Nothing goes over LISTEN/NOTIFY: any role may listen to or forge any
   channel, and a notifying transaction takes a database-wide lock at commit
   that serializes every writer (migration 004 says more).
-- One reader per process: every ``poll_seconds`` while the process has
-  subscribers, every ``idle_poll_seconds`` while it has none (it keeps its
-  position, so a new subscriber misses nothing committed after it
-  subscribed). The statement is one indexed range scan on a pooled
-  connection, so it works through a transaction-mode pooler too.
+- One reader per process, on a connection of its own: every ``poll_seconds``
+  while the process has subscribers, every ``idle_poll_seconds`` while it has
+  none (it keeps its position, so a new subscriber misses nothing committed
+  after it subscribed). Not on the request pool: a busy pool must neither
+  delay the feed nor look like an outage to every subscriber. The statement is
+  one indexed range scan in its own implicit transaction, so the connection
+  may go through a transaction-mode pooler too.
 - Positions are handed out when a row is inserted, not when it commits, so a
   transaction that commits late leaves a hole below positions already read.
   Holes are read again at every poll until they appear or ``hole_wait_seconds``
@@ -45,9 +47,12 @@ from dataclasses import dataclass
 from typing import Literal
 from uuid import UUID
 
-from app.db.session import Database
+import asyncpg  # type: ignore[import-untyped]  # ships no type information
 
 log = logging.getLogger(__name__)
+
+APPLICATION_NAME = "order-api-change-feed"
+"""How the feed's connection shows in ``pg_stat_activity``."""
 
 DEFAULT_MAILBOX_CAPACITY = 1000
 """Distinct orders a subscriber may have waiting before it is marked as lagging."""
@@ -179,12 +184,13 @@ class Subscriber:
 class ChangeFeed:
     """Reads the change feed for the subscribers of one server process.
 
-    ``start`` and ``stop`` belong to the application lifespan.
+    ``start`` and ``stop`` belong to the application lifespan. ``dsn`` is a libpq-style URL
+    of the API's login role (``postgresql://authenticator:...@host/db``).
     """
 
     def __init__(
         self,
-        database: Database,
+        dsn: str,
         *,
         poll_seconds: float = 0.005,
         mailbox_capacity: int = DEFAULT_MAILBOX_CAPACITY,
@@ -193,8 +199,14 @@ class ChangeFeed:
         batch_size: int = 1000,
         backoff_initial_seconds: float = 0.1,
         backoff_max_seconds: float = 5.0,
+        connect_timeout: float = 5.0,
+        prepared_statements: bool = True,
     ) -> None:
-        self._database = database
+        self._dsn = dsn
+        self._connect_timeout = connect_timeout
+        # A transaction-mode pooler may run each statement on another server connection.
+        self._statement_cache_size = 100 if prepared_statements else 0
+        self._conn: asyncpg.Connection | None = None
         self._poll_seconds = poll_seconds
         self._capacity = mailbox_capacity
         self._hole_wait = hole_wait_seconds
@@ -302,6 +314,9 @@ class ChangeFeed:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()
 
     async def _run(self) -> None:
         delay = self._backoff_initial
@@ -344,14 +359,12 @@ class ChangeFeed:
         was a full batch (more may be waiting)."""
         self.polls += 1
         if self._high is None:
-            rows = await self._database.fetch_as_login_role(_START)
+            rows = await self._fetch(_START)
             self._high = int(rows[0][0])
             return [], False
         now = time.monotonic()
         changed: list[tuple[UUID, UUID]] = []
-        rows = await self._database.fetch_as_login_role(
-            _READ, self._high, list(self._holes), self._batch_size
-        )
+        rows = await self._fetch(_READ, self._high, list(self._holes), self._batch_size)
         for seq, order_id, trader_id in rows:
             if self._holes.pop(seq, None) is None:
                 if seq <= self._high:
@@ -366,6 +379,25 @@ class ChangeFeed:
             if deadline <= now:
                 del self._holes[seq]
         return changed, len(rows) >= self._batch_size
+
+    async def _fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(
+                self._dsn,
+                timeout=self._connect_timeout,
+                statement_cache_size=self._statement_cache_size,
+                server_settings={"application_name": APPLICATION_NAME},
+            )
+        try:
+            rows: list[asyncpg.Record] = await self._conn.fetch(
+                sql, *args, timeout=self._connect_timeout
+            )
+        except BaseException:
+            # Whatever went wrong, the next read starts on a fresh connection.
+            self._conn.terminate()
+            self._conn = None
+            raise
+        return rows
 
     def _deliver(self, order_id: UUID, trader_id: UUID) -> None:
         self.changes += 1

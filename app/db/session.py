@@ -170,27 +170,6 @@ class Database:
         finally:
             proxied.close()
 
-    async def fetch_as_login_role(self, sql: str, *args: Any) -> list[Any]:
-        """One statement as the login role itself, with no application role and no claims.
-
-        Only for what the login role alone is granted: the change feed (db/change_feed.py,
-        migration 004). Requests never come here; they go through ``transaction``.
-        """
-        try:
-            proxied = await self.engine.raw_connection()
-        except (sa_exc.TimeoutError, OSError, sa_exc.InterfaceError) as error:
-            raise DatabaseUnavailable(str(error)) from error
-        try:
-            conn = proxied.driver_connection
-            assert conn is not None
-            rows: list[Any] = await conn.fetch(sql, *args)
-            return rows
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as error:
-            proxied.invalidate()
-            raise DatabaseUnavailable(str(error)) from error
-        finally:
-            proxied.close()
-
     async def login_role(self) -> LoginRole:
         async with self.engine.connect() as conn:
             row = (await conn.execute(_LOGIN_ROLE_CHECK)).one()
