@@ -36,6 +36,11 @@ LOG_COLUMNS = (
     'id, order_id, trader_id, action, status, "timestamp", reason, retry_attempt, error_code'
 )
 
+# The caller's sub as the database sees it, read from the claims the transaction carries
+# rather than through auth.uid(): on Supabase only anon, authenticated and service_role
+# may use the auth schema, and compliance_auditor must read its viewer too.
+CLAIMED_SUB = "(nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')::uuid"
+
 # Planner hints for callers who only see their own rows (see module docstring).
 # Tests switch them off to prove that row level security alone isolates traders.
 PLANNER_HINTS = True
@@ -182,7 +187,7 @@ def _page(rows: Sequence[RowMapping], first: int) -> Page:
 
 
 async def viewer(tx: Tx) -> RowMapping:
-    row = await tx.first(text("SELECT current_user AS role, auth.uid() AS trader_id"))
+    row = await tx.first(text(f"SELECT current_user AS role, {CLAIMED_SUB} AS trader_id"))
     assert row is not None
     return row
 
