@@ -549,7 +549,6 @@ $$;
 """
 
 
-
 def _authenticator_password(verifier: str) -> str:
     """Sets the password of the login role this migration created, from a SCRAM verifier."""
     return f"""

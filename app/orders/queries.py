@@ -130,6 +130,13 @@ def database_errors(order_id: UUID | None = None) -> Iterator[None]:
 
 
 def _translate(state: str | None, order_id: UUID | None, error: Exception) -> OrderError | None:
+    if state == "OA422":
+        # orders_check_rules (migration 003) names the API's field as the error's column.
+        cause = getattr(getattr(error, "orig", None), "__cause__", None)
+        field = getattr(cause, "column_name", None) or "input"
+        return InvalidInput(
+            field, getattr(cause, "message", None) or "a value breaks an order rule"
+        )
     if state == "OA409":
         # The trigger's message names the order and the refused change; it carries no internals.
         message = str(getattr(getattr(error, "orig", None), "__cause__", None) or "")
