@@ -151,8 +151,8 @@ async def test_with_a_password_the_migration_applies_and_leaves_authenticator_al
             "SELECT rolpassword IS NULL FROM pg_authid WHERE rolname = 'authenticator'"
         )
         assert await supabase.platform_catalog(cluster, name) == before
-        # The guide's downgrade works as this owner too, and keeps the platform's auth schema.
-        await asyncio.to_thread(command.downgrade, alembic_config(url), "-1")
+        # Downgrading works as this owner too, and keeps the platform's auth schema.
+        await asyncio.to_thread(command.downgrade, alembic_config(url), "base")
         assert await supabase.platform_catalog(cluster, name) == before
         conn = await asyncpg.connect(cluster.dsn(name))
         try:
