@@ -181,9 +181,30 @@ async def _become_supabase_admin(given: URL) -> URL:
     return admin
 
 
+async def _forget_previous_sessions(admin: URL) -> None:
+    """A TEST_SUPABASE_DATABASE_URL cluster keeps what an earlier session built: remove it."""
+    conn = await asyncpg.connect(libpq_url(admin))
+    try:
+        names = await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname = ANY($1) OR datname LIKE 's\\_%'",
+            [PLATFORM, TEMPLATE],
+        )
+        for row in names:
+            await conn.execute(f'DROP DATABASE "{row["datname"]}" WITH (FORCE)')
+        roles = [LOGIN, "compliance_auditor", "authenticator", "anon", "authenticated"]
+        roles += ["service_role", "supabase_auth_admin"]
+        for role in roles:
+            await conn.execute(f"DROP ROLE IF EXISTS {role}")
+        if await conn.fetchval("SELECT NOT rolsuper FROM pg_roles WHERE rolname = $1", OWNER):
+            await conn.execute(f"DROP ROLE {OWNER}")
+    finally:
+        await conn.close()
+
+
 async def prepare(given: URL) -> SupabaseCluster:
-    """Turn an empty cluster into a Supabase-like one with a migrated template database."""
+    """Turn a cluster into a Supabase-like one with a migrated template database."""
     admin = await _become_supabase_admin(given)
+    await _forget_previous_sessions(admin)
     cluster = SupabaseCluster(admin)
     await _execute(libpq_url(admin), PLATFORM_ROLES)
     await _execute(libpq_url(admin), f"CREATE DATABASE {PLATFORM}")
