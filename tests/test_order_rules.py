@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from app.orders import validation
 from tests import pg, supabase
 from tests.api import Client, api_client, api_settings
 from tests.conftest import Db, SupabaseSession
@@ -273,3 +274,17 @@ async def test_a_limit_the_owner_changes_applies_at_once_to_the_api_and_the_data
     # 900 x 50.00 = 45,000, under the module's limit of 50,000 (checked above to refuse 60,000).
     body = await setup.client.gql(SUBMIT, {"input": order}, token=setup.token)
     assert "errors" not in body, body
+
+
+async def test_when_the_api_misses_a_rule_the_database_still_answers_bad_user_input(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As if the Python rules had drifted from the database's: the trigger's refusal reaches
+    # the caller as the same BAD_USER_INPUT naming the field, not as an internal error.
+    monkeypatch.setattr(validation, "_check_protective_prices", lambda *args: None)
+    body = await setup.client.gql(
+        SUBMIT, {"input": valid_input() | {"stopLoss": "11.00"}}, token=setup.token
+    )
+    [error] = body["errors"]
+    assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": "stopLoss"}
+    assert "stopLoss must be below the price" in error["message"]
