@@ -21,6 +21,7 @@ import asyncpg
 import pytest
 
 from app.orders import validation
+from app.settings import Settings, SettingsError
 from tests import pg, supabase
 from tests.api import Client, api_client, api_settings
 from tests.conftest import Db, SupabaseSession
@@ -288,3 +289,11 @@ async def test_when_the_api_misses_a_rule_the_database_still_answers_bad_user_in
     [error] = body["errors"]
     assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": "stopLoss"}
     assert "stopLoss must be below the price" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "name", ["MAX_ORDER_QUANTITY", "RISK_MAX_QUANTITY", "RISK_MAX_NOTIONAL", "RISK_SYMBOLS"]
+)
+def test_a_limit_still_set_in_the_environment_is_refused_with_where_it_went(name: str) -> None:
+    with pytest.raises(SettingsError, match=f"{name} is no longer read: .*UPDATE order_limits"):
+        Settings.from_env({name: "5"})
