@@ -25,7 +25,9 @@ from tests.conftest import SupabaseSession
 from tests.sql import as_role
 from tests.test_api_isolation import (  # noqa: F401  (collected again, on this setup)
     APPROVE,
+    CANCEL,
     FILL,
+    SUBMIT,
     World,
     hints,
     ok,
@@ -213,6 +215,31 @@ async def test_a_trader_submits_and_cancels_and_the_engine_fills_through_the_api
             )
         )
         assert statuses["order"]["status"] == "FILLED"
+
+
+@pytest.mark.parametrize(
+    ("role", "code"),
+    [
+        ("anon", "UNAUTHENTICATED"),
+        ("service_role", "FORBIDDEN"),
+        ("compliance_auditor", "FORBIDDEN"),
+    ],
+)
+async def test_only_a_trader_submits_or_cancels(
+    supabase_database: supabase.SupabaseDb, role: str, code: str
+) -> None:
+    async with api_client(api_settings(supabase_database)) as client:
+        order_id = await submit(client, client.token(uuid.uuid4()))
+        token = None if role == "anon" else client.token(uuid.uuid4(), role)
+        for query, variables in (
+            (
+                SUBMIT,
+                {"input": {"symbol": "AAPL", "side": "BUY", "quantity": 1, "orderType": "MARKET"}},
+            ),
+            (CANCEL, {"id": order_id}),
+        ):
+            body = await client.gql(query, variables, token=token)
+            assert [e["extensions"]["code"] for e in body["errors"]] == [code], body
 
 
 # --- immutability where policies do not apply ----------------------------------------------------
