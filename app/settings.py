@@ -184,6 +184,26 @@ def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(origins)
 
 
+MOVED_TO_ORDER_LIMITS = {
+    "MAX_ORDER_QUANTITY": "max_quantity",
+    "RISK_MAX_QUANTITY": "max_quantity",
+    "RISK_MAX_NOTIONAL": "max_notional",
+    "RISK_SYMBOLS": "symbols",
+}
+"""Order limits once read from the environment; now one row in the database (order_limits)."""
+
+
+def _refuse_moved_limits(env: Mapping[str, str]) -> None:
+    # Ignoring them would leave a limit the operator believes in unenforced.
+    for name, column in MOVED_TO_ORDER_LIMITS.items():
+        if env.get(name):
+            raise SettingsError(
+                f"{name} is no longer read: order limits live in the database, set them with"
+                f' python -m app db psql -c "UPDATE order_limits SET {column} = ..."'
+                " (README, Order limits)"
+            )
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     # --- database -----------------------------------------------------------
@@ -227,7 +247,6 @@ class Settings:
     max_aliases: int = 30
     max_tokens: int = 2000
     max_document_bytes: int = 20_000
-    max_order_quantity: int = 1_000_000
     compiled_queries: bool = True
     """Answer hot read queries with one SQL statement (graphql/compiled.py); off = resolvers only."""
 
@@ -242,10 +261,6 @@ class Settings:
     """OpenTelemetry's own variable: tracing is on when it names an exporter (app/tracing.py)."""
 
     # --- execution engine ----------------------------------------------------
-    risk_max_quantity: int = 100_000
-    risk_max_notional: Decimal = Decimal("5000000")
-    risk_symbols: tuple[str, ...] = ()
-    """Symbol allow-list for pre-trade checks; empty means every symbol is allowed."""
     engine_poll_seconds: float = 0.2
     engine_max_retries: int = 5
     engine_retry_base_seconds: float = 0.2
@@ -264,6 +279,7 @@ class Settings:
         env: dict[str, str] = dict(os.environ)
         if overrides:
             env.update(overrides)
+        _refuse_moved_limits(env)
         data_dir = _str(env, "ORDER_API_DATA_DIR")
         prices_csv = _str(env, "VENUE_PRICES_CSV")
         supabase_url = _supabase_url(env)
@@ -295,7 +311,6 @@ class Settings:
             max_aliases=_int(env, "MAX_ALIASES", 30, minimum=1),
             max_tokens=_int(env, "MAX_TOKENS", 2000, minimum=1),
             max_document_bytes=_int(env, "MAX_DOCUMENT_BYTES", 20_000, minimum=100),
-            max_order_quantity=_int(env, "MAX_ORDER_QUANTITY", 1_000_000, minimum=1),
             compiled_queries=_bool(env, "COMPILED_QUERIES", True),
             metrics=_bool(env, "METRICS", True),
             log_format=_choice(env, "LOG_FORMAT", "text", LOG_FORMATS),
@@ -305,9 +320,6 @@ class Settings:
                 else None
             ),
             otel_traces_exporter=_str(env, "OTEL_TRACES_EXPORTER"),
-            risk_max_quantity=_int(env, "RISK_MAX_QUANTITY", 100_000, minimum=1),
-            risk_max_notional=_decimal(env, "RISK_MAX_NOTIONAL", Decimal("5000000")),
-            risk_symbols=tuple(s.upper() for s in _csv(env, "RISK_SYMBOLS", ())),
             engine_poll_seconds=_float(env, "ENGINE_POLL_SECONDS", 0.2),
             engine_max_retries=_int(env, "ENGINE_MAX_RETRIES", 5),
             engine_retry_base_seconds=_float(env, "ENGINE_RETRY_BASE_SECONDS", 0.2),

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import URL
 
-from tests import pg
+from tests import pg, supabase
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +66,37 @@ async def authenticator_conn(database: Db) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+@dataclass(frozen=True)
+class SupabaseSession:
+    cluster: supabase.SupabaseCluster
+    roles_before: list[dict[str, object]]
+    """The catalog of the platform's roles and auth schema before the migration ran."""
+    roles_after: list[dict[str, object]]
+    """The same, right after the migration (before the README's own login role)."""
+    migration_log: list[str]
+
+
+@pytest.fixture(scope="session")
+def supabase_cluster() -> Iterator[SupabaseSession]:
+    """A Supabase-like cluster (tests/supabase.py), migrated by its non-superuser owner."""
+    with supabase.server() as url:
+        cluster = asyncio.run(supabase.prepare(url))
+        before = asyncio.run(supabase.platform_catalog(cluster))
+        with supabase.migration_log() as lines:
+            supabase.migrate(cluster)
+        after = asyncio.run(supabase.platform_catalog(cluster))
+        asyncio.run(supabase.create_own_login_role(cluster))
+        yield SupabaseSession(cluster, before, after, lines)
+
+
+@pytest.fixture
+async def supabase_database(
+    supabase_cluster: SupabaseSession,
+) -> AsyncIterator[supabase.SupabaseDb]:
+    name = await supabase.create_database(supabase_cluster.cluster)
+    try:
+        yield supabase.SupabaseDb(supabase_cluster.cluster, name)
+    finally:
+        await supabase.drop_database(supabase_cluster.cluster, name)

@@ -56,8 +56,6 @@ HALT,0,50.00
 """
 
 SETTINGS = Settings(
-    risk_max_quantity=10_000,
-    risk_max_notional=Decimal("1000000"),
     engine_poll_seconds=0.02,
     engine_max_retries=3,
     engine_retry_base_seconds=0.0,
@@ -178,11 +176,17 @@ def test_the_risk_check_rejects_exactly_the_orders_over_a_limit(
         assert len(rejection.code) <= 50  # orders.error_code is varchar(50)
 
 
-def test_risk_limits_come_from_the_settings() -> None:
-    settings = dataclasses.replace(SETTINGS, risk_symbols=("acme", "DIP"))
-    limits = RiskLimits.from_settings(settings)
+async def test_risk_limits_are_the_databases_order_limits(owner_conn: asyncpg.Connection) -> None:
+    await owner_conn.execute("UPDATE order_limits SET symbols = '{ACME,DIP}', max_notional = NULL")
+    limits = RiskLimits.from_row(
+        dict(
+            await owner_conn.fetchrow(
+                "SELECT max_quantity, max_notional, symbols FROM order_limits"
+            )
+        )  # type: ignore[arg-type]
+    )
     assert limits == RiskLimits(
-        max_quantity=10_000, max_notional=Decimal("1000000"), symbols=frozenset({"ACME", "DIP"})
+        max_quantity=100_000, max_notional=None, symbols=frozenset({"ACME", "DIP"})
     )
 
 
@@ -398,10 +402,26 @@ async def test_a_market_order_is_approved_sent_and_filled_with_one_audit_row_per
 
 
 @pytest.mark.parametrize(
-    ("symbol", "quantity", "order_type", "price", "settings", "code"),
+    ("symbol", "quantity", "order_type", "price", "limits", "code"),
     [
-        pytest.param("ACME", 10_001, "MARKET", None, {}, RISK_MAX_QUANTITY, id="quantity"),
-        pytest.param("ACME", 9_000, "LIMIT", "200.00", {}, RISK_MAX_NOTIONAL, id="limit-notional"),
+        pytest.param(
+            "ACME",
+            10_001,
+            "MARKET",
+            None,
+            {"max_quantity": 10_000},
+            RISK_MAX_QUANTITY,
+            id="quantity",
+        ),
+        pytest.param(
+            "ACME",
+            9_000,
+            "LIMIT",
+            "200.00",
+            {"max_notional": 1_000_000},
+            RISK_MAX_NOTIONAL,
+            id="limit-notional",
+        ),
         # ACME trades at 100.00: 10_000 shares are worth 1_000_000 and 10_001 would pass
         # the quantity limit only with a higher one.
         pytest.param(
@@ -409,7 +429,7 @@ async def test_a_market_order_is_approved_sent_and_filled_with_one_audit_row_per
             10_001,
             "MARKET",
             None,
-            {"risk_max_quantity": 20_000},
+            {"max_quantity": 20_000, "max_notional": 1_000_000},
             RISK_MAX_NOTIONAL,
             id="market-notional-from-the-venue-price",
         ),
@@ -418,7 +438,7 @@ async def test_a_market_order_is_approved_sent_and_filled_with_one_audit_row_per
             1,
             "MARKET",
             None,
-            {"risk_symbols": ("ACME",)},
+            {"symbols": ["ACME"]},
             RISK_SYMBOL_NOT_ALLOWED,
             id="symbol",
         ),
@@ -433,12 +453,16 @@ async def test_an_order_over_the_risk_limits_is_rejected_and_never_reaches_the_v
     quantity: int,
     order_type: str,
     price: str | None,
-    settings: dict[str, Any],
+    limits: dict[str, Any],
     code: str,
 ) -> None:
     venue = make_venue()
-    worker = make_worker(venue=venue, **settings)
+    worker = make_worker(venue=venue)
     order_id = await place(authenticator_conn, symbol, quantity, order_type, price)
+    # Tightened after the order was taken (submitOrder and the database check the limits
+    # of the moment): the engine applies the limits of its own moment again.
+    for column, value in limits.items():
+        await owner_conn.execute(f"UPDATE order_limits SET {column} = $1", value)
 
     assert await worker.run_once() == 1
 

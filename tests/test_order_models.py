@@ -365,6 +365,12 @@ BAD_ROWS: list[tuple[str, dict[str, Any], str]] = [
     ("orders", {"retry_attempt": -1}, "ck_orders_retry_attempt"),
     ("orders", {"expires_at": NOW - timedelta(seconds=1)}, "ck_orders_expires_after_creation"),
     ("orders", {"expires_at": NOW}, "ck_orders_expires_after_creation"),
+    # orders: migration 003 (the trigger normalises prices; here it is off)
+    ("orders", {"price": Decimal("100000000.00")}, "ck_orders_prices_in_range"),
+    ("orders", {"take_profit": Decimal("100000000.00")}, "ck_orders_prices_in_range"),
+    ("orders", {"price": Decimal("10.005")}, "ck_orders_prices_cents"),
+    ("orders", {"stop_loss": Decimal("9.001")}, "ck_orders_prices_cents"),
+    ("orders", {"status_reason": "x" * 501}, "ck_orders_status_reason_length"),
     # orders: what the fills made of it
     ("orders", {"filled_quantity": 101}, "ck_orders_filled_quantity_range"),
     ("orders", {"filled_quantity": -1, "status": "CANCELLED"}, "ck_orders_filled_quantity_range"),

@@ -25,11 +25,13 @@ what runs online. Roles are cluster-wide: they are created when missing and
 left in place by the downgrade (other databases of the cluster may use them).
 """
 
+import logging
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 
 from alembic import context, op
+from app.db.scram import scram_sha_256_verifier
 from app.settings import Settings
 
 revision: str = "001"
@@ -41,7 +43,18 @@ APP_ROLES = ("anon", "authenticated", "service_role", "compliance_auditor")
 # Marks the auth objects this migration created, so the downgrade removes those
 # and leaves Supabase's own auth schema and functions alone.
 CREATED_BY = "created by order-api migration 001"
+OURS_AUTHENTICATOR = (
+    f"shobj_description('authenticator'::regrole, 'pg_authid') IS NOT DISTINCT FROM '{CREATED_BY}'"
+)
+AUTHENTICATOR_NOT_OURS = (
+    "role authenticator exists and was not created by this migration: left unchanged"
+    " (no memberships, no password); see README, Deploy on Supabase"
+)
 
+# Roles are created only when missing and marked (COMMENT ON ROLE) as ours; a role
+# someone else created (on Supabase: anon, authenticated, service_role and the reserved
+# authenticator) is never altered, commented on or granted to. Only a login role this
+# migration created receives the application roles and AUTHENTICATOR_PASSWORD.
 ROLES = f"""
 DO $$
 DECLARE
@@ -50,25 +63,33 @@ BEGIN
     FOREACH r IN ARRAY ARRAY{list(APP_ROLES)!r} LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
             EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', r);
+            EXECUTE format('COMMENT ON ROLE %I IS %L', r, '{CREATED_BY}');
         END IF;
     END LOOP;
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticator') THEN
         CREATE ROLE authenticator LOGIN NOINHERIT NOCREATEDB NOCREATEROLE NOSUPERUSER;
+        COMMENT ON ROLE authenticator IS '{CREATED_BY}';
+    END IF;
+    IF {OURS_AUTHENTICATOR} THEN
+        GRANT anon, authenticated, service_role, compliance_auditor TO authenticator;
+    ELSE
+        RAISE NOTICE '{AUTHENTICATOR_NOT_OURS}';
     END IF;
 END
 $$;
-GRANT anon, authenticated, service_role, compliance_auditor TO authenticator;
 """
 
-# Supabase's definitions, for plain PostgreSQL; on Supabase they already exist and are kept.
+# Supabase's definitions, for plain PostgreSQL. Where an ``auth`` schema already exists
+# (Supabase: owned by supabase_auth_admin, and our owner holds no grant option on it) it
+# is left exactly as it is: nothing created in it, nothing granted on it. The policies
+# of authenticated call auth.uid(); every other read of the claims (the API's viewer)
+# reads request.jwt.claims directly, so compliance_auditor needs no access to auth.
 AUTH = f"""
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'auth') THEN
         CREATE SCHEMA auth;
         COMMENT ON SCHEMA auth IS '{CREATED_BY}';
-    END IF;
-    IF to_regprocedure('auth.uid()') IS NULL THEN
         CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS $f$
             SELECT coalesce(
                 nullif(current_setting('request.jwt.claim.sub', true), ''),
@@ -76,8 +97,6 @@ BEGIN
             )::uuid
         $f$;
         COMMENT ON FUNCTION auth.uid() IS '{CREATED_BY}';
-    END IF;
-    IF to_regprocedure('auth.role()') IS NULL THEN
         CREATE FUNCTION auth.role() RETURNS text LANGUAGE sql STABLE AS $f$
             SELECT coalesce(
                 nullif(current_setting('request.jwt.claim.role', true), ''),
@@ -85,8 +104,6 @@ BEGIN
             )::text
         $f$;
         COMMENT ON FUNCTION auth.role() IS '{CREATED_BY}';
-    END IF;
-    IF to_regprocedure('auth.jwt()') IS NULL THEN
         CREATE FUNCTION auth.jwt() RETURNS jsonb LANGUAGE sql STABLE AS $f$
             SELECT coalesce(
                 nullif(current_setting('request.jwt.claim', true), ''),
@@ -94,12 +111,11 @@ BEGIN
             )::jsonb
         $f$;
         COMMENT ON FUNCTION auth.jwt() IS '{CREATED_BY}';
+        -- What Supabase grants on its own auth schema.
+        GRANT USAGE ON SCHEMA auth TO anon, authenticated, service_role;
     END IF;
 END
 $$;
-GRANT USAGE ON SCHEMA auth TO anon, authenticated, service_role, compliance_auditor;
-GRANT EXECUTE ON FUNCTION auth.uid(), auth.role(), auth.jwt()
-    TO anon, authenticated, service_role, compliance_auditor;
 """
 
 TABLES = """
@@ -518,20 +534,33 @@ GRANT INSERT (id, order_id, "timestamp", quantity_filled, price_at_fill, venue, 
     ON fills TO service_role;
 -- Not even the owner keeps the right to rewrite history (the trigger refuses it as well).
 REVOKE UPDATE, DELETE, TRUNCATE ON execution_logs FROM CURRENT_USER;
--- The API's readiness check compares the applied revision with its own.
-GRANT SELECT ON alembic_version TO authenticator;
 """
 
-AUTHENTICATOR_PASSWORD = """
+# The API's readiness check compares the applied revision with its own, as the login role
+# (a login role of your own gets the same grant by hand: README, Deploy on Supabase).
+READINESS = f"""
 DO $$
 BEGIN
-    IF coalesce(current_setting('order_api.authenticator_password', true), '') <> '' THEN
-        EXECUTE format('ALTER ROLE authenticator LOGIN PASSWORD %L',
-                       current_setting('order_api.authenticator_password'));
+    IF {OURS_AUTHENTICATOR} THEN
+        GRANT SELECT ON alembic_version TO authenticator;
     END IF;
 END
 $$;
 """
+
+
+def _authenticator_password(verifier: str) -> str:
+    """Sets the password of the login role this migration created, from a SCRAM verifier."""
+    return f"""
+DO $$
+BEGIN
+    IF {OURS_AUTHENTICATOR} THEN
+        ALTER ROLE authenticator LOGIN PASSWORD '{verifier}';
+    END IF;
+END
+$$;
+"""
+
 
 DOWNGRADE = f"""
 REVOKE SELECT ON alembic_version FROM authenticator;
@@ -605,17 +634,33 @@ def _run(block: str) -> None:
 
 
 def upgrade() -> None:
-    for block in (ROLES, AUTH, TABLES, LIFECYCLE, ANNOUNCE, POLICIES, GRANTS):
+    if not context.is_offline_mode():
+        _say_when_authenticator_is_not_ours()
+    for block in (ROLES, AUTH, TABLES, LIFECYCLE, ANNOUNCE, POLICIES, GRANTS, READINESS):
         _run(block)
     password = Settings.from_env().authenticator_password
-    if password and not context.is_offline_mode():
-        # Handed over as a bound, transaction-local setting so that the password
-        # never appears in SQL text (logs, --sql output).
-        op.get_bind().execute(
-            sa.text("SELECT set_config('order_api.authenticator_password', :p, true)"),
-            {"p": password},
+    if password:
+        # Only a salted SCRAM-SHA-256 verifier, computed here, reaches the server (and the
+        # --sql output): never the password, so no server log can show it.
+        # (Colons escaped: Alembic runs the text as a SQLAlchemy text(), where ":x" binds.)
+        verifier = scram_sha_256_verifier(password).replace(":", "\\:")
+        _run(_authenticator_password(verifier))
+
+
+def _say_when_authenticator_is_not_ours() -> None:
+    # The ROLES block's NOTICE reaches psql (--sql scripts), not Alembic's log: say it here.
+    comment = (
+        op.get_bind()
+        .execute(
+            sa.text(
+                "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles"
+                " WHERE rolname = 'authenticator'"
+            )
         )
-        _run(AUTHENTICATOR_PASSWORD)
+        .first()
+    )
+    if comment is not None and comment[0] != CREATED_BY:
+        logging.getLogger("alembic.runtime.migration").warning(AUTHENTICATOR_NOT_OURS)
 
 
 def downgrade() -> None:

@@ -1,7 +1,7 @@
 """Private change feed
 
 Revision ID: 004
-Revises: 002
+Revises: 003
 Create Date: 2026-11-29
 
 Live updates no longer travel over LISTEN/NOTIFY. Migration 001 announced
@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "004"
-down_revision: str | None = "002"
+down_revision: str | None = "003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

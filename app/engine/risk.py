@@ -1,5 +1,8 @@
 """Pre-trade risk checks: pure functions of an order, the limits and a reference price.
 
+The limits are the database's (orders/limits.py), which submitOrder and the database
+already applied when the order was written; the engine applies them again because they
+may have been tightened since, and because only it knows a MARKET order's price.
 The engine runs them once per order, before approving it; an order that fails
 is rejected with the rejection's ``code`` (``orders.error_code``) and
 ``reason`` (``orders.status_reason``) and never reaches a venue.
@@ -8,9 +11,9 @@ Checks, in this order (the first failure wins, so the code names the most
 basic problem):
 
 * ``RISK_SYMBOL_NOT_ALLOWED``: the symbol is not on the allow-list
-  (``settings.risk_symbols``; empty allows every symbol);
-* ``RISK_MAX_QUANTITY``: more shares than ``settings.risk_max_quantity``;
-* ``RISK_MAX_NOTIONAL``: quantity x price above ``settings.risk_max_notional``.
+  (``order_limits.symbols``; empty allows every symbol);
+* ``RISK_MAX_QUANTITY``: more shares than ``order_limits.max_quantity``;
+* ``RISK_MAX_NOTIONAL``: quantity x price above ``order_limits.max_notional``.
   LIMIT orders use their limit and STOP orders their trigger (the price they
   start executing at); MARKET orders use the venue's reference price when the
   venue offers one, and otherwise skip this check rather than guess.
@@ -18,13 +21,13 @@ basic problem):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from app.settings import Settings
+from app.orders.limits import OrderLimits
+
+RiskLimits = OrderLimits
+"""The limits of orders/limits.py: the engine applies the same ones as submitOrder."""
 
 __all__ = [
     "RISK_MAX_NOTIONAL",
@@ -38,32 +41,6 @@ __all__ = [
 RISK_SYMBOL_NOT_ALLOWED = "RISK_SYMBOL_NOT_ALLOWED"
 RISK_MAX_QUANTITY = "RISK_MAX_QUANTITY"
 RISK_MAX_NOTIONAL = "RISK_MAX_NOTIONAL"
-
-
-@dataclass(frozen=True, slots=True)
-class RiskLimits:
-    max_quantity: int
-    max_notional: Decimal
-    symbols: frozenset[str] = frozenset()
-    """Allowed symbols (upper case); empty allows every symbol."""
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RiskLimits:
-        return cls.of(
-            max_quantity=settings.risk_max_quantity,
-            max_notional=settings.risk_max_notional,
-            symbols=settings.risk_symbols,
-        )
-
-    @classmethod
-    def of(
-        cls, *, max_quantity: int, max_notional: Decimal, symbols: Iterable[str] = ()
-    ) -> RiskLimits:
-        return cls(
-            max_quantity=max_quantity,
-            max_notional=max_notional,
-            symbols=frozenset(symbol.upper() for symbol in symbols),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +74,7 @@ def check_order(
             f"quantity {quantity} exceeds the maximum of {limits.max_quantity} per order",
         )
     unit_price = reference_price if order_type == "MARKET" else price
-    if unit_price is not None:
+    if unit_price is not None and limits.max_notional is not None:
         notional = unit_price * quantity
         if notional > limits.max_notional:
             basis = "at the current market price" if order_type == "MARKET" else f"at {unit_price}"

@@ -96,6 +96,7 @@ from app.engine.venue import (
     VenueError,
     VenueRejection,
 )
+from app.orders import limits as order_limits
 from app.settings import Settings
 
 __all__ = [
@@ -195,7 +196,6 @@ class Worker:
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
         self.cancel_sweep_seconds = cancel_sweep_seconds
-        self._limits = RiskLimits.from_settings(settings)
         self._leases = Leases(database.engine.url, worker_id)
         self._owned: set[UUID] = set()
         """Orders whose lease this worker holds: it sees them through until they are final."""
@@ -318,18 +318,23 @@ class Worker:
         async with self._transaction() as conn:
             rows = (await conn.execute(ledger.CLAIM_NEW, self._params(limit=self.batch_size))).all()
             orders = [OrderRow.from_row(row) for row in rows]
+            if orders:
+                # Read per batch: a limit the owner changes applies from the next batch on.
+                limits = RiskLimits.from_row(
+                    (await conn.execute(order_limits.READ)).mappings().first()
+                )
             for order in orders:
                 try:
                     # A savepoint per order: a failure rolls back this order's changes only.
                     async with conn.begin_nested():
-                        work += await self._admit(conn, order)
+                        work += await self._admit(conn, order, limits)
                 except Exception:
                     log.exception("order %s: admission failed; will retry", order.id)
         # A full batch that made progress: there is probably more, so skip the pause.
         self._backlog = len(orders) >= self.batch_size and work > 0
         return work
 
-    async def _admit(self, conn: AsyncConnection, order: OrderRow) -> int:
+    async def _admit(self, conn: AsyncConnection, order: OrderRow, limits: RiskLimits) -> int:
         if order.expired:
             await close_order(conn, order, "CANCELLED", EXPIRED, None)
             log.info("order %s: expired before approval", order.id)
@@ -339,7 +344,7 @@ class Worker:
             quantity=order.quantity,
             order_type=order.order_type,
             price=order.price,
-            limits=self._limits,
+            limits=limits,
             reference_price=self._reference_price(order) if order.order_type == "MARKET" else None,
         )
         if rejection is not None:

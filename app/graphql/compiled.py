@@ -326,7 +326,7 @@ def _viewer_root(node: FieldNode) -> _Root:
     for field in _fields(node):
         name = field.name.value
         if name == "traderId":
-            pairs.append((_key(field), "auth.uid()"))
+            pairs.append((_key(field), queries.CLAIMED_SUB))
         elif name == "role":
             pairs.append((_key(field), "current_user"))
         elif name == "__typename":

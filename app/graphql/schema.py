@@ -142,7 +142,6 @@ class Mutation:
             take_profit=input.take_profit,
             expires_at=input.expires_at,
             client_order_id=input.client_order_id,
-            max_quantity=info.context.settings.max_order_quantity,
         )
         return Order.from_row(row)
 

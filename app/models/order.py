@@ -14,6 +14,7 @@ from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Enum,
@@ -27,7 +28,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -73,6 +74,7 @@ ORDER_STATUS = _pg_enum(OrderStatusEnum, "order_status_enum")
 ACTION = _pg_enum(ActionEnum, "action_enum")
 TIMESTAMPTZ = DateTime(timezone=True)
 PRICE = Numeric(10, 2)
+ORDER_PRICE = Numeric()
 
 
 class Order(Base):
@@ -108,6 +110,16 @@ class Order(Base):
         ),
         CheckConstraint("retry_attempt >= 0", name="ck_orders_retry_attempt"),
         CheckConstraint("expires_at > created_at", name="ck_orders_expires_after_creation"),
+        # Migration 003: prices as the API takes them, and what a cancel may write.
+        CheckConstraint(
+            "price <= 99999999.99 AND stop_loss <= 99999999.99 AND take_profit <= 99999999.99",
+            name="ck_orders_prices_in_range",
+        ),
+        CheckConstraint(
+            "scale(price) <= 2 AND scale(stop_loss) <= 2 AND scale(take_profit) <= 2",
+            name="ck_orders_prices_cents",
+        ),
+        CheckConstraint("char_length(status_reason) <= 500", name="ck_orders_status_reason_length"),
         Index("idx_orders_trader_created", "trader_id", text("created_at DESC")),
         Index("idx_orders_status", "status"),
         Index("idx_orders_trader_status", "trader_id", "status"),
@@ -122,9 +134,10 @@ class Order(Base):
     side: Mapped[str] = mapped_column(String(4))
     quantity: Mapped[int] = mapped_column(Integer)
     order_type: Mapped[OrderTypeEnum] = mapped_column(ORDER_TYPE)
-    price: Mapped[Decimal | None] = mapped_column(PRICE)
-    stop_loss: Mapped[Decimal | None] = mapped_column(PRICE)
-    take_profit: Mapped[Decimal | None] = mapped_column(PRICE)
+    # Plain numeric since migration 003, so that a third decimal reaches its check.
+    price: Mapped[Decimal | None] = mapped_column(ORDER_PRICE)
+    stop_loss: Mapped[Decimal | None] = mapped_column(ORDER_PRICE)
+    take_profit: Mapped[Decimal | None] = mapped_column(ORDER_PRICE)
     status: Mapped[OrderStatusEnum] = mapped_column(ORDER_STATUS, server_default="PENDING")
     filled_quantity: Mapped[int] = mapped_column(Integer, server_default="0")
     average_fill_price: Mapped[Decimal | None] = mapped_column(Numeric(16, 6))
@@ -193,3 +206,27 @@ class ExecutionLog(Base):
     created_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, server_default=text("now()"))
     seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True))
     """The row's position in the change feed (migration 004): live updates read it."""
+
+
+class OrderLimitsRow(Base):
+    """The one row of order limits (migration 003; see app/orders/limits.py)."""
+
+    __tablename__ = "order_limits"
+    __table_args__ = (
+        CheckConstraint("id", name="ck_order_limits_one_row"),
+        CheckConstraint("max_quantity > 0", name="ck_order_limits_max_quantity"),
+        CheckConstraint("max_notional > 0", name="ck_order_limits_max_notional"),
+        CheckConstraint(
+            "array_position(symbols, NULL) IS NULL"
+            " AND array_to_string(symbols, ',') ~ '^([A-Z0-9.-]{1,10}(,|$))*$'",
+            name="ck_order_limits_symbols",
+        ),
+    )
+
+    id: Mapped[bool] = mapped_column(Boolean, primary_key=True, server_default=text("true"))
+    max_quantity: Mapped[int] = mapped_column(Integer, server_default=text("100000"))
+    max_notional: Mapped[Decimal | None] = mapped_column(
+        Numeric(16, 2), server_default=text("5000000")
+    )
+    symbols: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    updated_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, server_default=text("now()"))

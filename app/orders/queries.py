@@ -36,6 +36,11 @@ LOG_COLUMNS = (
     'id, order_id, trader_id, action, status, "timestamp", reason, retry_attempt, error_code'
 )
 
+# The caller's sub as the database sees it, read from the claims the transaction carries
+# rather than through auth.uid(): on Supabase only anon, authenticated and service_role
+# may use the auth schema, and compliance_auditor must read its viewer too.
+CLAIMED_SUB = "(nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')::uuid"
+
 # Planner hints for callers who only see their own rows (see module docstring).
 # Tests switch them off to prove that row level security alone isolates traders.
 PLANNER_HINTS = True
@@ -125,6 +130,13 @@ def database_errors(order_id: UUID | None = None) -> Iterator[None]:
 
 
 def _translate(state: str | None, order_id: UUID | None, error: Exception) -> OrderError | None:
+    if state == "OA422":
+        # orders_check_rules (migration 003) names the API's field as the error's column.
+        cause = getattr(getattr(error, "orig", None), "__cause__", None)
+        field = getattr(cause, "column_name", None) or "input"
+        return InvalidInput(
+            field, getattr(cause, "message", None) or "a value breaks an order rule"
+        )
     if state == "OA409":
         # The trigger's message names the order and the refused change; it carries no internals.
         message = str(getattr(getattr(error, "orig", None), "__cause__", None) or "")
@@ -182,7 +194,7 @@ def _page(rows: Sequence[RowMapping], first: int) -> Page:
 
 
 async def viewer(tx: Tx) -> RowMapping:
-    row = await tx.first(text("SELECT current_user AS role, auth.uid() AS trader_id"))
+    row = await tx.first(text(f"SELECT current_user AS role, {CLAIMED_SUB} AS trader_id"))
     assert row is not None
     return row
 

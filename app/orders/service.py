@@ -14,7 +14,7 @@ from sqlalchemy.engine import RowMapping
 
 from app.db.session import Tx
 from app.models.order import OrderStatusEnum, OrderTypeEnum
-from app.orders import lifecycle, queries, validation
+from app.orders import lifecycle, limits, queries, validation
 from app.orders.errors import (
     Conflict,
     Forbidden,
@@ -23,6 +23,7 @@ from app.orders.errors import (
     OrderNotFound,
     Unauthenticated,
 )
+from app.orders.limits import OrderLimits
 
 # Fields whose equality makes a repeated clientOrderId the same order.
 _IDEMPOTENCY_FIELDS = (
@@ -56,7 +57,6 @@ async def submit_order(
     take_profit: Decimal | None,
     expires_at: datetime | None,
     client_order_id: str | None,
-    max_quantity: int,
 ) -> RowMapping:
     _require_role(tx, "authenticated")
     trader_id = tx.claims.sub
@@ -72,7 +72,7 @@ async def submit_order(
         expires_at=expires_at,
         client_order_id=client_order_id,
         now=datetime.now(UTC),
-        max_quantity=max_quantity,
+        limits=OrderLimits.from_row(await tx.first(limits.READ)),
     )
     row = await queries.insert_order(tx, trader_id, order)
     if row is not None:

@@ -15,6 +15,7 @@ from uuid import UUID
 
 from app.models.order import OrderTypeEnum
 from app.orders.errors import InvalidInput
+from app.orders.limits import OrderLimits
 
 SYMBOL = re.compile(r"[A-Z0-9.\-]{1,10}")
 PRINTABLE = re.compile(r"[\x20-\x7E]{1,64}")
@@ -102,11 +103,20 @@ def new_order(
     expires_at: datetime | None,
     client_order_id: str | None,
     now: datetime,
-    max_quantity: int,
+    limits: OrderLimits,
 ) -> NewOrder:
+    """The order as it will be stored, or InvalidInput for the first rule it breaks.
+
+    The database's orders_check_rules trigger (migration 003) applies the same rules
+    to every writer; keep the two in step (tests/test_order_rules.py checks each rule
+    through both)."""
     normalized_symbol = normalized(symbol)
-    if not 1 <= quantity <= max_quantity:
-        raise InvalidInput("quantity", f"quantity must be between 1 and {max_quantity}")
+    if limits.symbols and normalized_symbol not in limits.symbols:
+        raise InvalidInput(
+            "symbol", f"symbol {normalized_symbol} is not on the list of tradable symbols"
+        )
+    if not 1 <= quantity <= limits.max_quantity:
+        raise InvalidInput("quantity", f"quantity must be between 1 and {limits.max_quantity}")
     if order_type is OrderTypeEnum.MARKET:
         if price is not None:
             raise InvalidInput("price", "a MARKET order takes no price")
@@ -116,6 +126,14 @@ def new_order(
     stop_loss = money("stopLoss", stop_loss)
     take_profit = money("takeProfit", take_profit)
     _check_protective_prices(side, price, stop_loss, take_profit)
+    if price is not None and limits.max_notional is not None:
+        value = price * quantity
+        if value > limits.max_notional:
+            raise InvalidInput(
+                "quantity",
+                f"order value {value:.2f} exceeds the maximum of {limits.max_notional:.2f}"
+                " per order",
+            )
     expires_at = aware("expiresAt", expires_at)
     if expires_at is not None and expires_at <= now:
         raise InvalidInput("expiresAt", "expiresAt must be in the future")

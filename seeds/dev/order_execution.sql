@@ -67,7 +67,7 @@ BEGIN
     INSERT INTO orders (id, trader_id, client_order_id, symbol, side, quantity, order_type,
                         price, stop_loss, expires_at)
     VALUES (o, '11111111-1111-4111-8111-111111111111', 'alice-0003', 'TSLA', 'SELL', 50, 'STOP',
-            240.00, 235.00, now() + interval '7 days');
+            240.00, 245.00, now() + interval '7 days');
 END
 $$;
 
@@ -210,7 +210,7 @@ BEGIN
     INSERT INTO orders (id, trader_id, client_order_id, symbol, side, quantity, order_type,
                         price, stop_loss, take_profit)
     VALUES (o, '33333333-3333-4333-8333-333333333333', 'carol-0003', 'META', 'SELL', 60, 'STOP',
-            480.00, 470.00, 520.00);
+            480.00, 520.00, 470.00);
     UPDATE orders SET approved_at = now() WHERE id = o;
     UPDATE orders SET routed_at = now(), status_reason = 'sent to NASDAQ' WHERE id = o;
     INSERT INTO fills (id, order_id, quantity_filled, price_at_fill, venue, commission)
