@@ -26,9 +26,9 @@ async def test_every_input_field_describes_its_rules(database: Db) -> None:
         missing = [f["name"] for f in described["inputFields"] if not f["description"]]
         assert missing == [], (name, missing)
     submit = {f["name"]: f["description"] for f in types["SubmitOrderInput"]["inputFields"]}
-    # Bounds that come from settings name the setting and its default.
-    assert "MAX_ORDER_QUANTITY (default 1,000,000)" in submit["quantity"]
-    assert "RISK_MAX_QUANTITY (default 100,000)" in submit["quantity"]
+    # Bounds that come from the order limits name the column and the migration's default.
+    assert "order_limits.max_quantity (default 100,000)" in submit["quantity"]
+    assert "order_limits.max_notional (default 5,000,000)" in submit["quantity"]
     # Which order types take a price.
     assert "refused for MARKET" in submit["price"]
     assert "LIMIT and STOP" in types["SubmitOrderInput"]["description"]

@@ -362,7 +362,9 @@ async def test_the_writes_above_fire_every_trigger_and_definer_function(db: Db) 
             if any(name in writes for writes in UNREACHABLE.values()):
                 assert outcome.error == PERMISSION_DENIED, (role, name, outcome.error)
     assert fired.isdisjoint(UNREACHABLE)
-    assert fired | set(UNREACHABLE) == created
+    # Helpers they call (e.g. 003's orders_checked_money) fire too; what matters is that
+    # every trigger and definer function is reached by some write.
+    assert created <= fired | set(UNREACHABLE)
 
 
 async def test_the_writes_above_succeed_for_their_writers(db: Db) -> None:

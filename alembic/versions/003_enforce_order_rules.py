@@ -76,13 +76,13 @@ ALTER TABLE orders
     ),
     ADD CONSTRAINT ck_orders_status_reason_length CHECK (char_length(status_reason) <= 500);
 
-CREATE FUNCTION orders_check_rules() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
+CREATE FUNCTION public.orders_check_rules() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    limits order_limits;
+    limits public.order_limits;
     buying boolean := NEW.side = 'BUY';
 BEGIN
-    SELECT * INTO limits FROM order_limits;
+    SELECT * INTO limits FROM public.order_limits;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'order_limits has no row: orders cannot be checked' USING ERRCODE = 'OA500';
     END IF;
@@ -101,15 +101,15 @@ BEGIN
             USING ERRCODE = 'OA422', COLUMN = 'quantity';
     END IF;
 
-    IF NEW.order_type = 'MARKET' AND NEW.price IS NOT NULL THEN
+    IF NEW.order_type = 'MARKET'::public.order_type_enum AND NEW.price IS NOT NULL THEN
         RAISE EXCEPTION 'a MARKET order takes no price' USING ERRCODE = 'OA422', COLUMN = 'price';
-    ELSIF NEW.order_type <> 'MARKET' AND NEW.price IS NULL THEN
+    ELSIF NEW.order_type <> 'MARKET'::public.order_type_enum AND NEW.price IS NULL THEN
         RAISE EXCEPTION 'a % order needs a price', NEW.order_type
             USING ERRCODE = 'OA422', COLUMN = 'price';
     END IF;
-    NEW.price := orders_checked_money('price', NEW.price);
-    NEW.stop_loss := orders_checked_money('stopLoss', NEW.stop_loss);
-    NEW.take_profit := orders_checked_money('takeProfit', NEW.take_profit);
+    NEW.price := public.orders_checked_money('price', NEW.price);
+    NEW.stop_loss := public.orders_checked_money('stopLoss', NEW.stop_loss);
+    NEW.take_profit := public.orders_checked_money('takeProfit', NEW.take_profit);
 
     -- A stop loss limits the loss: below the entry for a buy, above it for a sell;
     -- a take profit sits on the other side.
@@ -153,7 +153,7 @@ $$;
 
 -- A price as the API takes it: positive, at most 99999999.99 (numeric(10, 2)), at most two
 -- decimals, stored with exactly two.
-CREATE FUNCTION orders_checked_money(field text, value numeric) RETURNS numeric
+CREATE FUNCTION public.orders_checked_money(field text, value numeric) RETURNS numeric
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF value IS NULL THEN
@@ -174,7 +174,7 @@ END
 $$;
 
 CREATE TRIGGER orders_check_rules BEFORE INSERT ON orders
-    FOR EACH ROW EXECUTE FUNCTION orders_check_rules();
+    FOR EACH ROW EXECUTE FUNCTION public.orders_check_rules();
 
 -- Default privileges (Supabase) would let every API role call these directly. The trigger
 -- needs no EXECUTE (triggers are not checked); its helper runs as the writer of orders.

@@ -8,13 +8,13 @@ from decimal import Decimal
 from uuid import UUID
 
 import strawberry
+from sqlalchemy import DefaultClause
 from sqlalchemy.engine import RowMapping
 from strawberry.types import Info
 
 from app.graphql.context import Context
-from app.models.order import ActionEnum, OrderStatusEnum, OrderTypeEnum
+from app.models.order import ActionEnum, OrderLimitsRow, OrderStatusEnum, OrderTypeEnum
 from app.orders import validation
-from app.settings import Settings
 
 
 @strawberry.enum
@@ -183,11 +183,14 @@ _MONEY = f"Decimal string, greater than 0, at most {validation.MAX_PRICE}, at mo
 _TIMESTAMP = "ISO 8601 with a UTC offset (e.g. 2030-01-01T00:00:00Z)"
 
 
-def _setting(name: str, attribute: str) -> str:
-    """A bound that comes from a setting: its variable and default (the server may differ)."""
-    default = getattr(Settings, attribute)
-    shown = f"{default:,}" if isinstance(default, int | Decimal) else str(default)
-    return f"{name} (default {shown})"
+def _limit(column: str) -> str:
+    """A bound from the order limits (orders/limits.py): its column and the migration's default
+    (the operator may have changed it)."""
+    default = OrderLimitsRow.__table__.c[column].server_default
+    shown = default.arg.text if isinstance(default, DefaultClause) else "unset"  # type: ignore[union-attr]
+    if shown.isdigit():
+        shown = f"{int(shown):,}"
+    return f"order_limits.{column} (default {shown})"
 
 
 @strawberry.input(description="Which orders to list; every field given must match.")
@@ -218,12 +221,10 @@ class SubmitOrderInput:
     side: OrderSide = strawberry.field(description="BUY or SELL.")
     quantity: int = strawberry.field(
         description="Whole shares, 1 to "
-        + _setting("MAX_ORDER_QUANTITY", "max_order_quantity")
-        + ". The execution engine's risk check then rejects orders above "
-        + _setting("RISK_MAX_QUANTITY", "risk_max_quantity")
-        + " shares or a notional above "
-        + _setting("RISK_MAX_NOTIONAL", "risk_max_notional")
-        + "."
+        + _limit("max_quantity")
+        + "; for LIMIT and STOP orders, quantity x price at most "
+        + _limit("max_notional")
+        + " (checked here, by the database, and again by the engine before approval)."
     )
     order_type: OrderType = strawberry.field(
         description="MARKET: no price. LIMIT, STOP: price required."
