@@ -207,9 +207,13 @@ async def prepare(given: URL) -> SupabaseCluster:
     await _forget_previous_sessions(admin)
     cluster = SupabaseCluster(admin)
     await _execute(libpq_url(admin), PLATFORM_ROLES)
-    await _execute(libpq_url(admin), f"CREATE DATABASE {PLATFORM}")
+    # The project's database belongs to postgres (Supabase's migrate.sh: "alter database
+    # postgres owner to postgres"), so postgres owns schema public through pg_database_owner.
+    await _execute(libpq_url(admin), f"CREATE DATABASE {PLATFORM} OWNER {OWNER}")
     await _execute(cluster.dsn(PLATFORM, ADMIN), PLATFORM_DATABASE)
-    await _execute(libpq_url(admin), f"CREATE DATABASE {TEMPLATE} TEMPLATE {PLATFORM}")
+    await _execute(
+        libpq_url(admin), f"CREATE DATABASE {TEMPLATE} OWNER {OWNER} TEMPLATE {PLATFORM}"
+    )
     return cluster
 
 
@@ -237,7 +241,7 @@ async def create_database(cluster: SupabaseCluster, *, template: str = TEMPLATE)
     name = f"s_{uuid.uuid4().hex[:16]}"
     await _execute(
         libpq_url(cluster.admin_url),
-        f"CREATE DATABASE {name} TEMPLATE {template} STRATEGY FILE_COPY",
+        f"CREATE DATABASE {name} OWNER {OWNER} TEMPLATE {template} STRATEGY FILE_COPY",
     )
     return name
 
