@@ -15,7 +15,7 @@ from starlette.routing import Route, WebSocketRoute
 from app.auth.jwt import TokenVerifier
 from app.db import migrations
 from app.db.listener import OrderChangeListener
-from app.db.session import Database, create_engine
+from app.db.session import Database, open_database
 from app.db.urls import async_url, libpq_url
 from app.graphql.endpoint import GraphQLEndpoint
 from app.graphql.schema import build_schema
@@ -28,14 +28,7 @@ log = logging.getLogger(__name__)
 def database_for(settings: Settings) -> Database:
     if settings.api_database_url is None:
         raise SettingsError("API_DATABASE_URL is not set (the API logs in as 'authenticator')")
-    return Database(
-        create_engine(
-            async_url(settings.api_database_url),
-            pool_size=settings.db_pool_size,
-            pool_timeout=settings.db_pool_timeout,
-            statement_timeout_ms=settings.statement_timeout_ms,
-        )
-    )
+    return open_database(async_url(settings.api_database_url), settings, pooler=settings.db_pooler)
 
 
 def create_app(settings: Settings, *, database: Database | None = None) -> Starlette:

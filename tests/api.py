@@ -28,7 +28,8 @@ def api_settings(database: Any, **overrides: Any) -> Settings:
             "DATABASE_URL": database.owner_url.render_as_string(hide_password=False),
         }
     )
-    return dataclasses.replace(base, **overrides)
+    # A compiler bug must fail the test, not hide behind the resolvers' fallback.
+    return dataclasses.replace(base, compiled_queries_strict=True, **overrides)
 
 
 def make_token(

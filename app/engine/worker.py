@@ -77,7 +77,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.auth.claims import Claims
-from app.db.session import Database, DatabaseUnavailable, create_engine
+from app.db.session import Database, DatabaseUnavailable, open_database
 from app.db.urls import async_url
 from app.engine import ledger
 from app.engine.leases import FIND_ABANDONED, LEASE_NAMESPACE, Leases, lease_key
@@ -93,7 +93,7 @@ from app.engine.venue import (
     VenueError,
     VenueRejection,
 )
-from app.settings import Settings
+from app.settings import Settings, SettingsError
 
 __all__ = [
     "CANCEL_SWEEP_LOOKBACK",
@@ -681,8 +681,9 @@ def default_worker_id() -> str:
 
 
 async def _api_database_url(settings: Settings) -> URL:
-    if settings.api_database_url is not None:
-        return async_url(settings.api_database_url)
+    given = settings.engine_database_url or settings.api_database_url
+    if given is not None:
+        return async_url(given)
     from app.db import embedded
 
     server = await asyncio.to_thread(embedded.start, settings.data_dir)
@@ -699,20 +700,23 @@ async def run_worker(
 ) -> None:
     """Run one worker until ``stop`` is set.
 
-    Builds what is not given: the ``Database`` from ``settings.api_database_url``
-    (the ``authenticator`` login; the embedded server when unset) and the paper
+    Builds what is not given: the ``Database`` from ``settings.engine_database_url`` or
+    else ``settings.api_database_url`` (the ``authenticator`` login; the embedded server
+    when unset) and the paper
     venue from the venue settings; closes only what it built.
     """
     own_database = database is None
     if database is None:
-        database = Database(
-            create_engine(
-                await _api_database_url(settings),
-                pool_size=settings.db_pool_size,
-                pool_timeout=settings.db_pool_timeout,
-                statement_timeout_ms=settings.statement_timeout_ms,
+        # The leases are session-level advisory locks: through a transaction pooler they would
+        # be taken on one server session and checked on another.
+        pooler = "none" if settings.engine_database_url else settings.db_pooler
+        if pooler == "transaction":
+            raise SettingsError(
+                "the engine needs a session for its leases, and API_DATABASE_URL goes through a"
+                " transaction pooler (DB_POOLER=transaction): set ENGINE_DATABASE_URL to a direct"
+                " or session-mode connection"
             )
-        )
+        database = open_database(await _api_database_url(settings), settings, pooler=pooler)
     own_venue = venue is None
     try:
         # The engine must be held to the same row level security as the API.
