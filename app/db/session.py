@@ -133,6 +133,11 @@ def unavailable_reason(error: BaseException, *, connecting: bool) -> str | None:
             isinstance(cause, asyncpg.InterfaceError) and "connection is closed" in str(cause)
         ):
             return lost
+        if isinstance(cause, asyncpg.InternalClientError) and "in progress" in str(cause):
+            # "cannot switch to state ...; another operation is in progress": seen when an
+            # immediate shutdown's goodbye reached an idle pooled connection (one statement
+            # at a time is the rule here, see Tx). The connection is unusable.
+            return lost
         if isinstance(cause, TimeoutError):
             # asyncpg's connect timeout, or its command timeout: the server did not answer.
             return DATABASE_UNREACHABLE if connecting else STATEMENT_TIMEOUT
@@ -255,6 +260,16 @@ async def _unavailable_if_away(*, connecting: bool = False) -> AsyncIterator[Non
         raise DatabaseUnavailable(reason, str(error)) from error
 
 
+async def _end_after_failure(conn: AsyncConnection, error: BaseException) -> None:
+    """Roll back; but a connection that failed because the database went away (or did not
+    answer in time) is discarded instead: its state is unknown, so it must not be reused."""
+    with contextlib.suppress(Exception):
+        if isinstance(error, Exception) and unavailable_reason(error, connecting=False):
+            await conn.invalidate()
+        else:
+            await conn.rollback()
+
+
 class Database:
     """The pool of ``authenticator`` connections and the per-caller transaction."""
 
@@ -277,12 +292,10 @@ class Database:
         async with _unavailable_if_away():
             try:
                 yield Tx(conn, claims)
-            except BaseException:
-                with contextlib.suppress(Exception):  # a lost connection has nothing to undo
-                    await conn.rollback()
-                raise
-            else:
                 await conn.commit()
+            except BaseException as error:
+                await _end_after_failure(conn, error)
+                raise
             finally:
                 with contextlib.suppress(Exception):
                     await conn.close()
@@ -307,6 +320,7 @@ class Database:
                 await conn.execute(_SET_CALLER_READ_ONLY if read_only else _SET_CALLER, params)
                 return conn
             except Exception as error:
+                await _end_after_failure(conn, error)
                 with contextlib.suppress(Exception):
                     await conn.close()
                 reason = unavailable_reason(error, connecting=False)
@@ -350,9 +364,8 @@ class Database:
                 )
                 raw: str = await conn.fetchval(sql, *args)
             return raw
-        except DatabaseUnavailable as error:
-            if error.reason != STATEMENT_TIMEOUT:
-                proxied.invalidate()  # broken: never hand it out again
+        except DatabaseUnavailable:
+            proxied.invalidate()  # its state is unknown: never hand it out again
             raise
         finally:
             proxied.close()
