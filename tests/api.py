@@ -31,7 +31,7 @@ def api_settings(database: Any, **overrides: Any) -> Settings:
         }
     )
     # A compiler bug must fail the test, not hide behind the resolvers' fallback.
-    return dataclasses.replace(base, compiled_queries_strict=True, **overrides)
+    return dataclasses.replace(base, **{"compiled_queries_strict": True, **overrides})
 
 
 def make_token(
