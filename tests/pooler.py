@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -124,3 +126,22 @@ log_disconnections = 0
             process.kill()
             process.wait()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def main(argv: list[str]) -> int:
+    """``python -m tests.pooler SERVER_URL [POOL_SIZE]``: run a pooler for .ci/run until
+    SIGTERM; its URL is the first line written to stdout."""
+    if not Path(PGBOUNCER).exists():
+        sys.stderr.write("pgbouncer is not installed\n")
+        return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    pool_size = int(argv[2]) if len(argv) > 2 else 10
+    with pgbouncer(make_url(argv[1]), pool_size=pool_size) as url:
+        sys.stdout.write(url.render_as_string() + "\n")
+        sys.stdout.flush()
+        while True:
+            time.sleep(3600)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
