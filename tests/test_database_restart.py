@@ -133,8 +133,22 @@ class Load:
 
     def summary(self) -> str:
         by_status = Counter((o.kind, o.status) for o in self.outcomes)
+        reasons = Counter(reason_of(o) for o in self.outcomes if o.status != 200)
         slowest = max((o.seconds for o in self.outcomes), default=0.0)
-        return f"{dict(sorted(by_status.items()))}, slowest {slowest:.2f} s"
+        return (
+            f"{dict(sorted(by_status.items()))}, 503 reasons {dict(reasons)},"
+            f" slowest {slowest:.2f} s"
+        )
+
+
+def reason_of(outcome: Outcome) -> str | None:
+    if outcome.body is None:
+        return None
+    try:
+        reason: str = outcome.body["errors"][0]["extensions"]["reason"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return reason
 
 
 @asynccontextmanager
