@@ -21,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 from app.auth.claims import Claims
+from app.db import session
 from app.db.session import STATEMENT_TIMEOUT, DatabaseUnavailable
 from app.db.urls import libpq_url
 from app.engine.worker import run_worker
@@ -113,6 +114,24 @@ async def test_many_traders_at_once_through_the_pooler_each_see_only_their_own_r
             assert owners == {str(trader): ORDERS_EACH + 1}, (trader, owners)
             rows_checked += sum(owners.values())
         assert rows_checked == 4 * TRADERS * 2 * (ORDERS_EACH + 1)
+
+
+async def test_without_db_pooler_the_failures_are_graphql_shaped_and_name_the_setting(
+    pooled: Db, caplog: pytest.LogCaptureFixture
+) -> None:
+    session._log_pooler_hint.cache_clear()
+    async with api_client(api_settings(pooled, db_pooler="none")) as client:
+        responses = await asyncio.gather(
+            *(client.post(ORDERS, token=client.token(uuid.uuid4())) for _ in range(30))
+        )
+    failed = [response for response in responses if response.status_code != 200]
+    assert failed, "every request worked: the pooler did not pool per transaction"
+    for response in failed:
+        assert response.status_code == 500
+        [error] = response.json()["errors"]
+        assert error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    hints = [record for record in caplog.records if "set DB_POOLER=transaction" in record.message]
+    assert len(hints) == 1
 
 
 async def test_the_statement_timeout_holds_per_transaction_through_the_pooler(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -256,8 +257,31 @@ async def _unavailable_if_away(*, connecting: bool = False) -> AsyncIterator[Non
     except Exception as error:
         reason = unavailable_reason(error, connecting=connecting)
         if reason is None:
+            _hint_at_a_transaction_pooler(error)
             raise
         raise DatabaseUnavailable(reason, str(error)) from error
+
+
+# Named prepared statements that vanish or collide: a transaction pooler handed the
+# connection's next transaction to another server session.
+_PREPARED_STATEMENT_STATES = {"26000", "42P05"}
+
+
+def _hint_at_a_transaction_pooler(error: Exception) -> None:
+    if any(
+        isinstance(cause, asyncpg.PostgresError) and cause.sqlstate in _PREPARED_STATEMENT_STATES
+        for cause in _chain(error)
+    ):
+        _log_pooler_hint()
+
+
+@functools.cache  # once per process: the cause is the configuration, not the request
+def _log_pooler_hint() -> None:
+    log.error(
+        "prepared statements are failing: API_DATABASE_URL looks like a transaction"
+        " pooler (PgBouncer pool_mode=transaction, Supavisor on 6543); set"
+        " DB_POOLER=transaction"
+    )
 
 
 async def _end_after_failure(conn: AsyncConnection, error: BaseException) -> None:
@@ -328,6 +352,7 @@ class Database:
                     log.info("a pooled connection was broken; retrying on a new one")
                     continue
                 if reason is None:
+                    _hint_at_a_transaction_pooler(error)
                     raise
                 raise DatabaseUnavailable(reason, str(error)) from error
         raise AssertionError("unreachable")

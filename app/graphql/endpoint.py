@@ -236,6 +236,16 @@ class GraphQLEndpoint(GraphQL[Context, None]):
                 data=None,
                 errors=[GraphQLError("database unavailable", original_error=unavailable)],
             )
+        except HTTPException:
+            raise
+        except Exception as fault:
+            # Ours, outside any resolver (opening or committing the transaction, e.g. a
+            # transaction pooler without DB_POOLER=transaction): masked and logged whole
+            # (process_result), but still a GraphQL-shaped body rather than plain text.
+            sub_response.status_code = 500
+            return ExecutionResult(
+                data=None, errors=[GraphQLError("internal error", original_error=fault)]
+            )
         finally:
             context.tx = None
         if result.errors:
