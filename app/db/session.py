@@ -32,11 +32,12 @@ from app.settings import APP_ROLES, PoolerMode, Settings
 log = logging.getLogger(__name__)
 
 # Bound parameters only: the role name never becomes part of the SQL text. The statement
-# timeout is set here too, per transaction, because a transaction pooler refuses it as a
-# startup parameter and would not keep a session-level one; it costs no extra round trip.
+# timeout and the time zone are set here too, per transaction, because a transaction pooler
+# may refuse them as startup parameters and would not keep session-level ones; it costs no
+# extra round trip.
 _CALLER_SETTINGS = (
     "set_config('role', {role}, true), set_config('request.jwt.claims', {claims}, true),"
-    " set_config('statement_timeout', {timeout}, true)"
+    " set_config('statement_timeout', {timeout}, true), set_config('TimeZone', 'UTC', true)"
 )
 _SET_CALLER = text(
     "SELECT " + _CALLER_SETTINGS.format(role=":role", claims=":claims", timeout=":timeout")
@@ -159,10 +160,10 @@ def create_engine(
     """The pool. ``command_timeout`` bounds each statement on the client side too (a server
     that stopped answering); ``pooler="transaction"`` turns prepared statements unnamed
     and uncached, since the next transaction may run on another server session."""
-    # UTC: timestamps reach clients as PostgreSQL's to_json writes them (graphql/scalars.py).
-    # (PgBouncer and Supavisor track TimeZone and application_name per client.)
+    # Only application_name, which every pooler passes on; TimeZone (UTC, so that timestamps
+    # reach clients as PostgreSQL's to_json writes them) is set per transaction, with the role.
     connect_args: dict[str, Any] = {
-        "server_settings": {"application_name": "order-api", "TimeZone": "UTC"},
+        "server_settings": {"application_name": "order-api"},
         "timeout": connect_timeout,
         "command_timeout": command_timeout,
     }
