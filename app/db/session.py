@@ -313,20 +313,29 @@ class Database:
         if claims.role not in APP_ROLES:
             # Token verification already refuses these; this keeps the invariant local.
             raise ValueError(f"role {claims.role!r} is not an application role")
-        conn = await self._begin(claims, read_only)
         async with _unavailable_if_away():
-            try:
-                yield Tx(conn, claims)
-                await conn.commit()
-            except BaseException as error:
-                await _end_after_failure(conn, error)
-                raise
-            finally:
-                with contextlib.suppress(Exception):
-                    await conn.close()
+            for attempt in (1, 2):
+                # The connection's own context manager returns it to the pool in a task of
+                # its own: safe from cancellation, and a request waiting for a connection
+                # gets it before this task can take it back for its next request.
+                async with contextlib.AsyncExitStack() as stack:
+                    async with _unavailable_if_away(connecting=True):
+                        conn = await stack.enter_async_context(self.engine.connect())
+                    if not await self._set_caller(conn, claims, read_only, may_retry=attempt == 1):
+                        continue
+                    try:
+                        yield Tx(conn, claims)
+                        await conn.commit()
+                    except BaseException as error:
+                        await _end_after_failure(conn, error)
+                        raise
+                    return
 
-    async def _begin(self, claims: Claims, read_only: bool) -> AsyncConnection:
-        """A connection in a new transaction with the caller's role, claims and timeout.
+    async def _set_caller(
+        self, conn: AsyncConnection, claims: Claims, read_only: bool, *, may_retry: bool
+    ) -> bool:
+        """Begin the transaction with the caller's role, claims and timeout; False when the
+        connection broke doing so and may be replaced.
 
         A connection that breaks here has run nothing of the request yet, so it is
         replaced once (a connection the server dropped while it sat in the pool);
@@ -337,26 +346,20 @@ class Database:
             "claims": claims.to_json(),
             "timeout": self.statement_timeout,
         }
-        for attempt in (1, 2):
-            async with _unavailable_if_away(connecting=True):
-                conn = await self.engine.connect()
-            try:
-                await conn.begin()
-                await conn.execute(_SET_CALLER_READ_ONLY if read_only else _SET_CALLER, params)
-                return conn
-            except Exception as error:
-                await _end_after_failure(conn, error)
-                with contextlib.suppress(Exception):
-                    await conn.close()
-                reason = unavailable_reason(error, connecting=False)
-                if reason == CONNECTION_LOST and attempt == 1:
-                    log.info("a pooled connection was broken; retrying on a new one")
-                    continue
-                if reason is None:
-                    _hint_at_a_transaction_pooler(error)
-                    raise
-                raise DatabaseUnavailable(reason, str(error)) from error
-        raise AssertionError("unreachable")
+        try:
+            await conn.begin()
+            await conn.execute(_SET_CALLER_READ_ONLY if read_only else _SET_CALLER, params)
+            return True
+        except Exception as error:
+            await _end_after_failure(conn, error)
+            reason = unavailable_reason(error, connecting=False)
+            if reason == CONNECTION_LOST and may_retry:
+                log.info("a pooled connection was broken; retrying on a new one")
+                return False
+            if reason is None:
+                _hint_at_a_transaction_pooler(error)
+                raise
+            raise DatabaseUnavailable(reason, str(error)) from error
 
     async def read_json(self, claims: Claims, sql: str, args: Sequence[Any]) -> str:
         """One read-only statement answering JSON text, as ``claims.role`` with ``claims`` set.
