@@ -18,7 +18,7 @@ from app import tracing
 from app.auth.jwt import TokenVerifier
 from app.db import migrations, readiness
 from app.db.change_feed import ChangeFeed
-from app.db.session import Database, create_engine
+from app.db.session import Database, open_database
 from app.db.urls import async_url, libpq_url
 from app.graphql import graphiql
 from app.graphql.endpoint import GraphQLEndpoint
@@ -35,14 +35,7 @@ log = logging.getLogger(__name__)
 def database_for(settings: Settings) -> Database:
     if settings.api_database_url is None:
         raise SettingsError("API_DATABASE_URL is not set (the API logs in as 'authenticator')")
-    return Database(
-        create_engine(
-            async_url(settings.api_database_url),
-            pool_size=settings.db_pool_size,
-            pool_timeout=settings.db_pool_timeout,
-            statement_timeout_ms=settings.statement_timeout_ms,
-        )
-    )
+    return open_database(async_url(settings.api_database_url), settings, pooler=settings.db_pooler)
 
 
 def cors(settings: Settings) -> Middleware:
@@ -71,7 +64,12 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Starl
     if tracing.configure(settings):
         tracing.instrument_engine(db.engine)
     # The one reader of the change feed of this process logs in as the pool does (authenticator).
-    changes = ChangeFeed(libpq_url(db.engine.url), poll_seconds=settings.change_feed_poll_ms / 1000)
+    changes = ChangeFeed(
+        libpq_url(db.engine.url),
+        poll_seconds=settings.change_feed_poll_ms / 1000,
+        connect_timeout=settings.db_connect_timeout,
+        prepared_statements=settings.db_pooler != "transaction",
+    )
     schema = build_schema(settings, subscription=Subscription)
     graphql = GraphQLEndpoint(
         schema, settings=settings, database=db, verifier=verifier, changes=changes

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from sqlalchemy.engine import make_url
@@ -27,6 +28,12 @@ SUPABASE_AUTH_PATH = "/auth/v1"
 SUPABASE_JWKS_PATH = SUPABASE_AUTH_PATH + "/.well-known/jwks.json"
 
 LOG_FORMATS = ("text", "json")
+
+PoolerMode = Literal["none", "session", "transaction"]
+"""What sits between the pool and PostgreSQL (``DB_POOLER``): nothing or a session-mode
+pooler (one server session per client connection), or a transaction-mode pooler
+(PgBouncer ``pool_mode = transaction``, Supavisor on port 6543), which hands each
+*transaction* to whichever server session is free."""
 
 
 class SettingsError(ValueError):
@@ -204,6 +211,17 @@ def _refuse_moved_limits(env: Mapping[str, str]) -> None:
             )
 
 
+def _pooler(env: Mapping[str, str], name: str) -> PoolerMode:
+    raw = (env.get(name) or "none").strip().lower()
+    if raw == "none":
+        return "none"
+    if raw == "session":
+        return "session"
+    if raw == "transaction":
+        return "transaction"
+    raise SettingsError(f"{name} must be none, session or transaction, got {env.get(name)!r}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     # --- database -----------------------------------------------------------
@@ -214,8 +232,15 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("order-api")))
     """Where the embedded PostgreSQL keeps its cluster (``ORDER_API_DATA_DIR``)."""
     authenticator_password: str | None = None
+    engine_database_url: str | None = None
+    """The execution engine's login, which needs a session (its advisory-lock leases): a direct
+    or session-mode connection. None: ``api_database_url``."""
+    db_pooler: PoolerMode = "none"
+    """What ``api_database_url`` goes through (``DB_POOLER``); "transaction": PgBouncer in
+    transaction mode or Supavisor on 6543 (unnamed prepared statements)."""
     db_pool_size: int = 10
     db_pool_timeout: float = 5.0
+    db_connect_timeout: float = 3.0
     statement_timeout_ms: int = 5000
     change_feed_poll_ms: int = 5
     """How often a process with subscribers reads the change feed (db/change_feed.py)."""
@@ -249,6 +274,9 @@ class Settings:
     max_document_bytes: int = 20_000
     compiled_queries: bool = True
     """Answer hot read queries with one SQL statement (graphql/compiled.py); off = resolvers only."""
+    compiled_queries_strict: bool = False
+    """Tests only (no variable): a query that fails to compile or bind raises instead of
+    quietly taking the resolvers, so that a compiler bug cannot hide behind the fallback."""
 
     # --- operations ----------------------------------------------------------
     metrics: bool = True
@@ -288,10 +316,13 @@ class Settings:
         return cls(
             database_url=_postgres_url(env, "DATABASE_URL"),
             api_database_url=_postgres_url(env, "API_DATABASE_URL"),
+            engine_database_url=_postgres_url(env, "ENGINE_DATABASE_URL"),
+            db_pooler=_pooler(env, "DB_POOLER"),
             data_dir=Path(data_dir) if data_dir else Path(platformdirs.user_data_dir("order-api")),
             authenticator_password=_str(env, "AUTHENTICATOR_PASSWORD"),
             db_pool_size=_int(env, "DB_POOL_SIZE", 10, minimum=1),
             db_pool_timeout=_float(env, "DB_POOL_TIMEOUT", 5.0),
+            db_connect_timeout=_float(env, "DB_CONNECT_TIMEOUT", 3.0),
             statement_timeout_ms=_int(env, "STATEMENT_TIMEOUT_MS", 5000),
             change_feed_poll_ms=_int(env, "CHANGE_FEED_POLL_MS", 5, minimum=1),
             supabase_url=supabase_url,

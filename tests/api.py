@@ -26,9 +26,12 @@ def api_settings(database: Any, **overrides: Any) -> Settings:
             "JWT_SECRET": SECRET,
             "API_DATABASE_URL": database.api_url.render_as_string(hide_password=False),
             "DATABASE_URL": database.owner_url.render_as_string(hide_password=False),
+            # As production must be configured when API_DATABASE_URL is a transaction pooler.
+            "DB_POOLER": "transaction" if getattr(database, "pooler", None) else "none",
         }
     )
-    return dataclasses.replace(base, **overrides)
+    # A compiler bug must fail the test, not hide behind the resolvers' fallback.
+    return dataclasses.replace(base, **{"compiled_queries_strict": True, **overrides})
 
 
 def make_token(

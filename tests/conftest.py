@@ -10,7 +10,8 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import URL
 
-from tests import pg, supabase
+from app.db.urls import libpq_url
+from tests import pg, pooler, supabase
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +26,8 @@ def cluster() -> Iterator[pg.Cluster]:
 class Db:
     cluster: pg.Cluster
     name: str
+    pooler: URL | None = None
+    """A transaction-mode pooler the API's connections go through (tests/pooler.py)."""
 
     @property
     def owner_url(self) -> URL:
@@ -33,8 +36,9 @@ class Db:
 
     @property
     def api_url(self) -> URL:
-        """The login role production uses: ``authenticator``."""
-        return self.cluster.url(self.name, "authenticator")
+        """The login role production uses: ``authenticator`` (through the pooler, if any)."""
+        url = self.cluster.url(self.name, "authenticator")
+        return url if self.pooler is None else pooler.through(url, self.pooler)
 
     def dsn(self, user: str | None = None) -> str:
         return self.cluster.dsn(self.name, user)
@@ -44,7 +48,7 @@ class Db:
 async def database(cluster: pg.Cluster) -> AsyncIterator[Db]:
     name = await pg.create_test_database(cluster)
     try:
-        yield Db(cluster, name)
+        yield Db(cluster, name, pooler.pooler_url())
     finally:
         await pg.drop_test_database(cluster, name)
 
@@ -60,8 +64,11 @@ async def owner_conn(database: Db) -> AsyncIterator[asyncpg.Connection]:
 
 @pytest.fixture
 async def authenticator_conn(database: Db) -> AsyncIterator[asyncpg.Connection]:
-    """A plain-SQL connection as the API's login role, for attacking the policies directly."""
-    conn = await asyncpg.connect(database.dsn("authenticator"))
+    """A plain-SQL connection as the API's login role, for attacking the policies directly
+    (through the pooler, if any: then without named prepared statements, as the API)."""
+    conn = await asyncpg.connect(
+        libpq_url(database.api_url), statement_cache_size=0 if database.pooler else 100
+    )
     try:
         yield conn
     finally:

@@ -3,7 +3,7 @@
 ISO 8601 with a ``+00:00`` offset and the fraction of a second without trailing
 zeros (``2026-11-24T21:02:45.80425+00:00``). Python writes them the same way here,
 so that JSON built by PostgreSQL (compiled queries) and by Python (resolvers,
-cursors) is the same text. Sessions run with ``TimeZone=UTC`` (db/session.py).
+cursors) is the same text. Transactions run with ``TimeZone=UTC`` (db/session.py).
 """
 
 from __future__ import annotations

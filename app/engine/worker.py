@@ -1,7 +1,7 @@
 """The execution engine: moves orders from PENDING to a final state, through the database.
 
 A ``Worker`` polls the ``orders`` table every ``settings.engine_poll_seconds``
-(LISTEN/NOTIFY is not wired up yet) and works as ``service_role`` through
+and works as ``service_role`` through
 ``Database.transaction``, exactly like the API: it writes ``orders`` columns
 and inserts ``fills`` (the statements are in ``app.engine.ledger``); the
 migration's triggers derive fill state and statuses and write every
@@ -80,7 +80,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app import metrics
 from app.auth.claims import Claims
 from app.db import migrations, readiness
-from app.db.session import Database, DatabaseUnavailable, create_engine
+from app.db.session import Database, DatabaseUnavailable, open_database
 from app.db.urls import api_database_url, async_url
 from app.engine import ledger
 from app.engine.leases import FIND_ABANDONED, LEASE_NAMESPACE, Leases, lease_key
@@ -97,7 +97,7 @@ from app.engine.venue import (
     VenueRejection,
 )
 from app.orders import limits as order_limits
-from app.settings import Settings
+from app.settings import Settings, SettingsError
 
 __all__ = [
     "CANCEL_SWEEP_LOOKBACK",
@@ -772,7 +772,7 @@ def default_worker_id() -> str:
 
 
 async def _api_database_url(settings: Settings) -> URL:
-    configured = api_database_url(settings)
+    configured = settings.engine_database_url or api_database_url(settings)
     if configured is not None:
         return async_url(configured)
     from app.db import embedded
@@ -791,20 +791,23 @@ async def run_worker(
 ) -> None:
     """Run one worker until ``stop`` is set.
 
-    Builds what is not given: the ``Database`` from ``settings.api_database_url``
-    (the ``authenticator`` login; the embedded server when unset) and the paper
+    Builds what is not given: the ``Database`` from ``settings.engine_database_url`` or
+    else ``settings.api_database_url`` (the ``authenticator`` login; the embedded server
+    when unset) and the paper
     venue from the venue settings; closes only what it built.
     """
     own_database = database is None
     if database is None:
-        database = Database(
-            create_engine(
-                await _api_database_url(settings),
-                pool_size=settings.db_pool_size,
-                pool_timeout=settings.db_pool_timeout,
-                statement_timeout_ms=settings.statement_timeout_ms,
+        # The leases are session-level advisory locks: through a transaction pooler they would
+        # be taken on one server session and checked on another.
+        pooler = "none" if settings.engine_database_url else settings.db_pooler
+        if pooler == "transaction":
+            raise SettingsError(
+                "the engine needs a session for its leases, and API_DATABASE_URL goes through a"
+                " transaction pooler (DB_POOLER=transaction): set ENGINE_DATABASE_URL to a direct"
+                " or session-mode connection"
             )
-        )
+        database = open_database(await _api_database_url(settings), settings, pooler=pooler)
     own_venue = venue is None
     try:
         # The engine must be held to the same row level security as the API.

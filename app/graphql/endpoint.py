@@ -118,24 +118,36 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         if plan is None or not isinstance(variables, dict | None):
             return None
         claims = await self.claims_for(request.headers.get("authorization"))
-        bound = plan.bind(self.graphql_schema, variables, claims)
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        try:
+            bound = plan.bind(self.graphql_schema, variables, claims)
+        except Exception:
+            # A bug of the compiler, found before anything ran: the resolvers can answer.
+            if self.settings.compiled_queries_strict:
+                raise
+            log.exception(
+                "request %s: compiled plan failed to bind; using the resolvers", request_id
+            )
+            return None
         if bound is None:
             return None  # unusual arguments: the resolvers give the precise error
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         telemetry.note(
             request_id=request_id, role=claims.role, operation=plan.operation, operation_name=name
         )
         headers = {"x-request-id": request_id}
         try:
             raw = await self.database.read_json(claims, *bound)
-        except DatabaseUnavailable:
-            log.warning("request %s: database unavailable", request_id, exc_info=True)
-            error = format_error(GraphQLError("", original_error=DatabaseUnavailable()), request_id)
-            return JSONResponse({"data": None, "errors": [error]}, 503, headers=headers)
-        except Exception:
-            # Logged whole; the resolvers then answer (and mask) whatever it is.
-            log.exception("request %s: compiled query failed; using the resolvers", request_id)
-            return None
+        except Exception as failure:
+            # Answered as the resolvers answer the same failure, and never run again through
+            # them: the statement was sent (a timeout would only cost the caller twice).
+            error = GraphQLError(str(failure), original_error=failure)
+            status = 503 if code_of(error) == UNAVAILABLE else 200
+            if status == 503:
+                log.warning("request %s: database unavailable: %s", request_id, failure)
+            else:
+                log_unexpected([error], request_id)
+            body = {"data": None, "errors": [format_error(error, request_id)]}
+            return JSONResponse(body, status, headers=headers)
         return Response(
             b'{"data":' + raw.encode() + b"}", media_type="application/json", headers=headers
         )
@@ -210,12 +222,22 @@ class GraphQLEndpoint(GraphQL[Context, None]):
                     raise _RollBack(result)
         except _RollBack as rollback:
             result = rollback.result
-        except DatabaseUnavailable:
-            log.warning("request %s: database unavailable", context.request_id, exc_info=True)
+        except DatabaseUnavailable as unavailable:
+            log.warning("request %s: database unavailable: %s", context.request_id, unavailable)
             sub_response.status_code = 503
             return ExecutionResult(
                 data=None,
-                errors=[GraphQLError("database unavailable", original_error=DatabaseUnavailable())],
+                errors=[GraphQLError("database unavailable", original_error=unavailable)],
+            )
+        except HTTPException:
+            raise
+        except Exception as fault:
+            # Ours, outside any resolver (opening or committing the transaction, e.g. a
+            # transaction pooler without DB_POOLER=transaction): masked and logged whole
+            # (process_result), but still a GraphQL-shaped body rather than plain text.
+            sub_response.status_code = 500
+            return ExecutionResult(
+                data=None, errors=[GraphQLError("internal error", original_error=fault)]
             )
         finally:
             context.tx = None
@@ -241,7 +263,14 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         key = self._plan_key(request_data)
         if key is None or result.errors or key in self._plans:
             return
-        plan = compiled.compile_query(*key)
+        try:
+            plan = compiled.compile_query(*key)
+        except Exception:
+            # A bug of the compiler: this document keeps taking the resolvers.
+            if self.settings.compiled_queries_strict:
+                raise
+            log.exception("compiling a query failed; it will take the resolvers")
+            return
         if plan is None:
             return
         if len(self._plans) >= compiled.PLAN_CACHE_SIZE:

@@ -13,13 +13,33 @@ from typing import Any
 
 from graphql import GraphQLError
 
-from app.db.session import DatabaseUnavailable
+from app.db.session import (
+    CONNECTION_LOST,
+    DATABASE_UNREACHABLE,
+    POOL_EXHAUSTED,
+    STATEMENT_TIMEOUT,
+    DatabaseUnavailable,
+)
 from app.orders.errors import InvalidInput, OrderError
 
 log = logging.getLogger("app.graphql")
 
 INTERNAL = "INTERNAL_SERVER_ERROR"
 UNAVAILABLE = "SERVICE_UNAVAILABLE"
+
+# SERVICE_UNAVAILABLE (HTTP 503): retryable; extensions.reason says why.
+_UNAVAILABLE_MESSAGES = {
+    DATABASE_UNREACHABLE: "The database is unavailable; retry shortly",
+    POOL_EXHAUSTED: "The server is busy (no database connection was free); retry shortly",
+    CONNECTION_LOST: (
+        "The database connection was lost during the request; retry (a write is never applied"
+        " twice when retried with the same clientOrderId)"
+    ),
+    STATEMENT_TIMEOUT: (
+        "The request took longer than the database allows and was cancelled; nothing was"
+        " written. Retry, or ask for less"
+    ),
+}
 
 # graphql-core reports a variable its scalar cannot parse (a price of "abc", a malformed
 # UUID or DateTime) as "Variable '$input' has invalid value at .price: ..."; the path is
@@ -67,8 +87,11 @@ def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
     if code == INTERNAL:
         message = f"Internal server error (request id {request_id})"
         extensions["requestId"] = request_id
-    elif code == UNAVAILABLE:
-        message = "The database is unavailable; retry shortly"
+    elif isinstance(original, DatabaseUnavailable):
+        message = _UNAVAILABLE_MESSAGES.get(
+            original.reason, _UNAVAILABLE_MESSAGES[DATABASE_UNREACHABLE]
+        )
+        extensions["reason"] = original.reason
     elif isinstance(original, OrderError):
         message = original.message
         if isinstance(original, InvalidInput):
