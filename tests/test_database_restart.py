@@ -281,3 +281,36 @@ async def test_the_first_requests_after_an_idle_restart_succeed(own_server: OwnS
             response = await client.post(query, first, token=token)
             assert response.status_code == 200, response.text
             assert "errors" not in response.json(), response.text
+
+
+async def test_open_subscriptions_survive_a_restart_with_one_gap_signal_each(
+    own_server: OwnServer,
+) -> None:
+    # The subscription harness of tests/test_subscriptions.py, on this module's own server.
+    from tests.test_subscriptions import harness, state, subscribed
+
+    trader = uuid.uuid4()
+    async with harness(database_of(own_server)) as h:
+        order_id = await h.submit(trader)
+        await h.announced(1)
+        async with (
+            subscribed(h, h.token(trader)) as everything,
+            subscribed(h, h.token(trader), order_id) as one,
+        ):
+            await h.subscribers(2)
+            await own_server.stop("fast")
+            await asyncio.sleep(1.0)  # several failed reads of the feed: still one outage
+            await own_server.start()
+            for stream in (everything, one):
+                gap = await stream.next()
+                assert gap["data"] is None, gap
+                assert [e["extensions"] for e in gap["errors"]] == [
+                    {"code": "SERVICE_UNAVAILABLE", "reason": "UPDATES_MISSED"}
+                ]
+            # The streams go on: the one-order subscription is made whole, then both see the
+            # next change, and no second gap signal comes for the same outage.
+            assert state(await one.order()) == ("PENDING", 0, "SUBMITTED")
+            await h.approve(order_id)
+            assert state(await one.order()) == ("PENDING", 0, "APPROVED")
+            assert state(await everything.order()) == ("PENDING", 0, "APPROVED")
+            assert h.changes.outages == 1
