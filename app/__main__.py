@@ -71,6 +71,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from app.db import embedded
     from app.db.migrations import upgrade_to_head
     from app.main import create_app
+    from app.server import uvicorn_options
 
     settings, started = _embedded_settings(settings)
     settings = dataclasses.replace(settings, jwt_secret=_dev_secret(settings))
@@ -92,7 +93,13 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     if not args.no_worker:
         _attach_worker(app, settings)
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="info",
+            **uvicorn_options(settings),
+        )
     finally:
         if started:
             embedded.stop(settings.data_dir)
@@ -128,11 +135,18 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.main import create_app
+    from app.server import uvicorn_options
 
     if settings.api_database_url is None and settings.database_url is None:
         settings, _ = _embedded_settings(settings)
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, proxy_headers=True)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        proxy_headers=True,
+        **uvicorn_options(settings),
+    )
     return 0
 
 

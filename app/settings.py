@@ -117,6 +117,8 @@ class Settings:
     max_order_quantity: int = 1_000_000
     compiled_queries: bool = True
     """Answer hot read queries with one SQL statement (graphql/compiled.py); off = resolvers only."""
+    request_read_timeout_seconds: float = 10.0
+    """Time a client has to send a request's headers, and again its body (app/server.py)."""
 
     # --- execution engine ----------------------------------------------------
     risk_max_quantity: int = 100_000
@@ -168,6 +170,7 @@ class Settings:
             max_document_bytes=_int(env, "MAX_DOCUMENT_BYTES", 20_000, minimum=100),
             max_order_quantity=_int(env, "MAX_ORDER_QUANTITY", 1_000_000, minimum=1),
             compiled_queries=_bool(env, "COMPILED_QUERIES", True),
+            request_read_timeout_seconds=_float(env, "REQUEST_READ_TIMEOUT_SECONDS", 10.0),
             risk_max_quantity=_int(env, "RISK_MAX_QUANTITY", 100_000, minimum=1),
             risk_max_notional=_decimal(env, "RISK_MAX_NOTIONAL", Decimal("5000000")),
             risk_symbols=tuple(s.upper() for s in _csv(env, "RISK_SYMBOLS", ())),

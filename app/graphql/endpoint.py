@@ -14,7 +14,6 @@ names its handlers and authenticates their connection_init through it.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import uuid
 from typing import Any
@@ -37,9 +36,9 @@ from app.auth.claims import Claims
 from app.auth.jwt import InvalidToken, TokenVerifier, bearer_token
 from app.db.listener import OrderChangeListener
 from app.db.session import Database, DatabaseUnavailable
-from app.graphql import compiled
+from app.graphql import body, compiled
 from app.graphql.context import Context
-from app.graphql.errors import UNAVAILABLE, code_of, format_error, log_unexpected
+from app.graphql.errors import UNAVAILABLE, code_of, format_error
 from app.graphql.subscriptions import OrderFeed
 from app.graphql.websocket import LegacyWSHandler, TransportWSHandler, connection_claims
 from app.settings import Settings
@@ -109,7 +108,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        request = Request(scope=scope, receive=receive)
+        request = Request(scope=scope, receive=body.bounded(receive, self.settings))
         try:
             response = await self._compiled_response(request) or await self.run(request)
         except HTTPException as refusal:
@@ -127,7 +126,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             return None
         self._check_length(request)
         try:
-            data = json.loads(await request.body())  # Starlette keeps the body for Strawberry
+            data = body.decode_json(await request.body())  # Starlette keeps it for Strawberry
         except ValueError:
             return None
         if not isinstance(data, dict):
@@ -159,9 +158,13 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         )
 
     def _check_length(self, request: Request) -> None:
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.settings.max_document_bytes * 2:
-            raise HTTPException(413, "request body too large")
+        body.check_length_header(request.headers.get("content-length"), self.settings)
+
+    def decode_json(self, data: str | bytes) -> object:
+        return body.decode_json(data)  # HTTP bodies and WebSocket messages
+
+    def parse_json(self, data: str | bytes) -> Any:
+        return body.parse_json(data)  # HTTP bodies
 
     @property
     def graphql_ide_html(self) -> str:
@@ -201,11 +204,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         root_value: None,
         request_data: Any,
     ) -> ExecutionResult:
-        query = request_data.query
-        if isinstance(query, str) and len(query.encode()) > self.settings.max_document_bytes:
-            raise HTTPException(
-                413, f"GraphQL document larger than {self.settings.max_document_bytes} bytes"
-            )
+        body.check_document(request_data.query, self.settings)
         try:
             async with self.database.transaction(context.claims) as tx:
                 context.tx = tx
@@ -260,8 +259,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
     ) -> GraphQLHTTPResponse:
         request_id = getattr(request.state, "request_id", "")
         response: GraphQLHTTPResponse = {"data": result.data}
-        if result.errors:
-            log_unexpected(result.errors, request_id)
+        if result.errors:  # logged by the schema (graphql/schema.py)
             response["errors"] = [format_error(error, request_id) for error in result.errors]
         if result.extensions:
             response["extensions"] = result.extensions

@@ -22,6 +22,7 @@ from strawberry.extensions import (
 from strawberry.extensions.max_aliases import create_validator as max_aliases_rule
 from strawberry.extensions.query_depth_limiter import create_validator as max_depth_rule
 
+from app.graphql.inputs import TextLiteralsRule
 from app.settings import Settings
 
 CACHE_SIZE = 512
@@ -31,6 +32,7 @@ def extensions_for(settings: Settings) -> list[Callable[[], SchemaExtension]]:
     rules: list[type[ASTValidationRule]] = [
         max_depth_rule(settings.max_query_depth, None, None),
         max_aliases_rule(settings.max_aliases),
+        TextLiteralsRule,
     ]
     if not settings.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
