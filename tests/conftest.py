@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -11,6 +13,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from tests import pg
+from tests.api import SECRET
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +69,21 @@ async def authenticator_conn(database: Db) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+# Anything shaped like a JWT (header.payload.signature, each base64url, the first two JSON
+# objects), or a claim set as JSON: neither may reach a log line in any test.
+_JWT = re.compile(r"eyJ[\w-]{4,}\.eyJ[\w-]{4,}\.[\w-]*")
+_CLAIM_SET = re.compile(r"""["']aud["']\s*:""")
+
+
+@pytest.fixture(autouse=True)
+def no_secret_is_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Session-wide: each test's captured log records (WARNING and up, or whatever level the
+    test set) hold no token, no claim set and not the test JWT secret."""
+    yield
+    for record in caplog.get_records("call"):
+        line = logging.Formatter("%(name)s %(message)s").format(record)
+        assert SECRET not in line, line
+        assert not _JWT.search(line), line
+        assert not _CLAIM_SET.search(line), line
