@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import strawberry
@@ -94,6 +95,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             schema,
             graphql_ide="graphiql" if settings.graphiql else None,
             allow_queries_via_get=True,
+            # A socket that never sends connection_init is as slow a client as slow headers.
+            connection_init_wait_timeout=timedelta(seconds=settings.request_read_timeout_seconds),
         )
         self.settings = settings
         self.database = database

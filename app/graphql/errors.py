@@ -24,6 +24,7 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 
 from app.db.session import DatabaseUnavailable
 from app.graphql.inputs import printable
+from app.graphql.subscriptions import UpdatesMissed
 from app.orders.errors import InvalidInput, OrderError
 
 log = logging.getLogger("app.graphql")
@@ -114,10 +115,8 @@ def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
         extensions["requestId"] = request_id
     elif isinstance(original, InvalidInput):
         extensions["field"] = original.field
-    elif isinstance(original, OrderError):
-        reason = getattr(original, "reason", None)  # the subscriptions' gap signal
-        if reason is not None:
-            extensions["reason"] = reason
+    elif isinstance(original, UpdatesMissed):
+        extensions["reason"] = original.reason
     elif code == BAD_USER_INPUT:
         field = _invalid_variable_field(error)
         if field is None and isinstance(error.extensions, dict):
@@ -154,8 +153,16 @@ def contract_error(error: GraphQLError, request_id: str) -> GraphQLError:
 
 
 def log_errors(errors: list[GraphQLError], request_id: str) -> None:
-    """One INFO line for the client's mistakes; ERROR with the traceback for each of ours."""
-    expected = [error for error in errors if is_expected(error)]
+    """One INFO line for the client's mistakes; ERROR with the traceback for each of ours.
+
+    The subscriptions' gap signal is neither: every subscriber gets one after a database
+    restart, and the listener logs the restart once.
+    """
+    expected = [
+        error
+        for error in errors
+        if is_expected(error) and not isinstance(_original(error), UpdatesMissed)
+    ]
     if expected:
         first = expected[0]
         log.info(

@@ -1,5 +1,6 @@
-"""Slow clients against a served instance (uvicorn on a loopback port, real sockets): headers
-and bodies that trickle in are cut off after REQUEST_READ_TIMEOUT_SECONDS; others are served."""
+"""Slow and oversized clients against a served instance (uvicorn on a loopback port, real
+sockets): headers, bodies and connection_init that trickle in are cut off after
+REQUEST_READ_TIMEOUT_SECONDS, WebSocket messages are bounded like bodies; others are served."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import json
 import socket
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 import uvicorn
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from app.main import create_app
 from app.server import uvicorn_options
@@ -150,3 +153,26 @@ async def test_a_body_sent_slowly_is_refused_with_408(database: Db) -> None:
             assert time.monotonic() - started < TIMEOUT + 3
         finally:
             writer.close()
+
+
+async def test_a_websocket_without_connection_init_is_closed_and_large_messages_refused(
+    database: Db,
+) -> None:
+    settings = api_settings(database, request_read_timeout_seconds=TIMEOUT)
+    async with served(settings) as (host, port):
+        url = f"ws://{host}:{port}/graphql"
+        async with connect(url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+            started = time.monotonic()
+            with suppress(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), TIMEOUT + 5)
+            assert ws.close_code == 4408  # graphql-transport-ws: connection initialisation timeout
+            assert time.monotonic() - started < TIMEOUT + 3
+        async with connect(url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+            await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+            assert json.loads(await ws.recv())["type"] == "connection_ack"
+            await ws.send(
+                json.dumps({"id": "1", "type": "subscribe", "payload": {"query": "#" * 100_000}})
+            )
+            with suppress(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 5)
+            assert ws.close_code == 1009  # message too big: at most 2 x MAX_DOCUMENT_BYTES
