@@ -398,3 +398,13 @@ async def test_client_mistakes_are_one_info_line_each_and_never_an_error_or_a_tr
         lines = [record for record in caplog.records if request_id in record.getMessage()]
         assert len(lines) == 1, (request_id, [line.getMessage() for line in lines])
         assert lines[0].levelno in (logging.INFO, logging.WARNING)
+
+
+async def test_a_clients_request_id_is_kept_only_if_it_looks_like_one(database: Db) -> None:
+    async with api_client(api_settings(database)) as client:
+        for sent, kept in [("req-42.a:b_C", True), ("x" * 10_000, False), ("a b\tc", False)]:
+            response = await client.http.post(
+                "/graphql", json={"query": "{ nope }"}, headers={"X-Request-Id": sent}
+            )
+            assert (response.headers["x-request-id"] == sent) is kept
+            assert len(response.headers["x-request-id"]) <= 64

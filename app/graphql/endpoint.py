@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -37,7 +36,7 @@ from app.auth.claims import Claims
 from app.auth.jwt import InvalidToken, TokenVerifier, bearer_token
 from app.db.listener import OrderChangeListener
 from app.db.session import Database, DatabaseUnavailable
-from app.graphql import body, compiled
+from app.graphql import body, compiled, inputs
 from app.graphql.context import Context
 from app.graphql.errors import UNAVAILABLE, code_of, format_error
 from app.graphql.subscriptions import OrderFeed
@@ -144,7 +143,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         bound = plan.bind(self.graphql_schema, variables, claims)
         if bound is None:
             return None  # unusual arguments: the resolvers give the precise error
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = inputs.request_id(request.headers.get("x-request-id"))
         headers = {"x-request-id": request_id}
         try:
             raw = await self.database.read_json(claims, *bound)
@@ -185,7 +184,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket | None = None
     ) -> Context:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = inputs.request_id(request.headers.get("x-request-id"))
         if isinstance(request, Request):
             self._check_length(request)
             claims = await self.claims_for(request.headers.get("authorization"))

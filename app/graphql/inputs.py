@@ -21,6 +21,7 @@ Error messages quote a client's value through ``excerpt``, never whole.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,6 +66,16 @@ def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
     if len(text) > limit:
         text = f"{text[:limit]}... ({len(text)} characters)"
     return printable(text)
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def request_id(header: str | None) -> str:
+    """The caller's X-Request-Id if it looks like one (it is logged and echoed), else a new id."""
+    if header is not None and _REQUEST_ID.fullmatch(header):
+        return header
+    return uuid.uuid4().hex
 
 
 def refused_text(field: str, problem: str, nodes: Any = None) -> GraphQLError:
