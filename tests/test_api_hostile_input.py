@@ -184,6 +184,15 @@ async def test_a_nul_in_a_string_literal_is_bad_user_input_naming_the_field(
             assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": field}, error
 
 
+async def test_a_variable_no_operation_declares_is_ignored_whatever_it_holds(
+    database: Db,
+) -> None:
+    async with api_client(api_settings(database)) as client:
+        payload = {"query": "{ viewer { role } }", "variables": {"unused": "\x00\ud800"}}
+        response = await post_raw(client, payload)
+        assert response.json() == {"data": {"viewer": {"role": "anon"}}}
+
+
 async def test_undecodable_bodies_and_a_lone_surrogate_in_the_document_are_http_400(
     database: Db,
 ) -> None:

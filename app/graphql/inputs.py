@@ -31,6 +31,7 @@ from graphql import (
     GraphQLError,
     GraphQLSchema,
     ObjectFieldNode,
+    OperationDefinitionNode,
     StringValueNode,
     ValidationRule,
     VariableNode,
@@ -116,7 +117,15 @@ def _argument_using(document: DocumentNode, variable: str) -> str | None:
 def variable_errors(document: DocumentNode, variables: dict[str, Any]) -> list[GraphQLError]:
     """One error per variable holding text that cannot be stored, naming the field it feeds."""
     errors: list[GraphQLError] = []
+    defined = {
+        definition.variable.name.value
+        for operation in document.definitions
+        if isinstance(operation, OperationDefinitionNode)
+        for definition in operation.variable_definitions or ()
+    }
     for name, value in variables.items():
+        if name not in defined:
+            continue  # graphql-core ignores a variable no operation declares
         for path, problem in _bad_strings(value, ()):
             names = [part for part in path if isinstance(part, str)]
             field = names[-1] if names else (_argument_using(document, name) or name)
