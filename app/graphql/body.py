@@ -127,11 +127,11 @@ def _finite(literal: str) -> float:
 
 
 def parse_json(data: str | bytes) -> Any:
-    """decode_json for an HTTP body: a precise 400."""
+    """decode_json for an HTTP body or the variables of a GET request: a precise 400."""
     try:
         return decode_json(data)
     except json.JSONDecodeError as error:
-        raise HTTPException(400, f"request body is not JSON: {error.msg}") from None
+        raise HTTPException(400, f"not valid JSON: {error.msg}") from None
 
 
 def check_document(query: object, settings: Settings) -> None:
