@@ -316,6 +316,7 @@ WS_MISTAKES = {
     "syntax error": "subscription { orderUpdates { id ",
     "empty document": "",
     "unknown field": "subscription { nope }",
+    "empty selection set": "subscription { orderUpdates { id fills { } } }",
     "malformed UUID": 'subscription { orderUpdates(orderId: "not-a-uuid") { id } }',
     "a query": "{ viewer { role } }",
 }
@@ -370,6 +371,7 @@ async def test_client_mistakes_are_one_info_line_each_and_never_an_error_or_a_tr
         battery: list[tuple[str, dict[str, Any], str | None]] = [
             ("{ viewer { role ", {}, trader),  # syntax error
             ("{ nope }", {}, trader),  # validation
+            ("{ viewer { } }", {}, trader),  # an empty selection set (the fuzz test's find)
             ("{ orders(first: 1000) { edges { cursor } } }", {}, trader),  # argument rule
             ('{ orders(after: "garbage") { edges { cursor } } }', {}, trader),
             ("query($id: UUID!) { order(id: $id) { id } }", {"id": "nope"}, trader),
