@@ -4,9 +4,10 @@
   reading, and a chunked body is counted while it streams in, and reading stops
   at the limit (413).
 - It must arrive in time: a client trickling its body is cut off (408)
-  after ``REQUEST_READ_TIMEOUT_SECONDS``; uvicorn bounds the headers (app/server.py).
-- It must be UTF-8 JSON nested at most ``MAX_JSON_DEPTH`` deep (400); Python's
-  parser would otherwise recurse until RecursionError on a 2 KB body.
+  after ``REQUEST_READ_TIMEOUT_SECONDS`` (app/server.py does the same for headers).
+- It must be UTF-8 JSON (no NaN or Infinity) nested at most ``MAX_JSON_DEPTH``
+  deep (400); Python's parser would otherwise recurse until RecursionError on a
+  2 KB body. WebSocket messages are decoded by the same rules.
 - Its GraphQL document must be valid Unicode (400) and at most
   ``MAX_DOCUMENT_BYTES`` long (413).
 
