@@ -1,10 +1,12 @@
 """No token, claim set, password or secret in any log line, at any level: over requests that
 succeed, fail in the database (a trigger's refusal, a statement timeout, a connection killed
-under the pool) or are refused, with every logger capturing at DEBUG (which also makes
-SQLAlchemy log each statement)."""
+under the pool) or are refused, and over a migration that sets AUTHENTICATOR_PASSWORD, with
+every logger capturing at DEBUG, SQLAlchemy's too (which it keeps at WARNING unless told: an
+operator turning SQL logging on must not log secrets either)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from typing import Any
@@ -13,7 +15,9 @@ import asyncpg
 import pytest
 from sqlalchemy import text
 
+from app.db.migrations import upgrade_to_head
 from app.orders import lifecycle, service
+from tests import pg
 from tests.api import SECRET, api_client, api_settings
 from tests.conftest import Db
 
@@ -23,6 +27,11 @@ SUBMIT = (
     " { id } }"
 )
 CANCEL = "mutation($id: UUID!) { cancelOrder(id: $id) { id } }"
+
+
+def capture_everything(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="sqlalchemy")  # each statement and its parameters
 
 
 def logged_text(caplog: pytest.LogCaptureFixture) -> str:
@@ -37,7 +46,7 @@ async def test_no_token_claim_or_secret_in_any_log_line_when_requests_fail_in_th
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    caplog.set_level(logging.DEBUG)
+    capture_everything(caplog)
     settings = api_settings(database, statement_timeout_ms=300, db_pool_size=1)
     async with api_client(settings) as client:
         trader_id = uuid.uuid4()
@@ -83,8 +92,28 @@ async def test_no_token_claim_or_secret_in_any_log_line_when_requests_fail_in_th
 
     logged = logged_text(caplog)
     assert "pg_sleep" in logged  # the failures above were logged, and are checked
+    assert "request.jwt.claims" in logged  # so were the statements setting the claims
     assert CANARY not in logged
     assert SECRET not in logged
     for token in tokens:
         assert token not in logged
         assert token.split(".")[1] not in logged  # the claims, base64url-encoded
+
+
+def test_the_authenticator_password_is_not_logged_even_when_sql_is(
+    cluster: pg.Cluster, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    capture_everything(caplog)
+    password = f"password-canary-{uuid.uuid4().hex}"
+    monkeypatch.setenv("AUTHENTICATOR_PASSWORD", password)
+    name = f"e_{uuid.uuid4().hex[:12]}"
+    asyncio.run(pg.admin_execute(cluster, f"CREATE DATABASE {name}"))
+    try:
+        upgrade_to_head(cluster.url(name).render_as_string(hide_password=False))
+    finally:
+        # The password is cluster-wide: leave the cluster as the other tests expect it.
+        asyncio.run(pg.admin_execute(cluster, "ALTER ROLE authenticator PASSWORD NULL"))
+        asyncio.run(pg.drop_test_database(cluster, name))
+    logged = logged_text(caplog)
+    assert "order_api.authenticator_password" in logged  # the statement was logged
+    assert password not in logged
