@@ -57,7 +57,8 @@ def _run_sync(connection: Connection) -> None:
 
 
 async def _run_online(url: str) -> None:
-    engine = create_async_engine(async_url(url))
+    # The migration hands AUTHENTICATOR_PASSWORD over as a bound parameter: never print it.
+    engine = create_async_engine(async_url(url), hide_parameters=True)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run_sync)

@@ -119,6 +119,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from app.db import embedded
     from app.db.migrations import upgrade_to_head
     from app.main import create_app
+    from app.server import uvicorn_options
 
     sock = serving.bind(settings.host, settings.port)  # a taken port fails before anything
     configured = settings.database_url is not None
@@ -152,7 +153,9 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         app = create_app(settings)
         if not args.no_worker:
             _attach_worker(app, settings)
-        return serving.run(app, sock, on_ready=banner, log_level="info")
+        return serving.run(
+            app, sock, on_ready=banner, log_level="info", **uvicorn_options(settings)
+        )
     finally:
         sock.close()
         if started:
@@ -187,6 +190,7 @@ def _attach_worker(app: object, settings: Settings) -> None:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from app import serving
     from app.main import create_app
+    from app.server import uvicorn_options
 
     sock = serving.bind(settings.host, settings.port)
     try:
@@ -200,6 +204,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             sock,
             on_ready=lambda: log.info("Order API ready: %s", where),
             proxy_headers=True,
+            **uvicorn_options(settings),
         )
     finally:
         sock.close()

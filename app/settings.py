@@ -287,6 +287,8 @@ class Settings:
     """Where ``python -m app worker`` serves its metrics (engine counters); None: nowhere."""
     otel_traces_exporter: str | None = None
     """OpenTelemetry's own variable: tracing is on when it names an exporter (app/tracing.py)."""
+    request_read_timeout_seconds: float = 10.0
+    """Time a client has to send a request's headers, and again its body (app/server.py)."""
 
     # --- execution engine ----------------------------------------------------
     engine_poll_seconds: float = 0.2
@@ -351,6 +353,7 @@ class Settings:
                 else None
             ),
             otel_traces_exporter=_str(env, "OTEL_TRACES_EXPORTER"),
+            request_read_timeout_seconds=_float(env, "REQUEST_READ_TIMEOUT_SECONDS", 10.0),
             engine_poll_seconds=_float(env, "ENGINE_POLL_SECONDS", 0.2),
             engine_max_retries=_int(env, "ENGINE_MAX_RETRIES", 5),
             engine_retry_base_seconds=_float(env, "ENGINE_RETRY_BASE_SECONDS", 0.2),

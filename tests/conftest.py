@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -12,6 +14,7 @@ from sqlalchemy.engine import URL
 
 from app.db.urls import libpq_url
 from tests import pg, pooler, supabase
+from tests.api import SECRET
 
 
 @pytest.fixture(scope="session")
@@ -107,3 +110,25 @@ async def supabase_database(
         yield supabase.SupabaseDb(supabase_cluster.cluster, name)
     finally:
         await supabase.drop_database(supabase_cluster.cluster, name)
+
+
+# Anything shaped like a JWT (header.payload.signature, each base64url, the first two JSON
+# objects), or a claim set as JSON: neither may reach a log line in any test.
+_JWT = re.compile(r"eyJ[\w-]{4,}\.eyJ[\w-]{4,}\.[\w-]*")
+_CLAIM_SET = re.compile(r"""["']aud["']\s*:""")
+
+
+@pytest.fixture(autouse=True)
+def no_secret_is_logged(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Session-wide: each test's captured log records (WARNING and up, or whatever level the
+    test set) hold no token, no claim set and not the test JWT secret."""
+    if not request.config.pluginmanager.has_plugin("logging"):  # pytest -p no:logging
+        yield
+        return
+    caplog: pytest.LogCaptureFixture = request.getfixturevalue("caplog")
+    yield
+    for record in caplog.get_records("call"):
+        line = logging.Formatter("%(name)s %(message)s").format(record)
+        assert SECRET not in line, line
+        assert not _JWT.search(line), line
+        assert not _CLAIM_SET.search(line), line

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
@@ -17,7 +17,7 @@ class Claims:
     """One of ``app.settings.APP_ROLES``; the database role the request runs as."""
     sub: UUID | None
     """The trader id; None for anonymous callers and for service tokens without ``sub``."""
-    raw: Mapping[str, Any]
+    raw: Mapping[str, Any] = field(repr=False)  # a claim set is never logged, even by repr()
     """The complete verified payload, handed unchanged to Postgres as ``request.jwt.claims``."""
     expires_at: datetime | None
     """Timezone-aware UTC, from ``exp``; None for anonymous callers."""

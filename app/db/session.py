@@ -179,6 +179,9 @@ def create_engine(
         pool_timeout=pool_timeout,
         pool_pre_ping=False,
         connect_args=connect_args,
+        # A failed statement's text would carry its parameters, the caller's claims among them
+        # (set_config above), into every log line and traceback that prints the error.
+        hide_parameters=True,
     )
     event.listen(engine.sync_engine, "checkout", _refuse_closed_connection)
     return engine

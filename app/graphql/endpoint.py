@@ -13,9 +13,8 @@ names its handlers and authenticates their connection_init through it.
 
 from __future__ import annotations
 
-import json
 import logging
-import uuid
+from datetime import timedelta
 from typing import Any
 
 import strawberry
@@ -36,9 +35,9 @@ from app.auth.claims import Claims
 from app.auth.jwt import InvalidToken, TokenVerifier, bearer_token
 from app.db.change_feed import ChangeFeed
 from app.db.session import Database, DatabaseUnavailable
-from app.graphql import compiled, graphiql
+from app.graphql import body, compiled, graphiql, inputs
 from app.graphql.context import Context
-from app.graphql.errors import UNAVAILABLE, code_of, format_error, log_unexpected
+from app.graphql.errors import UNAVAILABLE, code_of, format_error, log_errors
 from app.graphql.subscriptions import OrderFeed
 from app.graphql.websocket import LegacyWSHandler, TransportWSHandler, connection_claims
 from app.settings import Settings
@@ -73,6 +72,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             # The WebSocket upgrade's Origin check (Strawberry's): no Origin (not a browser)
             # and same-origin pass; another origin only if CORS_ORIGINS lists it.
             allowed_origins=settings.cors_origins,
+            # A socket that never sends connection_init is as slow a client as slow headers.
+            connection_init_wait_timeout=timedelta(seconds=settings.request_read_timeout_seconds),
         )
         self.settings = settings
         self.database = database
@@ -87,7 +88,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        request = Request(scope=scope, receive=receive)
+        request = Request(scope=scope, receive=body.bounded(receive, self.settings))
         try:
             response = await self._compiled_response(request) or await self.run(request)
         except HTTPException as refusal:
@@ -106,7 +107,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             return None
         self._check_length(request)
         try:
-            data = json.loads(await request.body())  # Starlette keeps the body for Strawberry
+            data = body.decode_json(await request.body())  # Starlette keeps it for Strawberry
         except ValueError:
             return None
         if not isinstance(data, dict):
@@ -118,7 +119,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         if plan is None or not isinstance(variables, dict | None):
             return None
         claims = await self.claims_for(request.headers.get("authorization"))
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = inputs.request_id(request.headers.get("x-request-id"))
         try:
             bound = plan.bind(self.graphql_schema, variables, claims)
         except Exception:
@@ -145,17 +146,21 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             if status == 503:
                 log.warning("request %s: database unavailable: %s", request_id, failure)
             else:
-                log_unexpected([error], request_id)
-            body = {"data": None, "errors": [format_error(error, request_id)]}
-            return JSONResponse(body, status, headers=headers)
+                log_errors([error], request_id)
+            answer = {"data": None, "errors": [format_error(error, request_id)]}
+            return JSONResponse(answer, status, headers=headers)
         return Response(
             b'{"data":' + raw.encode() + b"}", media_type="application/json", headers=headers
         )
 
     def _check_length(self, request: Request) -> None:
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.settings.max_document_bytes * 2:
-            raise HTTPException(413, "request body too large")
+        body.check_length_header(request.headers.get("content-length"), self.settings)
+
+    def decode_json(self, data: str | bytes) -> object:
+        return body.decode_json(data)  # HTTP bodies and WebSocket messages
+
+    def parse_json(self, data: str | bytes) -> Any:
+        return body.parse_json(data)  # HTTP bodies
 
     @property
     def graphql_ide_html(self) -> str:
@@ -176,7 +181,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket | None = None
     ) -> Context:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = inputs.request_id(request.headers.get("x-request-id"))
         if isinstance(request, Request):
             self._check_length(request)
             claims = await self.claims_for(request.headers.get("authorization"))
@@ -200,10 +205,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         request_data: Any,
     ) -> ExecutionResult:
         query = request_data.query
-        if isinstance(query, str) and len(query.encode()) > self.settings.max_document_bytes:
-            raise HTTPException(
-                413, f"GraphQL document larger than {self.settings.max_document_bytes} bytes"
-            )
+        body.check_document(query, self.settings)
         if (
             isinstance(query, str)
             and "subscription" in query  # spares the parse for every other request
@@ -282,9 +284,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
     ) -> GraphQLHTTPResponse:
         request_id = getattr(request.state, "request_id", "")
         response: GraphQLHTTPResponse = {"data": result.data}
-        if result.errors:
+        if result.errors:  # logged by the schema (graphql/schema.py)
             telemetry.note(codes=[code_of(error) for error in result.errors])
-            log_unexpected(result.errors, request_id)
             response["errors"] = [format_error(error, request_id) for error in result.errors]
         if result.extensions:
             response["extensions"] = result.extensions

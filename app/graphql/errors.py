@@ -1,8 +1,15 @@
-"""One place that turns exceptions into the contract's GraphQL errors.
+"""One place that turns exceptions into the contract's GraphQL errors, and logs them.
 
-Domain errors (orders/errors.py) keep their message and code; GraphQL's own
-parse and validation errors are the caller's input (BAD_USER_INPUT); anything
-else is masked: the client gets a request id, the log gets the whole story.
+HTTP (graphql/endpoint.py) and both WebSocket protocols (graphql/websocket.py)
+shape every error here, so a client meets the same message and
+``extensions.code`` whichever way it asked. Domain errors (orders/errors.py)
+keep their message and code; GraphQL's own parse and validation errors, and
+Strawberry's refusals of a missing query or a wrong operation type, are the
+caller's input (BAD_USER_INPUT); anything else is masked: the client gets a
+request id, the log gets the whole story.
+
+Logging follows whose fault it is: a client's mistake is one INFO line with the
+request id; only our own faults are logged at ERROR, with the traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ import re
 from typing import Any
 
 from graphql import GraphQLError
+from strawberry.exceptions import MissingQueryError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from app.db.session import (
     CONNECTION_LOST,
@@ -20,12 +29,22 @@ from app.db.session import (
     STATEMENT_TIMEOUT,
     DatabaseUnavailable,
 )
+from app.graphql.inputs import printable
+from app.graphql.subscriptions import UpdatesMissed
 from app.orders.errors import InvalidInput, OrderError
 
 log = logging.getLogger("app.graphql")
 
 INTERNAL = "INTERNAL_SERVER_ERROR"
 UNAVAILABLE = "SERVICE_UNAVAILABLE"
+BAD_USER_INPUT = "BAD_USER_INPUT"
+
+MAX_MESSAGE_CHARS = 300
+"""The longest error message a client is sent or the log gets: messages may quote the
+client's own value (an unknown enum value, a malformed scalar), whatever its size."""
+
+# Strawberry's refusals of a request it cannot run: the caller's mistake, not ours.
+_REFUSED_BY_STRAWBERRY = (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError)
 
 # SERVICE_UNAVAILABLE (HTTP 503): retryable; extensions.reason says why.
 _UNAVAILABLE_MESSAGES = {
@@ -71,8 +90,8 @@ def code_of(error: GraphQLError) -> str:
         return original.code
     if isinstance(original, DatabaseUnavailable):
         return UNAVAILABLE
-    if original is None or isinstance(original, GraphQLError):
-        return "BAD_USER_INPUT"
+    if original is None or isinstance(original, (GraphQLError, *_REFUSED_BY_STRAWBERRY)):
+        return BAD_USER_INPUT
     return INTERNAL
 
 
@@ -80,28 +99,58 @@ def is_expected(error: GraphQLError) -> bool:
     return code_of(error) != INTERNAL
 
 
+def shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """At most ``limit`` characters of ``text``, saying how much was cut, and printable."""
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text) - limit} more characters)"
+    return printable(text)
+
+
+def _message(error: GraphQLError, code: str, request_id: str) -> str:
+    original = _original(error)
+    if code == INTERNAL:
+        return f"Internal server error (request id {request_id})"
+    if isinstance(original, DatabaseUnavailable):
+        return _UNAVAILABLE_MESSAGES.get(
+            original.reason, _UNAVAILABLE_MESSAGES[DATABASE_UNREACHABLE]
+        )
+    if isinstance(original, OrderError):
+        return shorten(original.message)
+    if isinstance(original, InvalidOperationTypeError):
+        # Only the WebSocket path gets here: over HTTP, Strawberry answers it with 405.
+        return "only subscriptions are served over WebSocket; send queries and mutations over HTTP"
+    if isinstance(original, MissingQueryError | CannotGetOperationTypeError):
+        return (
+            original.as_http_error_reason()
+            if isinstance(original, CannotGetOperationTypeError)
+            else str(original)
+        )
+    return shorten(error.message)
+
+
 def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
+    """The error as the client receives it (the contract's message and extensions)."""
     original = _original(error)
     code = code_of(error)
     extensions: dict[str, Any] = {"code": code}
     if code == INTERNAL:
-        message = f"Internal server error (request id {request_id})"
         extensions["requestId"] = request_id
     elif isinstance(original, DatabaseUnavailable):
-        message = _UNAVAILABLE_MESSAGES.get(
-            original.reason, _UNAVAILABLE_MESSAGES[DATABASE_UNREACHABLE]
-        )
         extensions["reason"] = original.reason
-    elif isinstance(original, OrderError):
-        message = original.message
-        if isinstance(original, InvalidInput):
-            extensions["field"] = original.field
-    else:
-        message = error.message
+    elif isinstance(original, InvalidInput):
+        extensions["field"] = original.field
+    elif isinstance(original, UpdatesMissed):
+        extensions["reason"] = original.reason
+    elif code == BAD_USER_INPUT:
         field = _invalid_variable_field(error)
+        if field is None and isinstance(error.extensions, dict):
+            field = error.extensions.get("field")  # set by graphql/inputs.py
         if field is not None:
             extensions["field"] = field
-    formatted: dict[str, Any] = {"message": message, "extensions": extensions}
+    formatted: dict[str, Any] = {
+        "message": _message(error, code, request_id),
+        "extensions": extensions,
+    }
     if error.locations:
         formatted["locations"] = [
             {"line": loc.line, "column": loc.column} for loc in error.locations
@@ -111,13 +160,48 @@ def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
     return formatted
 
 
-def log_unexpected(errors: list[GraphQLError], request_id: str) -> None:
+def contract_error(error: GraphQLError, request_id: str) -> GraphQLError:
+    """``error`` as a GraphQLError whose ``formatted`` is format_error's: for the WebSocket
+    handlers, which send ``error.formatted`` themselves."""
+    formatted = format_error(error, request_id)
+    original = _original(error)
+    return GraphQLError(
+        formatted["message"],
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        original_error=original if isinstance(original, Exception) else None,
+        extensions=formatted["extensions"],
+    )
+
+
+def log_errors(errors: list[GraphQLError], request_id: str) -> None:
+    """One INFO line for the client's mistakes; ERROR with the traceback for each of ours.
+
+    The subscriptions' gap signal is neither: every subscriber gets one after a database
+    restart, and the listener logs the restart once.
+    """
+    expected = [
+        error
+        for error in errors
+        if is_expected(error) and not isinstance(_original(error), UpdatesMissed)
+    ]
+    if expected:
+        first = expected[0]
+        log.info(
+            "request %s: %s: %s%s",
+            request_id,
+            code_of(first),
+            shorten(first.message, 200),
+            f" (and {len(expected) - 1} more errors)" if len(expected) > 1 else "",
+        )
     for error in errors:
         if not is_expected(error):
             original = _original(error)
             log.error(
                 "request %s: unexpected error in %s",
                 request_id,
-                ".".join(str(p) for p in error.path or []),
+                ".".join(str(p) for p in error.path or []) or "the operation",
                 exc_info=(type(original), original, original.__traceback__) if original else None,
             )

@@ -1,17 +1,77 @@
-"""The contract's DateTime, written as PostgreSQL writes JSON timestamps (db/timestamps.py).
+"""The contract's custom scalars as Strawberry's, with two changes.
 
-Compiled queries (graphql/compiled.py) put timestamps into the response with
+DateTime is written as PostgreSQL writes JSON timestamps (db/timestamps.py):
+compiled queries (graphql/compiled.py) put timestamps into the response with
 ``to_json`` as they are; the resolvers answer the very same text through this.
+
+UUID, Decimal and DateTime refuse a malformed value quoting only an excerpt of
+it (graphql/inputs.py): Strawberry's own quote the whole value, however large.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import decimal
+import uuid
+from collections.abc import Callable
 
-from strawberry.schema.types.base_scalars import DateTimeDefinition
+import dateutil.parser  # type: ignore[import-untyped]  # Strawberry's DateTime parser
+from strawberry.exceptions import StrawberryInputCoercionError
+from strawberry.schema.types.base_scalars import (
+    DateTimeDefinition,
+    DecimalDefinition,
+    UUIDDefinition,
+)
 from strawberry.types.scalar import ScalarDefinition
 
 from app.db.timestamps import isoformat
+from app.graphql.inputs import excerpt
 
-DATETIME: ScalarDefinition = dataclasses.replace(DateTimeDefinition, serialize=isoformat)
+
+def _parser(
+    parse: Callable[[str], object],
+    name: str,
+    errors: tuple[type[Exception], ...],
+    *,
+    accept_non_string: bool = False,
+) -> Callable[[object], object]:
+    def parse_value(value: object) -> object:
+        if not isinstance(value, str):
+            if not accept_non_string or isinstance(value, bool):
+                raise StrawberryInputCoercionError(f"{name} must be a string")
+            value = str(value)
+        try:
+            return parse(value)
+        except errors:
+            raise StrawberryInputCoercionError(
+                f"Value cannot represent a {name}: {excerpt(value)!r}"
+            ) from None
+
+    return parse_value
+
+
+DATETIME: ScalarDefinition = dataclasses.replace(
+    DateTimeDefinition,
+    serialize=isoformat,
+    parse_value=_parser(dateutil.parser.isoparse, "DateTime", (ValueError, OverflowError)),
+)
 """Strawberry's DateTime (same name, same parsing), serialized like PostgreSQL's to_json."""
+
+DECIMAL: ScalarDefinition = dataclasses.replace(
+    DecimalDefinition,
+    parse_value=_parser(
+        decimal.Decimal, "Decimal", (decimal.DecimalException,), accept_non_string=True
+    ),
+)
+
+UUID: ScalarDefinition = dataclasses.replace(
+    UUIDDefinition, parse_value=_parser(uuid.UUID, "UUID", (ValueError,))
+)
+
+OVERRIDES: dict[object, ScalarDefinition] = {
+    dt.datetime: DATETIME,
+    decimal.Decimal: DECIMAL,
+    uuid.UUID: UUID,
+}
+"""Strawberry's scalar_overrides for the schema (graphql/schema.py)."""

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
 import strawberry
-from strawberry.types import Info
+from graphql import GraphQLError
+from strawberry.types import ExecutionContext, Info
 
+from app.graphql import scalars
 from app.graphql.context import Context
+from app.graphql.errors import log_errors
 from app.graphql.extensions import extensions_for
-from app.graphql.scalars import DATETIME
+from app.graphql.inputs import InputCheckingExecutionContext
 from app.graphql.types import (
     ExecutionAction,
     ExecutionLog,
@@ -193,11 +195,22 @@ class Mutation:
         return Order.from_row(row)
 
 
+class Schema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # Strawberry logs every error at ERROR with its traceback, a client's typo included;
+        # graphql/errors.py logs by whose fault it is.
+        context = execution_context.context if execution_context is not None else None
+        log_errors(errors, context.request_id if isinstance(context, Context) else "-")
+
+
 def build_schema(settings: Settings, subscription: type | None = None) -> strawberry.Schema:
-    return strawberry.Schema(
+    return Schema(
         query=Query,
         mutation=Mutation,
         subscription=subscription,
         extensions=extensions_for(settings),
-        scalar_overrides={datetime: DATETIME},
+        scalar_overrides=scalars.OVERRIDES,
+        execution_context_class=InputCheckingExecutionContext,
     )

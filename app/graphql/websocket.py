@@ -24,7 +24,6 @@ from graphql import GraphQLError
 from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.http.async_base_view import AsyncBaseHTTPView, AsyncWebSocketAdapter
 from strawberry.schema import BaseSchema
-from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.subscriptions.protocols.graphql_transport_ws import types as transport_ws
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -32,12 +31,13 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.subscriptions.protocols.graphql_ws import types as legacy_ws
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.types import ExecutionResult
+from strawberry.types.execution import PreExecutionError
 
 from app.auth.claims import Claims
 from app.auth.jwt import InvalidToken, TokenVerifier, bearer_token
 from app.graphql.context import Context
-from app.graphql.errors import format_error, log_unexpected
-from app.graphql.subscriptions import FEED, OrderFeed, UpdatesMissed
+from app.graphql.errors import contract_error, log_errors
+from app.graphql.subscriptions import FEED, OrderFeed
 
 log = logging.getLogger(__name__)
 
@@ -251,45 +251,32 @@ def _operation_context(connection: Context, feed: OrderFeed | None) -> Context:
 async def _shaped(
     source: AsyncGenerator[ExecutionResult, None], request_id: str
 ) -> AsyncGenerator[ExecutionResult, None]:
-    async with aclosing(source):
-        async for result in source:
-            if result.errors:
-                log_unexpected(
-                    [e for e in result.errors if not _expected_here(e.original_error)], request_id
-                )
-                errors = [_contract_error(error, request_id) for error in result.errors]
-                result = dataclasses.replace(result, errors=errors)
-            yield result
+    """The results with errors shaped by graphql/errors.py, as over HTTP.
 
-
-def _expected_here(original: BaseException | None) -> bool:
-    """Errors that only the WebSocket path produces, none of them a fault of the server."""
-    return isinstance(original, UpdatesMissed | InvalidOperationTypeError)
-
-
-def _contract_error(error: GraphQLError, request_id: str) -> GraphQLError:
-    """The error as the client sees it: the HTTP path's message and extensions."""
-    original = error.original_error
-    if isinstance(original, UpdatesMissed):
-        message = original.message
-        extensions: dict[str, Any] = {"code": original.code, "reason": original.reason}
-    elif isinstance(original, InvalidOperationTypeError):
-        message = (
-            "only subscriptions are served over WebSocket; send queries and mutations over HTTP"
+    A document refused while it is parsed (a syntax error, too many tokens) is raised out of
+    Strawberry's stream instead of yielded; it becomes the stream's first result, as every
+    other refusal before execution is, so both protocols send their error message for it
+    (any other exception there too, masked as over HTTP).
+    """
+    first = True
+    try:
+        async with aclosing(source):
+            async for result in source:
+                first = False
+                if result.errors:
+                    errors = [contract_error(error, request_id) for error in result.errors]
+                    result = dataclasses.replace(result, errors=errors)
+                yield result
+    except Exception as error:
+        if not first:
+            raise
+        refused = (
+            error
+            if isinstance(error, GraphQLError)
+            else GraphQLError(str(error), original_error=error)
         )
-        extensions = {"code": "BAD_USER_INPUT"}
-    else:
-        formatted = format_error(error, request_id)
-        message, extensions = formatted["message"], formatted["extensions"]
-    return GraphQLError(
-        message,
-        nodes=error.nodes,
-        source=error.source,
-        positions=error.positions,
-        path=error.path,
-        original_error=original,
-        extensions=extensions,
-    )
+        log_errors([refused], request_id)
+        yield PreExecutionError(data=None, errors=[contract_error(refused, request_id)])
 
 
 def _authorization_param(params: object) -> str | None:
