@@ -77,18 +77,6 @@ class UpdatesMissed(OrderError):
         super().__init__(UPDATES_MISSED)
 
 
-class _GapSignalIsNoError(logging.Filter):
-    """Strawberry logs every error of a result at ERROR, with its traceback. The gap signal is
-    expected flow (after a database restart every subscriber gets one) and is logged once, by
-    the change feed, instead."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], UpdatesMissed))
-
-
-logging.getLogger("strawberry.execution").addFilter(_GapSignalIsNoError())
-
-
 class WebSocketOnly(OrderError):
     """A subscription sent over HTTP: the client's mistake, not the server's."""
 
