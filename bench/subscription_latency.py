@@ -250,27 +250,37 @@ async def measure(
 async def baseline(
     owner: asyncpg.Connection, api_dsn: str, order_id: uuid.UUID, rounds: int, poll_ms: int
 ) -> list[float]:
+    """A bare reader polling the feed at the API's interval, on its own, as the API's does:
+    a change waits for the next read (half an interval on average), then one query."""
     reader = await asyncpg.connect(api_dsn)
-    try:
+    current: list[Round] = []
+
+    async def poll() -> None:
         high = await reader.fetchval("SELECT coalesce(max(seq), 0) FROM execution_logs")
+        while True:
+            seq = await reader.fetchval("SELECT max(seq) FROM execution_logs WHERE seq > $1", high)
+            if seq is not None:
+                high = seq
+                if current:
+                    current[-1].arrive(time.perf_counter())
+            await asyncio.sleep(poll_ms / 1000)
+
+    polling = asyncio.create_task(poll())
+    try:
         latencies: list[float] = []
         for _ in range(rounds):
             r = Round(expected=1)
+            current.append(r)
+            await asyncio.sleep(random.uniform(0, poll_ms / 1000))  # commits fall anywhere
             await commit_change(owner, order_id, r)
-            async with asyncio.timeout(ROUND_TIMEOUT):
-                while True:
-                    seq = await reader.fetchval(
-                        "SELECT max(seq) FROM execution_logs WHERE seq > $1", high
-                    )
-                    if seq is not None:
-                        break
-                    # Polling at the API's interval is what is measured.
-                    await asyncio.sleep(poll_ms / 1000)
-            high = seq
-            r.arrive(time.perf_counter())
+            await asyncio.wait_for(r.done.wait(), ROUND_TIMEOUT)
             latencies += r.arrivals
+            current.clear()
         return latencies
     finally:
+        polling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await polling
         await reader.close()
 
 
