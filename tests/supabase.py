@@ -111,7 +111,11 @@ RESET ROLE;
 OWN_LOGIN_ROLE = f"""
 CREATE ROLE {LOGIN} LOGIN NOINHERIT PASSWORD '{LOGIN_PASSWORD}';
 GRANT anon, authenticated, service_role, compliance_auditor TO {LOGIN};
+-- What migrations 002 and 004 give authenticator: /readyz and the change feed (README).
 GRANT SELECT ON alembic_version TO {LOGIN};
+ALTER POLICY alembic_version_readiness ON alembic_version TO authenticator, {LOGIN};
+GRANT SELECT (seq, order_id, trader_id) ON execution_logs TO {LOGIN};
+ALTER POLICY execution_logs_change_feed ON execution_logs TO authenticator, {LOGIN};
 """
 
 

@@ -289,3 +289,24 @@ async def test_the_owner_with_bypassrls_cannot_rewrite_the_audit_trail(
             assert refused.value.sqlstate in ("42501", "OA403")
     finally:
         await conn.close()
+
+
+async def test_the_own_login_role_is_ready_and_reads_the_change_feed(
+    supabase_database: supabase.SupabaseDb,
+) -> None:
+    # The README's login role of one's own (Supabase's authenticator is the platform's): what
+    # 002 and 004 grant to authenticator alone, the README's step 3 grants to it as well.
+    from tests.test_subscriptions import harness, state, subscribed
+
+    async with api_client(api_settings(supabase_database)) as client:
+        ready = await client.http.get("/readyz")
+        assert ready.status_code == 200, ready.text
+    trader = uuid.uuid4()
+    async with harness(supabase_database) as h:
+        await h.changes.until_connected()
+        async with subscribed(h, h.token(trader)) as stream:
+            await h.subscribers(1)
+            order_id = await h.submit(trader)
+            order = await stream.order()
+        assert order["id"] == order_id
+        assert state(order) == ("PENDING", 0, "SUBMITTED")
