@@ -27,8 +27,10 @@ import pytest
 from app.audit import chain, commands
 from app.audit.store import Selection
 from app.db.migrations import PROJECT_ROOT
+from tests import pg, privileges
 from tests.conftest import Db
 from tests.sql import as_role
+from tests.test_migrations import alembic
 
 TRADER = uuid.UUID("3b0c5d7e-1f2a-4b6c-8d9e-0a1b2c3d4e5f")
 OTHER_TRADER = uuid.UUID("9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a")
@@ -552,3 +554,86 @@ def test_the_commands_against_the_embedded_database(tmp_path: Path) -> None:
         assert all(json.loads(line)["hash"] for line in exported.stdout.splitlines())
     finally:
         _app("db", "stop", env=env)
+
+
+# --- the migration -----------------------------------------------------------------------------
+
+
+async def test_migration_chains_existing_rows_and_its_downgrade_gives_back_exactly_004(
+    cluster: pg.Cluster,
+) -> None:
+    names = [await pg.create_empty_database(cluster) for _ in range(2)]
+    migrated, only_004 = (Db(cluster, name) for name in names)
+    try:
+        for db in (migrated, only_004):
+            up = await asyncio.to_thread(alembic, db, "upgrade", "004")
+            assert up.returncode == 0, up.stderr
+        # History written before 005: two orders, one of them filled.
+        api = await asyncpg.connect(migrated.dsn("authenticator"))
+        try:
+            ids = []
+            for _ in range(2):
+                async with as_role(api, "authenticated", TRADER, commit=True) as conn:
+                    ids.append(
+                        await conn.fetchval(
+                            "INSERT INTO orders (trader_id, symbol, side, quantity, order_type)"
+                            " VALUES ($1, 'MSFT', 'SELL', 5, 'MARKET') RETURNING id",
+                            TRADER,
+                        )
+                    )
+            for sql, args in (
+                ("UPDATE orders SET approved_at = now() WHERE id = $1", ()),
+                ("UPDATE orders SET routed_at = now() WHERE id = $1", ()),
+                (FILL, (5,)),
+            ):
+                async with as_role(api, "service_role", commit=True) as conn:
+                    await conn.execute(sql, ids[0], *args)
+        finally:
+            await api.close()
+
+        up = await asyncio.to_thread(alembic, migrated, "upgrade", "head")
+        assert up.returncode == 0, up.stderr
+        assert "Running upgrade 004 -> 005, Hash-chained audit trail" in up.stderr
+        owner = await asyncpg.connect(migrated.dsn())
+        try:
+            rows = await owner.fetch(
+                "SELECT e.*, e.action::text AS action, e.status::text AS status"
+                " FROM execution_logs e ORDER BY e.order_id, e.seq"
+            )
+            assert len(rows) == 5
+            assert all(chain.digest(dict(r)) == r["hash"].hex() for r in rows)
+            url = migrated.api_url.render_as_string(hide_password=False)
+            out = io.StringIO()
+            verified = await asyncio.to_thread(
+                commands.verify_database, url, "none", Selection(), out
+            )
+            assert verified == 0, out.getvalue()
+            assert out.getvalue() == "OK: 5 rows in 2 chains verify (database)\n"
+            # Still immutable, and still refused to the owner, after the backfill.
+            with pytest.raises(asyncpg.PostgresError):
+                await owner.execute("UPDATE execution_logs SET reason = 'x'")
+
+            down = await asyncio.to_thread(alembic, migrated, "downgrade", "004")
+            assert down.returncode == 0, down.stderr
+            facts = {}
+            for db in (migrated, only_004):
+                conn = await asyncpg.connect(db.dsn())
+                try:
+                    facts[db.name] = await privileges.render(conn)
+                finally:
+                    await conn.close()
+            assert facts[migrated.name] == facts[only_004.name], privileges.diff(
+                facts[only_004.name], facts[migrated.name]
+            )
+            columns = await owner.fetch(
+                "SELECT attname FROM pg_attribute WHERE attrelid = 'execution_logs'::regclass"
+                " AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+            )
+            assert [c["attname"] for c in columns][-1] == "seq"  # the feed's column stays
+            again = await asyncio.to_thread(alembic, migrated, "upgrade", "head")
+            assert again.returncode == 0, again.stderr
+        finally:
+            await owner.close()
+    finally:
+        for name in names:
+            await pg.drop_test_database(cluster, name)
