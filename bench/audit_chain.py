@@ -11,6 +11,12 @@ noise hits both alike; each order is what the engine does to one (submit as the 
 approve, route, one fill as service_role: four transactions, four audit rows). Reported:
 the median time per order of each, and the difference.
 
+Concurrent writers (when pgbench is installed: PGBENCH, else on PATH, else Debian's
+/usr/lib/postgresql/*/bin): ``--clients`` pgbench clients as authenticator, each transaction
+one whole order of its own (submit, approve, route, fill as service_role: four audit rows),
+alternating ``--pgbench-seconds`` runs between the two databases; transactions per second of
+each. Clients write different orders, so a chain per order gives them no head to queue on.
+
 Verification: ``--verify-orders`` orders are submitted, approved and routed in three
 set-wise statements (three audit rows each), then ``audit verify`` reads them all as
 compliance_auditor; rows per second, and what that makes of 10,000,000 rows.
@@ -20,8 +26,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import glob
 import io
+import os
+import re
+import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 import uuid
@@ -69,6 +80,51 @@ async def _one_order(conn: asyncpg.Connection) -> None:
             await conn.execute(sql, order_id)
 
 
+PGBENCH_SCRIPT = """BEGIN;
+SELECT set_config('role', 'service_role', true), set_config('request.jwt.claims', '{"role": "service_role"}', true);
+INSERT INTO orders (trader_id, symbol, side, quantity, order_type) VALUES (gen_random_uuid(), 'AAPL', 'BUY', 10, 'MARKET') RETURNING id AS order_id \\gset
+UPDATE orders SET approved_at = now() WHERE id = :order_id;
+UPDATE orders SET routed_at = now() WHERE id = :order_id;
+INSERT INTO fills (order_id, quantity_filled, price_at_fill, venue) VALUES (:order_id, 10, 10.5, 'X');
+COMMIT;
+"""
+
+
+def _pgbench() -> str | None:
+    found = os.environ.get("PGBENCH") or shutil.which("pgbench")
+    return found or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/pgbench"))), None)
+
+
+def _pgbench_tps(pgbench: str, url: str, clients: int, seconds: int) -> float:
+    with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
+        script.write(PGBENCH_SCRIPT)
+        script.flush()
+        done = subprocess.run(
+            [
+                pgbench,
+                "-n",
+                "-M",
+                "extended",
+                "-c",
+                str(clients),
+                "-j",
+                str(min(clients, 2)),
+                "-T",
+                str(seconds),
+                "-f",
+                script.name,
+                libpq_url(with_user(url, "authenticator")),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    match = re.search(r"tps = ([0-9.]+)", done.stdout)
+    if done.returncode != 0 or match is None:
+        raise RuntimeError(f"pgbench failed: {done.stderr.strip() or done.stdout.strip()}")
+    return float(match.group(1))
+
+
 async def _round(conn: asyncpg.Connection, orders: int) -> float:
     start = time.perf_counter()
     for _ in range(orders):
@@ -83,7 +139,14 @@ async def _create(admin: asyncpg.Connection, owner_url: str, name: str) -> str:
     return url
 
 
-async def run(owner_url: str, orders: int, rounds: int, verify_orders: int) -> None:
+async def run(
+    owner_url: str,
+    orders: int,
+    rounds: int,
+    verify_orders: int,
+    clients: int,
+    pgbench_seconds: int,
+) -> None:
     admin = await asyncpg.connect(libpq_url(owner_url))
     suffix = uuid.uuid4().hex[:8]
     names = {"with": f"bench_chain_{suffix}", "without": f"bench_plain_{suffix}"}
@@ -112,6 +175,26 @@ async def run(owner_url: str, orders: int, rounds: int, verify_orders: int) -> N
             f" {chained - plain:+.3f} ms ({(chained / plain - 1) * 100:+.1f}%)"
             f", {(chained - plain) / 4 * 1000:+.0f} us per audit row"
         )
+
+        pgbench = _pgbench()
+        if pgbench is None:
+            print("pgbench: SKIPPED (not installed; set PGBENCH to its path)")
+        else:
+            tps: dict[str, list[float]] = {"with": [], "without": []}
+            for _ in range(rounds // 2 or 1):
+                for mode in ("without", "with"):
+                    tps[mode].append(
+                        await asyncio.to_thread(
+                            _pgbench_tps, pgbench, urls[mode], clients, pgbench_seconds
+                        )
+                    )
+            plain_tps, chained_tps = (statistics.median(tps[m]) for m in ("without", "with"))
+            print(
+                f"pgbench, {clients} clients, {len(tps['with'])} x {pgbench_seconds} s each,"
+                f" one order (4 audit rows) per transaction: without the chain"
+                f" {plain_tps:.0f} tps, with it {chained_tps:.0f} tps"
+                f" ({(chained_tps / plain_tps - 1) * 100:+.1f}%)"
+            )
 
         owner = await asyncpg.connect(libpq_url(urls["with"]))
         await owner.execute(
@@ -146,10 +229,13 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--verify-orders", type=int, default=20000)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--pgbench-seconds", type=int, default=10)
     args = parser.parse_args()
+    options = (args.orders, args.rounds, args.verify_orders, args.clients, args.pgbench_seconds)
     url = Settings.from_env().database_url
     if url:
-        asyncio.run(run(url, args.orders, args.rounds, args.verify_orders))
+        asyncio.run(run(url, *options))
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -159,7 +245,7 @@ def main() -> None:
             Path(tempfile.mkdtemp(prefix="order-api-bench-")) / "pgdata", cleanup_mode="delete"
         )
     try:
-        asyncio.run(run(server.get_uri(), args.orders, args.rounds, args.verify_orders))
+        asyncio.run(run(server.get_uri(), *options))
     finally:
         server.cleanup()
 
