@@ -342,6 +342,17 @@ async def test_verify_since_checks_the_link_into_the_window(trail: Trail) -> Non
     assert (
         f"id={rows[4]['id']} (order {rows[4]['order_id']}): its previous hash does not match" in out
     )
+    # Every row before the window gone: the first one left refers to a row that is not there.
+    await _out_of_band(
+        trail,
+        "replica",
+        "DELETE FROM execution_logs WHERE order_id = $1 AND seq < $2",
+        rows[4]["order_id"],
+        rows[4]["seq"],
+    )
+    code, out = await _verify_async(trail, since=since)
+    assert code == 1
+    assert f"id={rows[4]['id']} (order {rows[4]['order_id']}): it is its chain's first row" in out
 
 
 # --- export ------------------------------------------------------------------------------------
@@ -381,6 +392,11 @@ async def test_export_then_verify_and_a_tampered_export_names_the_row(
     with path.open(encoding="utf-8", newline="") as stream:
         exported = list(read_rows(stream))
     assert exported == [chain.texts(r) for r in rows]
+
+    # An export is deterministic: exporting the period again is how an anchor is checked.
+    again = tmp_path / f"again.{fmt}"
+    await asyncio.to_thread(_export, trail, fmt, again, **window)
+    assert again.read_bytes() == path.read_bytes()
 
     text = path.read_text(encoding="utf-8")
     victim = next(r for r in rows if r["error_code"] == "RISK")

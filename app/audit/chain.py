@@ -96,7 +96,7 @@ class Problem:
 
 @dataclass
 class ChainChecker:
-    """Checks rows in chain order; each chain's first row is checked by ``first_link``."""
+    """Checks rows given in chain order, keeping only the previous one."""
 
     rows: int = 0
     chains: int = 0
@@ -106,12 +106,15 @@ class ChainChecker:
     _previous: dict[str, str | None] | None = None
 
     def check(
-        self, row: Mapping[str, object], *, predecessor_hash: str | None = None, whole: bool
+        self,
+        row: Mapping[str, object],
+        *,
+        predecessor_known: bool,
+        predecessor_hash: str | None = None,
     ) -> Iterator[Problem]:
-        """Problems of ``row``. ``whole``: the rows are whole chains (from the database), so a
-        chain's first row must have no predecessor; else (a window) its stored prev_hash is
-        taken as given, unless ``predecessor_hash`` (the hash the database holds for the row
-        before it) is known."""
+        """Problems of ``row``. With ``predecessor_known`` (rows from the database), a chain's
+        first row must link to ``predecessor_hash``, the stored hash of the row before it
+        (None: there is none). Without (an export), its stored prev_hash is taken as given."""
         current = texts(row)
         self.rows += 1
 
@@ -125,13 +128,14 @@ class ChainChecker:
         if current["order_id"] != self._order:
             self._order = current["order_id"]
             self.chains += 1
-            if predecessor_hash is not None or whole:
+            if predecessor_known:
                 if current["prev_hash"] != predecessor_hash:
                     yield problem(
-                        "its previous hash does not match the row before it in its chain"
-                        if predecessor_hash is not None
-                        else "it is its chain's first row but refers to a previous row"
+                        "it is its chain's first row but refers to a previous row"
                         " (the rows before it were removed)"
+                        if predecessor_hash is None
+                        else "its previous hash does not match the stored hash of the row"
+                        " before it in its chain"
                     )
             elif current["prev_hash"] is not None:
                 self.entering += 1

@@ -60,10 +60,10 @@ def _report(checker: ChainChecker, problems: int, where: str, out: TextIO) -> in
 class _Verification:
     """Feeds rows to a ChainChecker, writing each problem as it is found (nothing is kept)."""
 
-    def __init__(self, *, whole: bool, out: TextIO) -> None:
+    def __init__(self, *, from_database: bool, out: TextIO) -> None:
         self.checker = ChainChecker()
         self.problems = 0
-        self.whole = whole
+        self.from_database = from_database
         self.out = out
         self.progress = _Progress("verified")
 
@@ -71,8 +71,8 @@ class _Verification:
         predecessor = row.get("predecessor_hash")
         for problem in self.checker.check(
             row,
+            predecessor_known=self.from_database,
             predecessor_hash=bytes(predecessor).hex() if predecessor is not None else None,
-            whole=self.whole,
         ):
             self.problems += 1
             self.out.write(f"{problem}\n")
@@ -89,7 +89,7 @@ def verify_database(
     """Whole chains (of a trader, an order, or everyone's); with ``since``, the rows from then
     on, each chain's first one checked against the stored hash of the row before it."""
     windowed = selection.since is not None
-    verification = _Verification(whole=not windowed, out=out)
+    verification = _Verification(from_database=True, out=out)
 
     async def run() -> None:
         async for row in audit_rows(url, pooler, selection, predecessors=windowed):
@@ -104,7 +104,7 @@ def verify_database(
 
 def verify_file(path: Path, out: TextIO = sys.stdout) -> int:
     """An export, offline: links inside it, and each row's hash."""
-    verification = _Verification(whole=False, out=out)
+    verification = _Verification(from_database=False, out=out)
     try:
         with path.open(encoding="utf-8", newline="") as stream:
             for row in read_rows(stream):
