@@ -653,3 +653,21 @@ async def test_migration_chains_existing_rows_and_its_downgrade_gives_back_exact
     finally:
         for name in names:
             await pg.drop_test_database(cluster, name)
+
+
+async def test_a_login_that_may_not_read_as_compliance_is_one_line(
+    trail: Trail, cluster: pg.Cluster
+) -> None:
+    login = f"audit_{uuid.uuid4().hex[:8]}"
+    await pg.admin_execute(cluster, f"CREATE ROLE {login} LOGIN")
+    try:
+        url = trail.db.cluster.url(trail.db.name, login).render_as_string(hide_password=False)
+        env = {"DATABASE_URL": url, "API_DATABASE_URL": url}
+        result = await asyncio.to_thread(_app, "audit", "verify", env=env)
+        assert result.returncode == 1
+        assert result.stderr.startswith(
+            "error: the database refused to read the audit trail: permission denied"
+        ), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    finally:
+        await pg.admin_execute(cluster, f"DROP ROLE {login}")

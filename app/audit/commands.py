@@ -3,22 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
+
+from sqlalchemy import exc as sa_exc
 
 from app.audit.chain import ChainChecker
 from app.audit.export import ExportError, Format, read_rows, write_header, write_row
 from app.audit.store import Selection, audit_rows
+from app.db.failures import connection_failure
 from app.settings import PoolerMode
 
 PROGRESS_EVERY = 10_000
 
 
 class AuditError(Exception):
-    """A file that cannot be read or written (the message says which and why)."""
+    """A file that cannot be read or written, or a database that refuses the reading (the
+    message says which and why)."""
+
+
+@contextlib.contextmanager
+def _database_refusals() -> Iterator[None]:
+    """The database refusing the reading (e.g. a login that may not become compliance_auditor)
+    is one line; failing to connect is left to the caller's one line about connecting."""
+    try:
+        yield
+    except sa_exc.DBAPIError as error:
+        if connection_failure(error) is not None:
+            raise
+        detail = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        raise AuditError(f"the database refused to read the audit trail: {detail}") from None
 
 
 class _Progress:
@@ -96,7 +114,8 @@ def verify_database(
             verification.row(row)
 
     try:
-        asyncio.run(run())
+        with _database_refusals():
+            asyncio.run(run())
     finally:
         verification.progress.done()
     return verification.report("database")
@@ -124,11 +143,12 @@ def export(
     """The selected rows, in chain order, to ``output`` (written whole or not at all) or
     stdout; a summary line on stderr."""
     if output is None:
-        count = asyncio.run(_export(url, pooler, selection, fmt, sys.stdout))
+        with _database_refusals():
+            count = asyncio.run(_export(url, pooler, selection, fmt, sys.stdout))
     else:
         partial = output.with_name(output.name + ".partial")
         try:
-            with partial.open("w", encoding="utf-8", newline="") as out:
+            with partial.open("w", encoding="utf-8", newline="") as out, _database_refusals():
                 count = asyncio.run(_export(url, pooler, selection, fmt, out))
             os.replace(partial, output)
         except OSError as error:
