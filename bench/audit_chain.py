@@ -6,15 +6,14 @@ Uses DATABASE_URL (a role that may create databases; it owns what it creates) wh
 otherwise a throwaway embedded PostgreSQL deleted at the end.
 
 Write path: two databases at head, one with migration 005's chain trigger and index
-removed (004's write path). Rounds alternate between them, on one client, so the machine's
-noise hits both alike; each order is what the engine does to one (submit as the trader,
-approve, route, one fill as service_role: four transactions, four audit rows). Reported:
-the median time per order of each, and the difference.
+removed (004's write path). Orders alternate between them one by one, on one client, so the
+machine's noise hits both alike; each order is what the engine does to one (submit as the
+trader, approve, route, one fill as service_role: four transactions, four audit rows). Reported: the median time per order of each, and the median paired difference.
 
 Concurrent writers (when pgbench is installed: PGBENCH, else on PATH, else Debian's
 /usr/lib/postgresql/*/bin): ``--clients`` pgbench clients as authenticator, each transaction
 one whole order of its own (submit, approve, route, fill as service_role: four audit rows),
-alternating ``--pgbench-seconds`` runs between the two databases; transactions per second of
+``--rounds`` runs of ``--pgbench-seconds`` on each database, alternating; transactions per second of
 each. Clients write different orders, so a chain per order gives them no head to queue on.
 
 Verification: ``--verify-orders`` orders are submitted, approved and routed in three
@@ -125,11 +124,10 @@ def _pgbench_tps(pgbench: str, url: str, clients: int, seconds: int) -> float:
     return float(match.group(1))
 
 
-async def _round(conn: asyncpg.Connection, orders: int) -> float:
+async def _timed_order(conn: asyncpg.Connection) -> float:
     start = time.perf_counter()
-    for _ in range(orders):
-        await _one_order(conn)
-    return (time.perf_counter() - start) / orders
+    await _one_order(conn)
+    return time.perf_counter() - start
 
 
 async def _create(admin: asyncpg.Connection, owner_url: str, name: str) -> str:
@@ -161,19 +159,25 @@ async def run(
             for mode, url in urls.items()
         }
         times: dict[str, list[float]] = {"with": [], "without": []}
-        await _round(api["with"], 20)  # warm both up
-        await _round(api["without"], 20)
-        for _ in range(rounds):
-            for mode in ("without", "with"):
-                times[mode].append(await _round(api[mode], orders))
+        for _ in range(20):  # warm both up
+            for mode in ("with", "without"):
+                await _one_order(api[mode])
+        # Order by order, alternating which goes first: a burst of the machine's noise hits
+        # both alike, and each pair gives one difference.
+        for i in range(rounds * orders):
+            for mode in ("without", "with") if i % 2 else ("with", "without"):
+                times[mode].append(await _timed_order(api[mode]))
         for conn in api.values():
             await conn.close()
         plain, chained = (statistics.median(times[m]) * 1000 for m in ("without", "with"))
+        paired = statistics.median(
+            (w - p) * 1000 for w, p in zip(times["with"], times["without"], strict=True)
+        )
         print(
-            f"write path, {rounds} rounds x {orders} orders (4 transactions, 4 audit rows each):"
-            f" without the chain {plain:.3f} ms/order, with it {chained:.3f} ms/order,"
-            f" {chained - plain:+.3f} ms ({(chained / plain - 1) * 100:+.1f}%)"
-            f", {(chained - plain) / 4 * 1000:+.0f} us per audit row"
+            f"write path, {rounds * orders} orders each, alternating (4 transactions, 4 audit"
+            f" rows each): median without the chain {plain:.3f} ms/order, with it"
+            f" {chained:.3f} ms/order; median paired difference {paired:+.3f} ms/order"
+            f" ({paired / plain * 100:+.1f}%), {paired / 4 * 1000:+.0f} us per audit row"
         )
 
         pgbench = _pgbench()
@@ -181,7 +185,7 @@ async def run(
             print("pgbench: SKIPPED (not installed; set PGBENCH to its path)")
         else:
             tps: dict[str, list[float]] = {"with": [], "without": []}
-            for _ in range(rounds // 2 or 1):
+            for _ in range(rounds):
                 for mode in ("without", "with"):
                     tps[mode].append(
                         await asyncio.to_thread(
@@ -230,7 +234,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--verify-orders", type=int, default=20000)
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--pgbench-seconds", type=int, default=10)
+    parser.add_argument("--pgbench-seconds", type=int, default=5)
     args = parser.parse_args()
     options = (args.orders, args.rounds, args.verify_orders, args.clients, args.pgbench_seconds)
     url = Settings.from_env().database_url
