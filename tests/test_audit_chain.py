@@ -432,7 +432,10 @@ async def test_an_export_window_starting_mid_chain_verifies_from_the_stored_link
     )
     exported = [json.loads(line) for line in path.read_text().splitlines()]
     assert {r["trader_id"] for r in exported} == {str(TRADER)}
-    assert exported[0]["id"] == str(rows[3]["id"])
+    # The filled order's chain enters the window at its fourth row (chains in order_id order).
+    first = next(r for r in exported if r["order_id"] == str(rows[3]["order_id"]))
+    assert first["id"] == str(rows[3]["id"])
+    assert first["prev_hash"] == rows[2]["hash"].hex()
     code, out = _verify_file(path)
     assert code == 0, out
     assert "1 chains enter the window from earlier rows" in out
