@@ -1,4 +1,4 @@
-"""Command line: ``python -m app {dev,serve,worker,token,db}``.
+"""Command line: ``python -m app {dev,serve,worker,token,db,audit}``.
 
 ``dev`` is the README's one-command local start: embedded PostgreSQL,
 migrations at head, the dev seed, the API with GraphiQL and an in-process
@@ -16,8 +16,9 @@ import secrets
 import sys
 import warnings
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 from uuid import UUID
 
 from app import logs
@@ -251,6 +252,25 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    """Verify or export the hash-chained audit trail as compliance_auditor (app/audit)."""
+    from app.audit import commands
+    from app.audit.store import Selection
+
+    if args.action == "verify" and args.file is not None:
+        return commands.verify_file(args.file)
+    settings = _api_settings(settings)
+    url = settings.api_database_url
+    assert url is not None
+    configured = "API_DATABASE_URL" if settings.database_url else "embedded"
+    with _connecting(configured, url if settings.database_url else None):
+        if args.action == "verify":
+            selection = Selection(trader=args.trader, order=args.order, since=args.since)
+            return commands.verify_database(url, settings.db_pooler, selection)
+        selection = Selection(trader=args.trader, since=args.since, until=args.until)
+        return commands.export(url, settings.db_pooler, selection, args.format, args.output)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line, like every other refusal of the command line (argparse adds a usage line).
@@ -274,6 +294,40 @@ def _positive_seconds(text: str) -> int:
     return value
 
 
+def _instant(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has no time zone: add one, e.g. {text}Z for UTC"
+        )
+    return value
+
+
+def _add_audit_parser(sub: Any) -> None:
+    audit = sub.add_parser("audit", help="verify or export the hash-chained audit trail")
+    actions = audit.add_subparsers(dest="action", required=True)
+    verify = actions.add_parser(
+        "verify", help="recompute the chains; exit 1 naming every row that does not verify"
+    )
+    verify.add_argument("--trader", type=_uuid, help="only this trader's orders")
+    verify.add_argument("--order", type=_uuid, help="only this order's chain")
+    verify.add_argument(
+        "--since", type=_instant, help="only rows at or after this time (ISO 8601, with zone)"
+    )
+    verify.add_argument(
+        "--file", type=Path, help="verify this export (audit export) instead of the database"
+    )
+    export = actions.add_parser("export", help="write the audit trail with its hashes")
+    export.add_argument("--from", dest="since", type=_instant, required=True, help="inclusive")
+    export.add_argument("--to", dest="until", type=_instant, required=True, help="exclusive")
+    export.add_argument("--trader", type=_uuid, help="only this trader's rows")
+    export.add_argument("--format", choices=["csv", "jsonl"], required=True)
+    export.add_argument("--output", type=Path, help="file to write (default: stdout)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="python -m app", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -290,7 +344,13 @@ def main(argv: list[str] | None = None) -> int:
     db = sub.add_parser("db", help="the database: url, upgrade, seed, psql, stop")
     db.add_argument("action", choices=["url", "upgrade", "seed", "psql", "stop"])
     db.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for psql")
+    _add_audit_parser(sub)
     args = parser.parse_args(argv)
+    audit_verify = args.command == "audit" and args.action == "verify"
+    if audit_verify and args.file is not None and (args.trader or args.order or args.since):
+        parser.error("--file verifies the whole export: no --trader, --order or --since")
+    if args.command == "audit" and args.action == "export" and args.since >= args.until:
+        parser.error("--from must be before --to")
 
     _quiet_pgserver()
     try:
@@ -304,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             "worker": cmd_worker,
             "token": cmd_token,
             "db": cmd_db,
+            "audit": cmd_audit,
         }[args.command]
         return handler(settings, args)
     except SettingsError as error:
@@ -313,10 +374,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"database error: {error}", file=sys.stderr)
         return 1
     except Exception as error:
+        from app.audit.commands import AuditError
         from app.db.session import UnsafeLoginRole
         from app.serving import PortUnavailable
 
-        if isinstance(error, PortUnavailable | UnsafeLoginRole):
+        if isinstance(error, PortUnavailable | UnsafeLoginRole | AuditError):
             print(f"error: {error}", file=sys.stderr)
             return 1
         raise

@@ -57,7 +57,10 @@ POLICIES = {  # the guide's five, and one per role and command beside them
     "execution_logs_compliance_read",
     "execution_logs_audit_insert",
 }
-POLICIES_AT_HEAD = POLICIES | {"execution_logs_change_feed"}  # 004
+POLICIES_AT_HEAD = POLICIES | {
+    "execution_logs_change_feed",  # 004
+    "execution_logs_chain_head",  # 005
+}
 
 
 def alembic(

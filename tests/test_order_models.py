@@ -241,6 +241,7 @@ def log_row(**overrides: Any) -> dict[str, Any]:
         "action": "EXECUTED",
         "status": "PENDING",
         "retry_attempt": 0,
+        "hash": bytes(32),  # the chain's trigger is off here: some 32 bytes
     }
     row.update(overrides)
     return row
@@ -400,6 +401,8 @@ BAD_ROWS: list[tuple[str, dict[str, Any], str]] = [
     ("fills", {"venue": "   "}, "ck_fills_venue_not_blank"),
     # execution_logs
     ("execution_logs", {"retry_attempt": -1}, "ck_execution_logs_retry_attempt"),
+    ("execution_logs", {"hash": bytes(31)}, "ck_execution_logs_hash_sha256"),
+    ("execution_logs", {"prev_hash": b""}, "ck_execution_logs_prev_hash_sha256"),
 ]
 
 

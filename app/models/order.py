@@ -22,6 +22,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     Numeric,
     String,
     Text,
@@ -182,10 +183,13 @@ class ExecutionLog(Base):
     __tablename__ = "execution_logs"
     __table_args__ = (
         CheckConstraint("retry_attempt >= 0", name="ck_execution_logs_retry_attempt"),
+        CheckConstraint("octet_length(hash) = 32", name="ck_execution_logs_hash_sha256"),
+        CheckConstraint("octet_length(prev_hash) = 32", name="ck_execution_logs_prev_hash_sha256"),
         Index("idx_execution_logs_trader_timestamp", "trader_id", text('"timestamp" DESC')),
         Index("idx_execution_logs_order", "order_id"),
         Index("idx_execution_logs_action", "action"),
         Index("idx_execution_logs_seq", "seq", unique=True),
+        Index("idx_execution_logs_chain", "order_id", "seq"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(
@@ -206,6 +210,10 @@ class ExecutionLog(Base):
     created_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, server_default=text("now()"))
     seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True))
     """The row's position in the change feed (migration 004): live updates read it."""
+    prev_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The hash of the order's previous audit row (migration 005); None for its first."""
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+    """SHA-256 of the row's canonical form, prev_hash included (set by the database)."""
 
 
 class OrderLimitsRow(Base):

@@ -1,0 +1,1 @@
+"""The hash-chained audit trail: its canonical form, verification and compliance export."""
