@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import secrets
 import sys
@@ -185,7 +186,7 @@ def _attach_worker(app: object, settings: Settings) -> None:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from app import serving
+    from app import serving, supervisor
     from app.main import create_app
 
     sock = serving.bind(settings.host, settings.port)
@@ -193,12 +194,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         settings = _api_settings(settings)
         with _connecting("API_DATABASE_URL", settings.api_database_url):
             asyncio.run(_check_api_login(settings))
-        app = create_app(settings)
         where = f"http://{settings.host}:{settings.port}/graphql"
-        return serving.run(
-            app,
+        workers = args.workers or supervisor.default_workers()
+        plural = "s" if workers > 1 else ""
+        return supervisor.run(
+            functools.partial(create_app, settings),
             sock,
-            on_ready=lambda: log.info("Order API ready: %s", where),
+            workers=workers,
+            on_ready=lambda: log.info("Order API ready: %s (%d worker%s)", where, workers, plural),
             proxy_headers=True,
         )
     finally:
@@ -269,6 +272,16 @@ def _positive_seconds(text: str) -> int:
     return value
 
 
+def _positive_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="python -m app", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -276,7 +289,16 @@ def main(argv: list[str] | None = None) -> int:
         "dev", help="everything on localhost: database, migrations, seed, API, engine"
     )
     dev.add_argument("--no-worker", action="store_true", help="do not run the execution engine")
-    sub.add_parser("serve", help="the API in production mode, configured from the environment")
+    serve = sub.add_parser(
+        "serve", help="the API in production mode, configured from the environment"
+    )
+    serve.add_argument(
+        "--workers",
+        type=_positive_count,
+        default=None,
+        help="worker processes, each with its own pool of DB_POOL_SIZE connections"
+        " (default: one per CPU this process may use)",
+    )
     sub.add_parser("worker", help="the execution engine as its own process")
     token = sub.add_parser("token", help="mint a development token signed with JWT_SECRET")
     token.add_argument("--sub", type=_uuid, help="trader UUID (required for role authenticated)")
