@@ -15,4 +15,5 @@ Modules, in the order a run uses them:
 - ``wrk``       the load: a Lua script rotating the tokens, percentiles out as JSON
 - ``pgbench``   the raw database: the API's own transactions, replayed by pgbench
 - ``report``    the Markdown table with ratios, the JSON file, the PNG chart
+- ``profiling`` (on its own) cProfile of one workload through the whole app, in-process
 """
