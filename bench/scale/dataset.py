@@ -99,9 +99,9 @@ WITH spec AS (
     RETURNING order_id
 )
 INSERT INTO public.execution_logs (order_id, trader_id, action, status, "timestamp", reason,
-    retry_attempt, created_at)
+    retry_attempt, created_at{{hash_column}})
 SELECT o.id, o.trader_id, e.action::public.action_enum, e.status::public.order_status_enum,
-       o.created_at + e.after, e.reason, e.retry, o.created_at + e.after
+       o.created_at + e.after, e.reason, e.retry, o.created_at + e.after{{hash_value}}
   FROM new_orders o
   CROSS JOIN LATERAL (VALUES
       (0, 'SUBMITTED', 'PENDING', interval '0', NULL, NULL::integer),
@@ -115,6 +115,35 @@ SELECT o.id, o.trader_id, e.action::public.action_enum, e.status::public.order_s
     OR (o.status = 'CANCELLED' AND e.action = 'CANCELLED')
  ORDER BY o.created_at + e.after, o.id
 """
+
+# Migration 005 (when present) chains each order's audit rows: prev_hash is the hash of the
+# order's previous row (by seq), hash the SHA-256 of the row's canonical form. Rows are
+# inserted with a placeholder hash (the column is NOT NULL), then, in the same transaction,
+# chained rank by rank: each order's trail here is at most 4 rows, in this order.
+HAS_CHAIN = """SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute
+    WHERE attrelid = 'public.execution_logs'::regclass AND attname = 'hash'
+      AND NOT attisdropped)"""
+PLACEHOLDER = (", hash", ", decode(repeat('00', 32), 'hex')")
+RANK = """CASE {e}.action WHEN 'SUBMITTED' THEN 1 WHEN 'APPROVED' THEN 2 WHEN 'CANCELLED' THEN 2
+    WHEN 'EXECUTED' THEN 3 WHEN 'FILLED' THEN 4 END"""
+CHAIN_PREVIOUS = f"""
+UPDATE public.execution_logs e SET prev_hash = p.hash
+  FROM public.execution_logs p
+ WHERE e.seq > $1 AND {RANK.format(e="e")} = $2
+   AND p.order_id = e.order_id AND p.seq > $1 AND {RANK.format(e="p")} = $2 - 1"""
+CHAIN_HASH = f"""
+UPDATE public.execution_logs e
+   SET hash = pg_catalog.sha256(
+       pg_catalog.convert_to(public.execution_logs_canonical(e), 'UTF8'))
+ WHERE e.seq > $1 AND {RANK.format(e="e")} = $2"""
+CHAIN_CHECK = """
+SELECT count(*) FROM public.execution_logs e
+  LEFT JOIN LATERAL (SELECT p.hash FROM public.execution_logs p
+                      WHERE p.order_id = e.order_id AND p.seq < e.seq
+                      ORDER BY p.seq DESC LIMIT 1) p ON true
+ WHERE e.prev_hash IS DISTINCT FROM p.hash
+    OR e.hash IS DISTINCT FROM pg_catalog.sha256(
+        pg_catalog.convert_to(public.execution_logs_canonical(e), 'UTF8'))"""
 
 # Each query counts rows that break a rule the triggers keep; every count must be 0.
 CHECKS = {
@@ -200,12 +229,22 @@ async def load(owner_dsn: str, shape: Shape) -> None:
             raise SystemExit("the database already has orders: load into an empty one")
         if not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"):
             raise SystemExit("loading needs a superuser (session_replication_role)")
+        chained = await conn.fetchval(HAS_CHAIN)
+        column, value = PLACEHOLDER if chained else ("", "")
+        chunk_sql = CHUNK_SQL.format(hash_column=column, hash_value=value)
         await conn.execute("SET session_replication_role = replica")
         started = time.monotonic()
         for start in range(0, shape.orders, CHUNK):
             end = min(shape.orders, start + CHUNK)
             async with conn.transaction():
-                await conn.execute(CHUNK_SQL, start, end, shape.every, shape.traders, shape.orders)
+                before = await conn.fetchval(
+                    "SELECT coalesce(max(seq), 0) FROM public.execution_logs"
+                )
+                await conn.execute(chunk_sql, start, end, shape.every, shape.traders, shape.orders)
+                for rank in range(1, 5) if chained else ():
+                    if rank > 1:
+                        await conn.execute(CHAIN_PREVIOUS, before, rank)
+                    await conn.execute(CHAIN_HASH, before, rank)
             elapsed = time.monotonic() - started
             progress(
                 f"loading orders {end:,}/{shape.orders:,} ({100 * end // shape.orders}%)"
@@ -225,7 +264,10 @@ async def verify(owner_dsn: str) -> dict[str, int]:
     """Row counts; raises when a row breaks a rule the product's triggers keep."""
     conn = await asyncpg.connect(owner_dsn)
     try:
-        for rule, sql in CHECKS.items():
+        checks = dict(CHECKS)
+        if await conn.fetchval(HAS_CHAIN):
+            checks["audit rows whose hash chain is broken (migration 005)"] = CHAIN_CHECK
+        for rule, sql in checks.items():
             progress(f"checking: {rule}")
             broken = await conn.fetchval(sql)
             if broken:
