@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import secrets
 import sys
@@ -120,7 +121,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from app.db import embedded
     from app.db.migrations import upgrade_to_head
     from app.main import create_app
-    from app.server import uvicorn_options
+    from app.serving import uvicorn_options
 
     sock = serving.bind(settings.host, settings.port)  # a taken port fails before anything
     configured = settings.database_url is not None
@@ -189,21 +190,23 @@ def _attach_worker(app: object, settings: Settings) -> None:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from app import serving
+    from app import serving, supervisor
     from app.main import create_app
-    from app.server import uvicorn_options
+    from app.serving import uvicorn_options
 
     sock = serving.bind(settings.host, settings.port)
     try:
         settings = _api_settings(settings)
         with _connecting("API_DATABASE_URL", settings.api_database_url):
             asyncio.run(_check_api_login(settings))
-        app = create_app(settings)
         where = f"http://{settings.host}:{settings.port}/graphql"
-        return serving.run(
-            app,
+        workers = args.workers or supervisor.default_workers()
+        plural = "s" if workers > 1 else ""
+        return supervisor.run(
+            functools.partial(create_app, settings),
             sock,
-            on_ready=lambda: log.info("Order API ready: %s", where),
+            workers=workers,
+            on_ready=lambda: log.info("Order API ready: %s (%d worker%s)", where, workers, plural),
             proxy_headers=True,
             **uvicorn_options(settings),
         )
@@ -328,6 +331,16 @@ def _add_audit_parser(sub: Any) -> None:
     export.add_argument("--output", type=Path, help="file to write (default: stdout)")
 
 
+def _positive_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="python -m app", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -335,7 +348,16 @@ def main(argv: list[str] | None = None) -> int:
         "dev", help="everything on localhost: database, migrations, seed, API, engine"
     )
     dev.add_argument("--no-worker", action="store_true", help="do not run the execution engine")
-    sub.add_parser("serve", help="the API in production mode, configured from the environment")
+    serve = sub.add_parser(
+        "serve", help="the API in production mode, configured from the environment"
+    )
+    serve.add_argument(
+        "--workers",
+        type=_positive_count,
+        default=None,
+        help="worker processes, each with its own pool of DB_POOL_SIZE connections"
+        " (default: one per CPU this process may use)",
+    )
     sub.add_parser("worker", help="the execution engine as its own process")
     token = sub.add_parser("token", help="mint a development token signed with JWT_SECRET")
     token.add_argument("--sub", type=_uuid, help="trader UUID (required for role authenticated)")

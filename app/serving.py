@@ -7,15 +7,30 @@
 - uvicorn's access log is off: app/telemetry.py writes one line per request with more in
   it (request id, operation, role, outcome), and uvicorn's loggers go through the same
   handler and format as the app's (``LOG_FORMAT``).
+- Slow and oversized clients are cut off. uvicorn bounds the size of a request's headers but
+  not the time they take: its keep-alive timeout starts only after a first response and is
+  reset by every byte received, so a client trickling its headers (slowloris) holds a socket
+  and a file descriptor for as long as it likes. ``HeaderDeadline`` closes a connection whose
+  request headers are not complete ``REQUEST_READ_TIMEOUT_SECONDS`` after it opened or after
+  its previous response. The body is bounded the same way, and in size, by graphql/body.py;
+  WebSocket messages are bounded in size here (``uvicorn_options``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
 from collections.abc import Callable
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from app.graphql.body import max_body_bytes
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class PortUnavailable(Exception):
@@ -71,3 +86,73 @@ def run(
     finally:
         sock.close()
     return 0 if server.started else 3
+
+
+log = logging.getLogger(__name__)
+
+
+class HeaderDeadline(HttpToolsProtocol):
+    """uvicorn's HTTP protocol (httptools, which uvicorn[standard] installs and prefers), with
+    a deadline for request headers.
+
+    A request cycle starts once a request's headers are complete, so the deadline passes
+    harmlessly when the cycle changed since it was armed, or a request is being answered.
+    """
+
+    header_timeout: float = 10.0
+    _header_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(  # type: ignore[override]  # as uvicorn's own declares it
+        self, transport: asyncio.Transport
+    ) -> None:
+        super().connection_made(transport)
+        self._arm_header_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_header_deadline()  # the next request on a kept-alive connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)
+
+    def _arm_header_deadline(self) -> None:
+        self._disarm_header_deadline()
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        self._header_deadline = self.loop.call_later(
+            self.header_timeout, self._header_deadline_passed, cycle
+        )
+
+    def _disarm_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _header_deadline_passed(self, cycle: object) -> None:
+        self._header_deadline = None
+        upgraded = self.transport.get_protocol() is not self  # now a WebSocket
+        answering = self.cycle is not None and not self.cycle.response_complete
+        if self.cycle is not cycle or answering or upgraded or self.transport.is_closing():
+            return
+        log.info(
+            "closed a connection from %s: no complete request headers within %g s",
+            f"{self.client[0]}:{self.client[1]}" if self.client else "?",
+            self.header_timeout,
+        )
+        self.transport.close()
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """What ``python -m app serve`` and ``dev`` pass to uvicorn besides the app and address."""
+    protocol = type(
+        "HeaderDeadlineProtocol",
+        (HeaderDeadline,),
+        {"header_timeout": settings.request_read_timeout_seconds},
+    )
+    return {
+        "http": protocol,
+        # uvicorn's default is 16 MiB; a subscription message is a small document.
+        "ws_max_size": max_body_bytes(settings),
+    }

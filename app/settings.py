@@ -288,7 +288,7 @@ class Settings:
     otel_traces_exporter: str | None = None
     """OpenTelemetry's own variable: tracing is on when it names an exporter (app/tracing.py)."""
     request_read_timeout_seconds: float = 10.0
-    """Time a client has to send a request's headers, and again its body (app/server.py)."""
+    """Time a client has to send a request's headers, and again its body (app/serving.py)."""
 
     # --- execution engine ----------------------------------------------------
     engine_poll_seconds: float = 0.2

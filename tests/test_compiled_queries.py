@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from app.db.timestamps import isoformat
+from app.graphql import compiled as compiler
 from app.graphql.compiled import compile_query
 from tests.api import api_client, api_settings, graphql_endpoint, statements_sent
 from tests.jsondiff import diff
@@ -184,3 +185,29 @@ async def test_python_writes_timestamps_exactly_as_postgresql_to_json_does(
     assert isoformat(value) == written_by_postgres
     # An offset other than UTC is converted, never kept.
     assert isoformat(value.astimezone(timezone(timedelta(hours=-5)))) == written_by_postgres
+
+
+async def test_a_mutation_document_is_parsed_for_the_compiler_once_not_per_request(
+    database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed: list[str] = []
+    real_parse = compiler.parse
+
+    def counting_parse(text: str, *args: Any, **kwargs: Any) -> Any:
+        parsed.append(text)
+        return real_parse(text, *args, **kwargs)
+
+    monkeypatch.setattr(compiler, "parse", counting_parse)
+    # A text of its own, so that no earlier test has cached a verdict on it.
+    mutation = (
+        f"# {uuid.uuid4()}\n"
+        "mutation S($input: SubmitOrderInput!) { submitOrder(input: $input) { id status } }"
+    )
+    async with api_client(api_settings(database)) as client:
+        token = client.token(TRADER_A)
+        for quantity in (1, 2, 3):
+            order = {"symbol": "MSFT", "side": "BUY", "quantity": quantity, "orderType": "MARKET"}
+            body = await client.gql(mutation, {"input": order}, token=token)
+            assert body["data"]["submitOrder"]["status"] == "PENDING", body
+    # The compiler's verdict on the document ("not compilable") was reached once.
+    assert parsed == [mutation]

@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from app.main import create_app
-from app.server import uvicorn_options
+from app.serving import uvicorn_options
 from app.settings import Settings
 from tests.api import api_settings
 from tests.conftest import Db

@@ -4,7 +4,7 @@
   reading, and a chunked body is counted while it streams in, and reading stops
   at the limit (413).
 - It must arrive in time: a client trickling its body is cut off (408)
-  after ``REQUEST_READ_TIMEOUT_SECONDS`` (app/server.py does the same for headers).
+  after ``REQUEST_READ_TIMEOUT_SECONDS`` (app/serving.py does the same for headers).
 - It must be UTF-8 JSON (no NaN or Infinity) nested at most ``MAX_JSON_DEPTH``
   deep (400); Python's parser would otherwise recurse until RecursionError on a
   2 KB body. WebSocket messages are decoded by the same rules.

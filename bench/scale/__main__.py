@@ -1,0 +1,202 @@
+"""python -m bench.scale: load the data set, check every server's answers, measure, report."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+
+from bench.scale import checks, dataset, pgbench, servers, wrk
+from bench.scale.database import Database, database
+from bench.scale.report import Measurement, write
+from bench.scale.traders import Trader, traders
+from bench.scale.workloads import MIX, WORKLOADS, body
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _list(kind: Callable[[str], object]) -> Callable[[str], list[object]]:
+    return lambda text: [kind(part) for part in text.split(",")]
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
+    parser.add_argument("--orders", type=int, default=100_000, help="100,000 to 10,000,000")
+    parser.add_argument("--traders", type=int, default=10_000)
+    parser.add_argument("--big-trader-orders", type=int, default=50_000)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    parser.add_argument("--warmup", type=float, default=2.0, help="per server and workload")
+    parser.add_argument("--concurrency", type=_list(int), default=[1, 10, 32])
+    parser.add_argument("--workloads", type=_list(str), default=list(WORKLOADS))
+    parser.add_argument(
+        "--targets", type=_list(str), default=["raw", "postgraphile", "ours"],
+        help="raw,postgraphile,ours",
+    )  # fmt: skip
+    parser.add_argument("--postgraphile-processes", type=_list(int), default=[1, 2])
+    parser.add_argument("--out", type=Path, help="default: bench/results/scale-<orders>")
+    parser.add_argument(
+        "--reuse", action="store_true",
+        help="DATABASE_URL already holds this data set (loaded by an earlier run): check it, don't load",
+    )  # fmt: skip
+    args = parser.parse_args()
+    if not 100_000 <= args.orders <= 10_000_000:
+        parser.error("--orders must be between 100,000 and 10,000,000")
+    if not 2 * args.big_trader_orders <= args.orders or args.traders < 1000:
+        parser.error("--big-trader-orders at most half of --orders; --traders at least 1000")
+    if unknown := set(args.workloads) - set(WORKLOADS):
+        parser.error(f"unknown workloads {sorted(unknown)}")
+    if unknown := set(args.targets) - {"raw", "postgraphile", "ours"}:
+        parser.error(f"unknown targets {sorted(unknown)}")
+    args.out = args.out or ROOT / "bench" / "results" / f"scale-{args.orders}"
+    return args
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+async def order_count(db: Database) -> int:
+    conn = await asyncpg.connect(db.owner_dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM public.orders"))
+    finally:
+        await conn.close()
+
+
+def requests_for(server: servers.Server, workload: str, people: list[Trader]) -> list[str]:
+    """One request per trader, in turn; W4 mixes W1 and W2 nine to one."""
+    mix = MIX.get(workload, (workload,))
+    return [
+        wrk.http_request(
+            server.port, t.token, body(server.name, mix[n % len(mix)], t.id, t.order_id, n)
+        )
+        for n, t in enumerate(people)
+    ]
+
+
+def measure_http(
+    server: servers.Server, target: str, db: Database, people: list[Trader], args: argparse.Namespace,
+    workdir: Path,
+) -> list[Measurement]:  # fmt: skip
+    results = []
+    for workload in args.workloads:
+        script = wrk.script(
+            workdir / f"{target}-{workload}.lua", requests_for(server, workload, people)
+        )
+        if args.warmup > 0:
+            wrk.run(script, server.port, 10, args.warmup)
+        for c in args.concurrency:
+            before = asyncio.run(order_count(db))
+            result = wrk.run(script, server.port, c, args.seconds)
+            errors = result.errors
+            if workload in ("W2", "W4"):
+                # Every answered submission wrote its order (a GraphQL error would not have).
+                written = asyncio.run(order_count(db)) - before
+                share = 1 if workload == "W2" else 0.1
+                expected = int(result.requests * share * 0.95) - c
+                if written < expected:
+                    errors += expected - written
+            results.append(
+                Measurement(target, workload, c, result.requests, result.seconds, result.rate,
+                            result.p50_ms, result.p99_ms, errors)
+            )  # fmt: skip
+            say(f"  {target} {workload} c={c}: {result.rate:,.0f} req/s,"
+                f" p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms"
+                + (f", {errors} ERRORS" if errors else ""))  # fmt: skip
+    return results
+
+
+def measure_raw(db: Database, args: argparse.Namespace, workdir: Path) -> list[Measurement]:
+    shape = dataset.Shape(args.orders, args.traders, args.big_trader_orders)
+    paths = pgbench.scripts(workdir, shape)
+    results = []
+    for workload in args.workloads:
+        if args.warmup > 0:
+            pgbench.run(db.api_dsn, paths, workload, 10, args.warmup, workdir)
+        for c in args.concurrency:
+            r = pgbench.run(db.api_dsn, paths, workload, c, args.seconds, workdir)
+            results.append(
+                Measurement("raw", workload, c, r.requests, r.seconds, r.rate, r.p50_ms,
+                            r.p99_ms, r.errors)
+            )  # fmt: skip
+            say(f"  raw {workload} c={c}: {r.rate:,.0f} tps, p50 {r.p50_ms:.1f} ms,"
+                f" p99 {r.p99_ms:.1f} ms")  # fmt: skip
+    return results
+
+
+def commit() -> str:
+    done = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
+    )
+    return done.stdout.strip() or "unknown"
+
+
+def main() -> int:
+    args = arguments()
+    shape = dataset.Shape(args.orders, args.traders, args.big_trader_orders)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    started = time.monotonic()
+    with database() as db:
+        if args.reuse:
+            say(f"reusing the data set in the database ({asyncio.run(order_count(db)):,} orders)")
+        else:
+            asyncio.run(dataset.load(db.owner_dsn, shape))
+        counts = asyncio.run(dataset.verify(db.owner_dsn))
+        people = asyncio.run(traders(db.owner_dsn, shape))
+        results: list[Measurement] = []
+        if "raw" in args.targets:
+            say("raw database (pgbench, the API's transactions)")
+            results += measure_raw(db, args, workdir)
+        configurations: list[tuple[str, Callable[[], servers.Server]]] = []
+        if "postgraphile" in args.targets:
+            for n in args.postgraphile_processes:
+                configurations.append(
+                    (
+                        f"postgraphile-{n}",
+                        lambda n=n: servers.start_postgraphile(db.api, workdir, n),
+                    )
+                )
+        if "ours" in args.targets:
+            configurations.append(("ours", lambda: servers.start_ours(db.api, workdir)))
+        for target, start in configurations:
+            server = start()
+            try:
+                say(f"{server.label}: checking answers")
+                checked = asyncio.run(checks.check(server, db.owner_dsn, people))
+                say(f"{server.label}: {checked} answers right; measuring")
+                results += measure_http(server, target, db, people, args, workdir)
+            finally:
+                server.stop()
+    meta = {
+        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit(),
+        "orders": args.orders,
+        "loaded": counts,
+        "traders": args.traders,
+        "big trader's orders": args.big_trader_orders,
+        "tokens rotated": len(people),
+        "seconds per measurement": args.seconds,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
+        "command": "python -m bench.scale " + " ".join(sys.argv[1:]),
+        "ours": "python -m app serve (defaults: one worker per CPU, DB_POOL_SIZE=10 each)",
+        "postgraphile": f"5.x, Amber preset, node:cluster, pool {servers.PG_POOL} per process",
+        "minutes": round((time.monotonic() - started) / 60, 1),
+    }
+    write(args.out, meta, results)
+    say(f"results: {args.out}/results.md, results.json, results.png")
+    print((args.out / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
