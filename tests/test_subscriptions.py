@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 
 from alembic import command
 from app.auth.jwt import mint_token
-from app.db.change_feed import Changed, ChangeFeed, Missed
+from app.db.change_feed import APPLICATION_NAME, Changed, ChangeFeed, Missed
 from app.db.migrations import alembic_config
 from app.graphql import subscriptions
 from app.main import create_app
@@ -675,3 +675,24 @@ async def test_the_downgrade_to_001_restores_its_announcements_and_the_upgrade_r
     )
     await asyncio.to_thread(command.upgrade, config, "head")
     assert await owner_conn.fetchval(exists) == 0
+
+
+async def test_a_feed_stopped_while_it_connects_leaves_no_connection_behind(
+    database: Db, owner_conn: asyncpg.Connection
+) -> None:
+    # Short-lived apps (and tests) stop their feed while its first connection is being made.
+    for delay in (0, 0.001, 0.003, 0.01, 0.03):
+        feed = ChangeFeed(database.dsn("authenticator"))
+        await feed.start()
+        await asyncio.sleep(delay)
+        await feed.stop()
+
+    async def none_left() -> bool:
+        count: int = await owner_conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = $1 AND datname = current_database()",
+            APPLICATION_NAME,
+        )
+        return count == 0
+
+    await until(none_left)
