@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 
 from alembic import command
 from app.db.migrations import alembic_config, head_revision
-from tests import supabase
+from tests import security_lints, supabase
 from tests.api import api_client, api_settings
 from tests.conftest import SupabaseSession
 from tests.sql import as_role
@@ -310,3 +310,42 @@ async def test_the_own_login_role_is_ready_and_reads_the_change_feed(
             order = await stream.order()
         assert order["id"] == order_id
         assert state(order) == ("PENDING", 0, "SUBMITTED")
+
+
+@pytest.mark.parametrize("lint", security_lints.LINTS, ids=lambda lint: lint.__name__)
+async def test_the_catalog_lints_find_nothing_on_supabase(
+    supabase_database: supabase.SupabaseDb, lint: Any
+) -> None:
+    # The same lints as tests/test_security_catalog.py, where Supabase's default privileges
+    # grant ALL on every new table, function and sequence to anon, authenticated and
+    # service_role: whatever a migration forgot to revoke shows here.
+    conn = await asyncpg.connect(supabase_database.dsn())
+    try:
+        assert await lint(conn) == []
+    finally:
+        await conn.close()
+
+
+async def test_no_api_role_may_use_a_sequence_the_migrations_made(
+    supabase_database: supabase.SupabaseDb,
+) -> None:
+    # Supabase's default privileges grant ALL on new sequences too: setval on the change
+    # feed's would make every later audit insert collide (migration 004 revokes it).
+    conn = await asyncpg.connect(supabase_database.dsn())
+    try:
+        granted = await conn.fetch(
+            "SELECT r.rolname, c.relname FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace, pg_roles r"
+            " WHERE c.relkind = 'S' AND n.nspname = 'public'"
+            " AND r.rolname IN ('anon', 'authenticated', 'service_role', 'compliance_auditor')"
+            " AND (has_sequence_privilege(r.oid, c.oid, 'UPDATE')"
+            "      OR has_sequence_privilege(r.oid, c.oid, 'USAGE'))"
+        )
+        sequences = await conn.fetchval(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relkind = 'S' AND n.nspname = 'public'"
+        )
+    finally:
+        await conn.close()
+    assert sequences > 0  # execution_logs.seq's: the test looks at something
+    assert [tuple(row) for row in granted] == []
