@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,23 +90,31 @@ class World:
         return self.a_orders if who == self.a else self.b_orders
 
 
+@asynccontextmanager
+async def arranged_world(db: Any) -> AsyncIterator[World]:
+    """Two traders' orders, one of each filled, served by the API on ``db`` (any database with
+    ``owner_url`` and ``api_url``: also the Supabase-like one, tests/test_supabase.py)."""
+    async with api_client(api_settings(db)) as client:
+        a, b = uuid.uuid4(), uuid.uuid4()
+        ta, tb = client.token(a), client.token(b)
+        engine = client.token(None, "service_role")
+        a1 = await submit(client, ta)
+        a2 = await submit(client, ta, symbol="MSFT", orderType="MARKET", price=None)
+        a3 = await submit(client, ta, quantity=10)
+        b1 = await submit(client, tb, quantity=50)
+        b2 = await submit(client, tb, symbol="TSLA", orderType="MARKET", price=None)
+        for order_id, quantity in ((a1, 40), (b1, 50)):
+            ok(await client.gql(APPROVE, {"id": order_id}, token=engine))
+            ok(await client.gql(FILL, {"id": order_id, "q": quantity}, token=engine))
+        yield World(client, db, a, b, {a1, a2, a3}, {b1, b2}, b_open=b2)
+
+
 @pytest.fixture(scope="module")
 async def world(cluster: pg.Cluster) -> AsyncIterator[World]:
     db = Db(cluster, await pg.create_test_database(cluster))
     try:
-        async with api_client(api_settings(db)) as client:
-            a, b = uuid.uuid4(), uuid.uuid4()
-            ta, tb = client.token(a), client.token(b)
-            engine = client.token(None, "service_role")
-            a1 = await submit(client, ta)
-            a2 = await submit(client, ta, symbol="MSFT", orderType="MARKET", price=None)
-            a3 = await submit(client, ta, quantity=10)
-            b1 = await submit(client, tb, quantity=50)
-            b2 = await submit(client, tb, symbol="TSLA", orderType="MARKET", price=None)
-            for order_id, quantity in ((a1, 40), (b1, 50)):
-                ok(await client.gql(APPROVE, {"id": order_id}, token=engine))
-                ok(await client.gql(FILL, {"id": order_id, "q": quantity}, token=engine))
-            yield World(client, db, a, b, {a1, a2, a3}, {b1, b2}, b_open=b2)
+        async with arranged_world(db) as arranged:
+            yield arranged
     finally:
         await pg.drop_test_database(cluster, db.name)
 

@@ -29,6 +29,7 @@ from tests.test_api_isolation import (  # noqa: F401  (collected again, on this 
     FILL,
     SUBMIT,
     World,
+    arranged_world,
     hints,
     ok,
     submit,
@@ -60,19 +61,8 @@ async def world(supabase_cluster: SupabaseSession) -> AsyncIterator[World]:
     cluster = supabase_cluster.cluster
     db = supabase.SupabaseDb(cluster, await supabase.create_database(cluster))
     try:
-        async with api_client(api_settings(db)) as client:
-            a, b = uuid.uuid4(), uuid.uuid4()
-            ta, tb = client.token(a), client.token(b)
-            engine = client.token(None, "service_role")
-            a1 = await submit(client, ta)
-            a2 = await submit(client, ta, symbol="MSFT", orderType="MARKET", price=None)
-            a3 = await submit(client, ta, quantity=10)
-            b1 = await submit(client, tb, quantity=50)
-            b2 = await submit(client, tb, symbol="TSLA", orderType="MARKET", price=None)
-            for order_id, quantity in ((a1, 40), (b1, 50)):
-                ok(await client.gql(APPROVE, {"id": order_id}, token=engine))
-                ok(await client.gql(FILL, {"id": order_id, "q": quantity}, token=engine))
-            yield World(client, db, a, b, {a1, a2, a3}, {b1, b2}, b_open=b2)  # type: ignore[arg-type]
+        async with arranged_world(db) as arranged:
+            yield arranged
     finally:
         await supabase.drop_database(cluster, db.name)
 
