@@ -191,6 +191,9 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         request.state.request_id = request_id
         telemetry.note(request_id=request_id, role=claims.role)
         context = Context(claims=claims, settings=self.settings, request_id=request_id)
+        if isinstance(request, WebSocket):
+            # Browsers cannot set headers on a WebSocket; other clients may, on the upgrade.
+            context.upgrade_authorization = request.headers.get("authorization")
         if isinstance(response, Response):
             response.headers["x-request-id"] = request_id
         return context
