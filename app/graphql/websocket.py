@@ -1,4 +1,4 @@
-"""Subscriptions over WebSocket: authentication, token expiry and error shaping.
+"""Subscriptions over WebSocket: authentication, token expiry, errors shaped by graphql/errors.py.
 
 Over WebSocket (graphql-transport-ws, and the legacy graphql-ws) only
 subscriptions are served. The token comes with ``connection_init``, as
@@ -20,7 +20,6 @@ from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast, runtime_checkable
 
-from graphql import GraphQLError
 from strawberry.http.async_base_view import AsyncBaseHTTPView, AsyncWebSocketAdapter
 from strawberry.schema import BaseSchema
 from strawberry.subscriptions.protocols.graphql_transport_ws import types as transport_ws
@@ -34,8 +33,8 @@ from strawberry.types.execution import PreExecutionError
 
 from app.auth.claims import Claims, refused_from
 from app.auth.jwt import InvalidToken, TokenVerifier, bearer_token
+from app.graphql import errors
 from app.graphql.context import Context
-from app.graphql.errors import contract_error, log_errors
 from app.graphql.subscriptions import OrderFeed
 
 log = logging.getLogger(__name__)
@@ -150,13 +149,7 @@ class LegacyWSHandler(_AuthenticatedHandler, BaseGraphQLWSHandler[Context, None]
             await super().handle_connection_init(message)
         except TokenRefused as refused:
             await self.send_message(
-                {
-                    "type": "connection_error",
-                    "payload": {
-                        "message": f"invalid token: {refused.reason}",
-                        "extensions": {"code": "UNAUTHENTICATED"},
-                    },
-                }
+                {"type": "connection_error", "payload": errors.token_refused(refused.reason)}
             )
             await self.websocket.close(WS_UNAUTHORIZED, refused.close_reason)
             return
@@ -254,19 +247,14 @@ async def _shaped(
             async for result in source:
                 first = False
                 if result.errors:
-                    errors = [contract_error(error, request_id) for error in result.errors]
-                    result = dataclasses.replace(result, errors=errors)
+                    shaped = [errors.contract_error(error, request_id) for error in result.errors]
+                    result = dataclasses.replace(result, errors=shaped)
                 yield result
     except Exception as error:
         if not first:
             raise
-        refused = (
-            error
-            if isinstance(error, GraphQLError)
-            else GraphQLError(str(error), original_error=error)
-        )
-        log_errors([refused], request_id)
-        yield PreExecutionError(data=None, errors=[contract_error(refused, request_id)])
+        refused = errors.refused_before_execution(error, request_id)
+        yield PreExecutionError(data=None, errors=[refused])
 
 
 def _authorization_param(params: object) -> str | None:
