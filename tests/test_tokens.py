@@ -943,3 +943,14 @@ async def test_a_cached_hs256_token_still_stops_working_when_it_expires() -> Non
     assert (await verifier.verify(token)).sub == TRADER  # served from the cache
     await asyncio.sleep(2.1)
     assert await refusal(verifier, token) == "expired"
+
+
+def test_a_token_expires_at_exp_plus_the_leeway_and_anonymous_claims_never_do() -> None:
+    # The one rule (auth/claims.py) that verification, its cache of verified tokens, the
+    # WebSocket connection and every subscription event apply.
+    exp = datetime(2030, 1, 1, tzinfo=UTC)
+    claims = Claims(role="authenticated", sub=TRADER, raw={}, expires_at=exp)
+    assert not claims.expired(exp + timedelta(seconds=29.5), 30)
+    assert claims.expired(exp + timedelta(seconds=30), 30)
+    assert claims.expired(exp, 0)
+    assert not Claims.anonymous().expired(datetime(9999, 1, 1, tzinfo=UTC), 0)
