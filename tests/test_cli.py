@@ -42,7 +42,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_token_command_mints_a_token_the_api_accepts() -> None:
+async def test_token_command_mints_a_token_the_api_accepts() -> None:
     sub = uuid.uuid4()
     result = run_app(
         "token",
@@ -55,7 +55,7 @@ def test_token_command_mints_a_token_the_api_accepts() -> None:
         env={"JWT_SECRET": SECRET},
     )
     assert result.returncode == 0, result.stderr
-    claims = TokenVerifier(Settings(jwt_secret=SECRET)).verify_sync(result.stdout.strip())
+    claims = await TokenVerifier(Settings(jwt_secret=SECRET)).verify(result.stdout.strip())
     assert (claims.sub, claims.role) == (sub, "service_role")
 
 

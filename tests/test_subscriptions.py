@@ -27,7 +27,6 @@ from alembic import command
 from app.auth.jwt import mint_token
 from app.db.change_feed import APPLICATION_NAME, Changed, ChangeFeed, Missed
 from app.db.migrations import alembic_config
-from app.graphql import subscriptions
 from app.main import create_app
 from app.settings import Settings
 from tests.api import api_settings, make_token
@@ -348,20 +347,27 @@ async def test_compliance_auditor_receives_every_traders_updates(database: Db) -
     assert [o["traderId"] for o in received] == [str(alice), str(bob)]
 
 
-async def test_a_change_of_another_traders_order_never_reaches_a_subscriber(
-    database: Db, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Without the trader-id shortcut every change is re-read as the subscriber, including a
-    # subscription to Bob's order by its id: row level security alone hides it from Alice.
-    monkeypatch.setattr(subscriptions, "TRADER_FILTER", False)
+async def test_a_change_of_another_traders_order_never_reaches_a_subscriber(database: Db) -> None:
+    # A subscription to one order is routed that order's announcements whoever owns it: the
+    # compliance auditor's, routed the same way, receives Bob's changes below. For Alice's
+    # subscription to Bob's order only the re-read under her own claims stands between her and
+    # them, and row level security hides the order. Her subscription to all of her orders is
+    # not even routed them (the trader id narrows the routing), and gets only her own.
     alice, bob = uuid.uuid4(), uuid.uuid4()
     async with harness(database) as h:
         bobs = await h.submit(bob)
         await h.announced(1)
-        async with subscribed(h, h.token(alice)) as a, subscribed(h, h.token(alice), bobs) as one:
-            await h.subscribers(2)
+        async with (
+            subscribed(h, h.token(alice)) as a,
+            subscribed(h, h.token(alice), bobs) as one,
+            subscribed(h, h.token(role="compliance_auditor"), bobs) as audit,
+        ):
+            await h.subscribers(3)
             await h.approve(bobs)
             await h.fill(bobs, 10)
+            # Every announcement of Bob's changes has been routed once the auditor sees the fill.
+            while (seen := await audit.order())["filledQuantity"] != 10:
+                assert seen["id"] == bobs
             sentinel = await h.submit(alice, "ZZZ")
             assert (await a.order())["id"] == sentinel
             # The one-order subscription to Bob's order got nothing at all: its next event is

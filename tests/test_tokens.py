@@ -172,13 +172,7 @@ def public_pem(key: rsa.RSAPrivateKey) -> bytes:
     )
 
 
-def refusal(verifier: TokenVerifier, token: str) -> str:
-    with pytest.raises(InvalidToken) as caught:
-        verifier.verify_sync(token)
-    return caught.value.reason
-
-
-async def async_refusal(verifier: TokenVerifier, token: str) -> str:
+async def refusal(verifier: TokenVerifier, token: str) -> str:
     with pytest.raises(InvalidToken) as caught:
         await verifier.verify(token)
     return caught.value.reason
@@ -243,13 +237,8 @@ async def test_supabase_shaped_token_is_accepted_with_every_claim_preserved() ->
     assert json.loads(claims.to_json()) == payload
 
 
-def test_verify_sync_accepts_the_same_token_as_verify() -> None:
-    claims = TokenVerifier(make_settings()).verify_sync(make_token())
-    assert claims.sub == TRADER
-
-
-def test_claims_json_is_compact() -> None:
-    claims = TokenVerifier(make_settings()).verify_sync(make_token())
+async def test_claims_json_is_compact() -> None:
+    claims = await TokenVerifier(make_settings()).verify(make_token())
     assert ", " not in claims.to_json()
     assert ": " not in claims.to_json()
 
@@ -261,123 +250,129 @@ def test_anonymous_claims_have_role_anon_and_nothing_else() -> None:
 
 
 @pytest.mark.parametrize("role", [r for r in APP_ROLES if r != "authenticated"])
-def test_every_non_user_app_role_is_accepted_without_sub(role: str) -> None:
-    claims = TokenVerifier(make_settings()).verify_sync(make_token(role=role, sub=REMOVE))
+async def test_every_non_user_app_role_is_accepted_without_sub(role: str) -> None:
+    claims = await TokenVerifier(make_settings()).verify(make_token(role=role, sub=REMOVE))
     assert (claims.role, claims.sub) == (role, None)
 
 
-def test_service_token_with_a_uuid_sub_keeps_it() -> None:
-    claims = TokenVerifier(make_settings()).verify_sync(make_token(role="service_role"))
+async def test_service_token_with_a_uuid_sub_keeps_it() -> None:
+    claims = await TokenVerifier(make_settings()).verify(make_token(role="service_role"))
     assert claims.sub == TRADER
 
 
-def test_token_expired_within_the_leeway_is_accepted() -> None:
+async def test_token_expired_within_the_leeway_is_accepted() -> None:
     verifier = TokenVerifier(make_settings(jwt_leeway_seconds=30))
-    assert verifier.verify_sync(make_token(exp=int(time.time()) - 10)).sub == TRADER
+    assert (await verifier.verify(make_token(exp=int(time.time()) - 10))).sub == TRADER
 
 
-def test_audience_list_containing_ours_is_accepted() -> None:
+async def test_audience_list_containing_ours_is_accepted() -> None:
     token = make_token(aud=["realtime", "authenticated"])
-    assert TokenVerifier(make_settings()).verify_sync(token).sub == TRADER
+    assert (await TokenVerifier(make_settings()).verify(token)).sub == TRADER
 
 
-def test_issuer_is_not_checked_when_none_is_configured() -> None:
+async def test_issuer_is_not_checked_when_none_is_configured() -> None:
     token = make_token(iss="https://somewhere-else.example")
-    assert TokenVerifier(make_settings()).verify_sync(token).sub == TRADER
+    assert (await TokenVerifier(make_settings()).verify(token)).sub == TRADER
 
 
-def test_float_exp_is_accepted_as_a_number() -> None:
+async def test_float_exp_is_accepted_as_a_number() -> None:
     token = make_token(exp=time.time() + 600.5)
-    assert TokenVerifier(make_settings()).verify_sync(token).sub == TRADER
+    assert (await TokenVerifier(make_settings()).verify(token)).sub == TRADER
 
 
 # --- time claims -----------------------------------------------------------------------------
 
 
-def test_expired_token_is_refused() -> None:
+async def test_expired_token_is_refused() -> None:
     token = make_token(exp=int(time.time()) - 120)
-    assert refusal(TokenVerifier(make_settings(jwt_leeway_seconds=30)), token) == "expired"
+    assert await refusal(TokenVerifier(make_settings(jwt_leeway_seconds=30)), token) == "expired"
 
 
-def test_token_without_exp_is_refused() -> None:
-    assert refusal(TokenVerifier(make_settings()), make_token(exp=REMOVE)) == "missing exp"
+async def test_token_without_exp_is_refused() -> None:
+    assert await refusal(TokenVerifier(make_settings()), make_token(exp=REMOVE)) == "missing exp"
 
 
 @pytest.mark.parametrize("exp", ["4102444800", True, [4102444800], {"at": 1}, 10**30])
-def test_non_numeric_exp_is_refused(exp: Any) -> None:
-    assert refusal(TokenVerifier(make_settings()), make_token(exp=exp)) == "invalid exp"
+async def test_non_numeric_exp_is_refused(exp: Any) -> None:
+    assert await refusal(TokenVerifier(make_settings()), make_token(exp=exp)) == "invalid exp"
 
 
-def test_exp_overflowing_to_infinity_is_refused() -> None:
+async def test_exp_overflowing_to_infinity_is_refused() -> None:
     header = b64(b'{"alg":"HS256","typ":"JWT"}')
     body = json.dumps(make_payload(exp=REMOVE))[:-1] + ', "exp": 1e400}'
     signing_input = f"{header}.{b64(body.encode())}"
     token = f"{signing_input}.{b64(sign(signing_input.encode(), 'HS256', SECRET))}"
-    assert refusal(TokenVerifier(make_settings()), token) == "invalid exp"
+    assert await refusal(TokenVerifier(make_settings()), token) == "invalid exp"
 
 
 @pytest.mark.parametrize("claim", ["iat", "nbf"])
 @pytest.mark.parametrize("value", ["1700000000", False, [1]])
-def test_non_numeric_iat_or_nbf_is_refused(claim: str, value: Any) -> None:
+async def test_non_numeric_iat_or_nbf_is_refused(claim: str, value: Any) -> None:
     token = make_token(**{claim: value})
-    assert refusal(TokenVerifier(make_settings()), token) == f"invalid {claim}"
+    assert await refusal(TokenVerifier(make_settings()), token) == f"invalid {claim}"
 
 
 @pytest.mark.parametrize("claim", ["iat", "nbf"])
-def test_token_not_yet_valid_is_refused(claim: str) -> None:
+async def test_token_not_yet_valid_is_refused(claim: str) -> None:
     future: dict[str, Any] = {claim: int(time.time()) + 600}
     token = make_token(**future)
     verifier = TokenVerifier(make_settings(jwt_leeway_seconds=30))
-    assert refusal(verifier, token) == "not yet valid"
+    assert await refusal(verifier, token) == "not yet valid"
 
 
-def test_token_issued_slightly_in_the_future_is_accepted_within_leeway() -> None:
+async def test_token_issued_slightly_in_the_future_is_accepted_within_leeway() -> None:
     token = make_token(iat=int(time.time()) + 10, nbf=int(time.time()) + 10)
-    assert TokenVerifier(make_settings(jwt_leeway_seconds=30)).verify_sync(token).sub == TRADER
+    assert (await TokenVerifier(make_settings(jwt_leeway_seconds=30)).verify(token)).sub == TRADER
 
 
 # --- audience and issuer ---------------------------------------------------------------------
 
 
-def test_token_for_another_audience_is_refused() -> None:
-    assert refusal(TokenVerifier(make_settings()), make_token(aud="admin")) == "wrong audience"
+async def test_token_for_another_audience_is_refused() -> None:
+    assert (
+        await refusal(TokenVerifier(make_settings()), make_token(aud="admin")) == "wrong audience"
+    )
 
 
 @pytest.mark.parametrize("aud", [["admin", "realtime"], 42, None, ""])
-def test_malformed_or_foreign_audience_is_refused(aud: Any) -> None:
-    assert refusal(TokenVerifier(make_settings()), make_token(aud=aud)) == "wrong audience"
+async def test_malformed_or_foreign_audience_is_refused(aud: Any) -> None:
+    assert await refusal(TokenVerifier(make_settings()), make_token(aud=aud)) == "wrong audience"
 
 
-def test_token_without_audience_is_refused() -> None:
-    assert refusal(TokenVerifier(make_settings()), make_token(aud=REMOVE)) == "missing audience"
+async def test_token_without_audience_is_refused() -> None:
+    assert (
+        await refusal(TokenVerifier(make_settings()), make_token(aud=REMOVE)) == "missing audience"
+    )
 
 
-def test_token_from_another_issuer_is_refused_when_issuer_is_configured() -> None:
+async def test_token_from_another_issuer_is_refused_when_issuer_is_configured() -> None:
     verifier = TokenVerifier(make_settings(jwt_issuer="https://project.supabase.co/auth/v1"))
-    assert refusal(verifier, make_token(iss="https://evil.example/auth/v1")) == "wrong issuer"
+    assert await refusal(verifier, make_token(iss="https://evil.example/auth/v1")) == "wrong issuer"
 
 
-def test_token_without_issuer_is_refused_when_issuer_is_configured() -> None:
+async def test_token_without_issuer_is_refused_when_issuer_is_configured() -> None:
     verifier = TokenVerifier(make_settings(jwt_issuer="https://project.supabase.co/auth/v1"))
-    assert refusal(verifier, make_token(iss=REMOVE)) == "missing issuer"
+    assert await refusal(verifier, make_token(iss=REMOVE)) == "missing issuer"
 
 
 # --- role and sub ----------------------------------------------------------------------------
 
 
-def test_token_without_role_is_refused() -> None:
-    assert refusal(TokenVerifier(make_settings()), make_token(role=REMOVE)) == "missing role"
+async def test_token_without_role_is_refused() -> None:
+    assert await refusal(TokenVerifier(make_settings()), make_token(role=REMOVE)) == "missing role"
 
 
 @pytest.mark.parametrize(
     "role", ["postgres", "authenticator", "supabase_admin", "Authenticated", "", None, 1]
 )
-def test_token_for_a_role_outside_the_app_roles_is_refused(role: Any) -> None:
-    assert refusal(TokenVerifier(make_settings()), make_token(role=role)) == "role not allowed"
+async def test_token_for_a_role_outside_the_app_roles_is_refused(role: Any) -> None:
+    assert (
+        await refusal(TokenVerifier(make_settings()), make_token(role=role)) == "role not allowed"
+    )
 
 
-def test_authenticated_token_without_sub_is_refused() -> None:
-    assert refusal(TokenVerifier(make_settings()), make_token(sub=REMOVE)) == "missing sub"
+async def test_authenticated_token_without_sub_is_refused() -> None:
+    assert await refusal(TokenVerifier(make_settings()), make_token(sub=REMOVE)) == "missing sub"
 
 
 @pytest.mark.parametrize(
@@ -394,8 +389,11 @@ def test_authenticated_token_without_sub_is_refused() -> None:
     ],
 )
 @pytest.mark.parametrize("role", ["authenticated", "service_role", "anon"])
-def test_sub_that_is_not_a_canonical_uuid_is_refused(role: str, sub: Any) -> None:
-    assert refusal(TokenVerifier(make_settings()), make_token(role=role, sub=sub)) == "invalid sub"
+async def test_sub_that_is_not_a_canonical_uuid_is_refused(role: str, sub: Any) -> None:
+    assert (
+        await refusal(TokenVerifier(make_settings()), make_token(role=role, sub=sub))
+        == "invalid sub"
+    )
 
 
 # --- malformed tokens ------------------------------------------------------------------------
@@ -424,101 +422,103 @@ def _segments(header: bytes, payload: bytes) -> str:
         pytest.param("x" * 20_000, id="oversized"),
     ],
 )
-def test_malformed_token_is_refused(token: str) -> None:
-    assert refusal(TokenVerifier(make_settings()), token) == "malformed token"
+async def test_malformed_token_is_refused(token: str) -> None:
+    assert await refusal(TokenVerifier(make_settings()), token) == "malformed token"
 
 
-def test_payload_with_duplicate_claims_is_refused_as_malformed() -> None:
+async def test_payload_with_duplicate_claims_is_refused_as_malformed() -> None:
     header = b64(b'{"alg":"HS256","typ":"JWT"}')
     body = json.dumps(make_payload(role="authenticated"))[:-1] + ', "role": "service_role"}'
     signing_input = f"{header}.{b64(body.encode())}"
     token = f"{signing_input}.{b64(sign(signing_input.encode(), 'HS256', SECRET))}"
-    assert refusal(TokenVerifier(make_settings()), token) == "malformed token"
+    assert await refusal(TokenVerifier(make_settings()), token) == "malformed token"
 
 
-def test_payload_with_nan_is_refused_as_malformed() -> None:
+async def test_payload_with_nan_is_refused_as_malformed() -> None:
     header = b64(b'{"alg":"HS256","typ":"JWT"}')
     body = json.dumps(make_payload())[:-1] + ', "score": NaN}'
     signing_input = f"{header}.{b64(body.encode())}"
     token = f"{signing_input}.{b64(sign(signing_input.encode(), 'HS256', SECRET))}"
-    assert refusal(TokenVerifier(make_settings()), token) == "malformed token"
+    assert await refusal(TokenVerifier(make_settings()), token) == "malformed token"
 
 
 @pytest.mark.parametrize("header", [{"kid": 7}, {"crit": ["exp"]}, {"b64": False}])
-def test_token_with_an_unsupported_header_is_refused_as_malformed(header: dict[str, Any]) -> None:
+async def test_token_with_an_unsupported_header_is_refused_as_malformed(
+    header: dict[str, Any],
+) -> None:
     token = make_token(header=header)
-    assert refusal(TokenVerifier(make_settings()), token) == "malformed token"
+    assert await refusal(TokenVerifier(make_settings()), token) == "malformed token"
 
 
 # --- signatures and algorithms ---------------------------------------------------------------
 
 
-def test_token_signed_with_another_secret_is_refused() -> None:
+async def test_token_signed_with_another_secret_is_refused() -> None:
     token = make_token(key="another-secret-that-is-also-longer-than-32-chars")
-    assert refusal(TokenVerifier(make_settings()), token) == "bad signature"
+    assert await refusal(TokenVerifier(make_settings()), token) == "bad signature"
 
 
-def test_token_with_a_tampered_payload_is_refused() -> None:
+async def test_token_with_a_tampered_payload_is_refused() -> None:
     header, _, signature = make_token().split(".")
     forged = b64(json.dumps(make_payload(role="service_role")).encode())
-    assert refusal(TokenVerifier(make_settings()), f"{header}.{forged}.{signature}") == (
+    assert await refusal(TokenVerifier(make_settings()), f"{header}.{forged}.{signature}") == (
         "bad signature"
     )
 
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
-def test_unsigned_token_with_alg_none_is_refused(alg: str) -> None:
+async def test_unsigned_token_with_alg_none_is_refused(alg: str) -> None:
     token = make_token(alg="none", header={"alg": alg}, key=None)
     assert token.endswith(".")
-    assert refusal(TokenVerifier(make_settings()), token) == "algorithm not allowed"
+    assert await refusal(TokenVerifier(make_settings()), token) == "algorithm not allowed"
 
 
-def test_token_without_alg_is_refused() -> None:
+async def test_token_without_alg_is_refused() -> None:
     token = make_token(header={"alg": None})
-    assert refusal(TokenVerifier(make_settings()), token) == "algorithm not allowed"
+    assert await refusal(TokenVerifier(make_settings()), token) == "algorithm not allowed"
 
 
-def test_algorithm_outside_the_allow_list_is_refused() -> None:
+async def test_algorithm_outside_the_allow_list_is_refused() -> None:
     token = make_token(alg="HS512")
-    assert refusal(TokenVerifier(make_settings()), token) == "algorithm not allowed"
+    assert await refusal(TokenVerifier(make_settings()), token) == "algorithm not allowed"
 
 
-def test_hs256_is_refused_when_jwt_algorithms_leaves_it_out(tmp_path: Path) -> None:
+async def test_hs256_is_refused_when_jwt_algorithms_leaves_it_out(tmp_path: Path) -> None:
     settings = make_settings(
         jwt_algorithms=("RS256",), jwt_jwks=jwks_file(tmp_path, jwk(rsa_key(), "k1"))
     )
-    assert refusal(TokenVerifier(settings), make_token()) == "algorithm not allowed"
+    assert await refusal(TokenVerifier(settings), make_token()) == "algorithm not allowed"
 
 
-def test_rs256_token_is_refused_when_no_jwks_is_configured() -> None:
+async def test_rs256_token_is_refused_when_no_jwks_is_configured() -> None:
     token = make_token(alg="RS256", key=rsa_key(), kid="k1")
-    assert refusal(TokenVerifier(make_settings()), token) == "algorithm not allowed"
+    assert await refusal(TokenVerifier(make_settings()), token) == "algorithm not allowed"
 
 
-def test_hs256_token_signed_with_the_rsa_public_key_is_refused_alongside_a_secret(
+async def test_hs256_token_signed_with_the_rsa_public_key_is_refused_alongside_a_secret(
     tmp_path: Path,
 ) -> None:
     # The classic confusion attack: the public key is public, so anyone can HMAC with it.
     settings = make_settings(jwt_jwks=jwks_file(tmp_path, jwk(rsa_key(), "k1")))
     token = make_token(alg="HS256", key=public_pem(rsa_key()), kid="k1")
-    assert refusal(TokenVerifier(settings), token) == "bad signature"
+    assert await refusal(TokenVerifier(settings), token) == "bad signature"
 
 
-def test_hs256_token_signed_with_the_rsa_public_key_is_refused_without_a_secret(
+async def test_hs256_token_signed_with_the_rsa_public_key_is_refused_without_a_secret(
     tmp_path: Path,
 ) -> None:
     settings = make_settings(jwt_secret=None, jwt_jwks=jwks_file(tmp_path, jwk(rsa_key(), "k1")))
     token = make_token(alg="HS256", key=public_pem(rsa_key()), kid="k1")
-    assert refusal(TokenVerifier(settings), token) == "algorithm not allowed"
+    assert await refusal(TokenVerifier(settings), token) == "algorithm not allowed"
 
 
-def test_symmetric_key_in_the_jwks_never_verifies_hs256(tmp_path: Path) -> None:
+async def test_symmetric_key_in_the_jwks_never_verifies_hs256(tmp_path: Path) -> None:
     oct_key = {"kty": "oct", "kid": "sym", "alg": "HS256", "k": b64(b"k" * 40)}
     settings = make_settings(
         jwt_secret=None, jwt_jwks=jwks_file(tmp_path, oct_key, jwk(rsa_key(), "k1"))
     )
     token = make_token(alg="HS256", key=b"k" * 40, kid="sym")
-    assert refusal(TokenVerifier(settings), token) == "algorithm not allowed"
+    assert await refusal(TokenVerifier(settings), token) == "algorithm not allowed"
 
 
 # --- JWKS from a file ------------------------------------------------------------------------
@@ -535,51 +535,53 @@ async def test_asymmetric_token_is_accepted_with_keys_from_a_jwks_file(
     assert (claims.role, claims.sub) == ("authenticated", TRADER)
 
 
-def test_token_without_kid_is_accepted_when_the_jwks_has_a_single_key(tmp_path: Path) -> None:
+async def test_token_without_kid_is_accepted_when_the_jwks_has_a_single_key(tmp_path: Path) -> None:
     settings = make_settings(jwt_secret=None, jwt_jwks=jwks_file(tmp_path, jwk(ec_key(), "k1")))
-    assert TokenVerifier(settings).verify_sync(make_token(alg="ES256", key=ec_key())).sub == TRADER
+    assert (
+        await TokenVerifier(settings).verify(make_token(alg="ES256", key=ec_key()))
+    ).sub == TRADER
 
 
-def test_token_signed_by_a_stranger_under_a_known_kid_is_refused(tmp_path: Path) -> None:
+async def test_token_signed_by_a_stranger_under_a_known_kid_is_refused(tmp_path: Path) -> None:
     settings = make_settings(jwt_jwks=jwks_file(tmp_path, jwk(rsa_key(), "k1")))
     token = make_token(alg="RS256", key=rsa_key("stranger"), kid="k1")
-    assert refusal(TokenVerifier(settings), token) == "bad signature"
+    assert await refusal(TokenVerifier(settings), token) == "bad signature"
 
 
-def test_rs256_token_naming_an_ec_key_is_refused(tmp_path: Path) -> None:
+async def test_rs256_token_naming_an_ec_key_is_refused(tmp_path: Path) -> None:
     settings = make_settings(
         jwt_jwks=jwks_file(tmp_path, jwk(ec_key(), "ec1"), jwk(rsa_key(), "rsa1"))
     )
     token = make_token(alg="RS256", key=rsa_key(), kid="ec1")
-    assert refusal(TokenVerifier(settings), token) == "unknown signing key"
+    assert await refusal(TokenVerifier(settings), token) == "unknown signing key"
 
 
-def test_es256_is_refused_when_jwt_algorithms_allows_only_rs256(tmp_path: Path) -> None:
+async def test_es256_is_refused_when_jwt_algorithms_allows_only_rs256(tmp_path: Path) -> None:
     settings = make_settings(
         jwt_algorithms=("RS256",), jwt_jwks=jwks_file(tmp_path, jwk(ec_key(), "k1"))
     )
     token = make_token(alg="ES256", key=ec_key(), kid="k1")
-    assert refusal(TokenVerifier(settings), token) == "algorithm not allowed"
+    assert await refusal(TokenVerifier(settings), token) == "algorithm not allowed"
 
 
-def test_private_members_published_in_the_jwks_are_ignored(tmp_path: Path) -> None:
+async def test_private_members_published_in_the_jwks_are_ignored(tmp_path: Path) -> None:
     leaked = jwk(ec_key(), "k1") | {"d": _uint(ec_key().private_numbers().private_value, 32)}
     settings = make_settings(jwt_jwks=jwks_file(tmp_path, leaked))
     token = make_token(alg="ES256", key=ec_key(), kid="k1")
-    assert TokenVerifier(settings).verify_sync(token).sub == TRADER
+    assert (await TokenVerifier(settings).verify(token)).sub == TRADER
 
 
-def test_rsa_key_shorter_than_2048_bits_is_ignored(tmp_path: Path) -> None:
+async def test_rsa_key_shorter_than_2048_bits_is_ignored(tmp_path: Path) -> None:
     weak = rsa_key("weak", 1024)
     settings = make_settings(jwt_jwks=jwks_file(tmp_path, jwk(weak, "weak"), jwk(ec_key(), "k1")))
     token = make_token(alg="RS256", key=weak, kid="weak")
-    assert refusal(TokenVerifier(settings), token) == "unknown signing key"
+    assert await refusal(TokenVerifier(settings), token) == "unknown signing key"
 
 
-def test_missing_jwks_file_means_signing_keys_unavailable(tmp_path: Path) -> None:
+async def test_missing_jwks_file_means_signing_keys_unavailable(tmp_path: Path) -> None:
     settings = make_settings(jwt_jwks=str(tmp_path / "absent.json"))
     with pytest.raises(SigningKeysUnavailable) as caught:
-        TokenVerifier(settings).verify_sync(make_token(alg="RS256", key=rsa_key(), kid="k1"))
+        await TokenVerifier(settings).verify(make_token(alg="RS256", key=rsa_key(), kid="k1"))
     assert caught.value.reason == "signing keys unavailable"
 
 
@@ -628,12 +630,12 @@ async def test_new_kid_triggers_one_refetch_and_a_flood_of_unknown_kids_is_rate_
 
     for _ in range(25):
         token = make_token(alg="RS256", key=rsa_key(), kid=str(uuid.uuid4()))
-        assert await async_refusal(verifier, token) == "unknown signing key"
+        assert await refusal(verifier, token) == "unknown signing key"
     assert jwks_server.hits == 2
 
     clock.now += 31
     token = make_token(alg="RS256", key=rsa_key(), kid="still-unknown")
-    assert await async_refusal(verifier, token) == "unknown signing key"
+    assert await refusal(verifier, token) == "unknown signing key"
     assert jwks_server.hits == 3
 
 
@@ -652,7 +654,7 @@ async def test_jwks_is_refetched_after_the_cache_lifetime(jwks_server: JWKSServe
     # The old key is withdrawn; once the cache expires tokens signed with it stop working.
     jwks_server.keys = [jwk(ec_key(), "k2")]
     clock.now += 2
-    assert await async_refusal(verifier, token) == "unknown signing key"
+    assert await refusal(verifier, token) == "unknown signing key"
     assert jwks_server.hits == 2
 
 
@@ -689,13 +691,6 @@ async def test_unreachable_key_server_means_signing_keys_unavailable(
     assert caught.value.reason == "signing keys unavailable"
 
 
-def test_verify_sync_fetches_the_jwks_too(jwks_server: JWKSServer) -> None:
-    jwks_server.keys = [jwk(ec_key(), "k1")]
-    verifier = TokenVerifier(make_settings(jwt_jwks=jwks_server.url))
-    assert verifier.verify_sync(make_token(alg="ES256", key=ec_key(), kid="k1")).sub == TRADER
-    assert jwks_server.hits == 1
-
-
 # --- Supabase API keys -----------------------------------------------------------------------
 
 AUTH_ISSUER = "https://project.supabase.co/auth/v1"
@@ -721,18 +716,18 @@ def supabase_key(role: str, **changes: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("issuer", [None, AUTH_ISSUER], ids=["no issuer", "auth issuer"])
 @pytest.mark.parametrize("role", ["anon", "service_role"])
-def test_supabase_api_keys_are_accepted_with_their_role_and_no_sub(
+async def test_supabase_api_keys_are_accepted_with_their_role_and_no_sub(
     role: str, issuer: str | None
 ) -> None:
     verifier = TokenVerifier(make_settings(jwt_issuer=issuer))
-    claims = verifier.verify_sync(make_token(supabase_key(role)))
+    claims = await verifier.verify(make_token(supabase_key(role)))
     assert (claims.role, claims.sub) == (role, None)
     assert claims.raw["iss"] == "supabase"
 
 
-def test_the_auth_issuer_still_works_beside_the_api_keys_issuer() -> None:
+async def test_the_auth_issuer_still_works_beside_the_api_keys_issuer() -> None:
     verifier = TokenVerifier(make_settings(jwt_issuer=AUTH_ISSUER))
-    assert verifier.verify_sync(make_token(iss=AUTH_ISSUER)).sub == TRADER
+    assert (await verifier.verify(make_token(iss=AUTH_ISSUER))).sub == TRADER
 
 
 @pytest.mark.parametrize(
@@ -759,27 +754,27 @@ def test_the_auth_issuer_still_works_beside_the_api_keys_issuer() -> None:
     ],
     ids=lambda value: value if isinstance(value, str) else None,
 )
-def test_tokens_shaped_like_api_keys_are_refused_unless_they_are_one(
+async def test_tokens_shaped_like_api_keys_are_refused_unless_they_are_one(
     payload: dict[str, Any], reason: str
 ) -> None:
-    assert refusal(TokenVerifier(make_settings()), make_token(payload)) == reason
+    assert await refusal(TokenVerifier(make_settings()), make_token(payload)) == reason
 
 
-def test_an_api_key_signed_with_another_secret_is_refused() -> None:
+async def test_an_api_key_signed_with_another_secret_is_refused() -> None:
     token = make_token(supabase_key("service_role"), key="another-secret-" + "x" * 40)
-    assert refusal(TokenVerifier(make_settings()), token) == "bad signature"
+    assert await refusal(TokenVerifier(make_settings()), token) == "bad signature"
 
 
-def test_an_api_key_shape_signed_with_a_jwks_key_is_refused(tmp_path: Path) -> None:
+async def test_an_api_key_shape_signed_with_a_jwks_key_is_refused(tmp_path: Path) -> None:
     # The keys are HS256 with the project's secret; Auth's signing keys never sign them.
     settings = make_settings(jwt_jwks=jwks_file(tmp_path, jwk(ec_key(), "k1")))
     token = make_token(supabase_key("service_role"), alg="ES256", key=ec_key(), kid="k1")
-    assert refusal(TokenVerifier(settings), token) == "missing audience"
+    assert await refusal(TokenVerifier(settings), token) == "missing audience"
 
 
-def test_with_an_issuer_configured_a_user_token_from_the_keys_issuer_is_refused() -> None:
+async def test_with_an_issuer_configured_a_user_token_from_the_keys_issuer_is_refused() -> None:
     verifier = TokenVerifier(make_settings(jwt_issuer=AUTH_ISSUER))
-    assert refusal(verifier, make_token(iss="supabase")) == "wrong issuer"
+    assert await refusal(verifier, make_token(iss="supabase")) == "wrong issuer"
 
 
 # --- Supabase settings -------------------------------------------------------------------------
@@ -823,10 +818,10 @@ def test_a_supabase_url_that_is_not_a_project_url_is_refused(url: str) -> None:
         Settings.from_env({"SUPABASE_URL": url})
 
 
-def test_supabase_jwt_secret_is_accepted_as_the_hs256_secret() -> None:
+async def test_supabase_jwt_secret_is_accepted_as_the_hs256_secret() -> None:
     settings = Settings.from_env({"JWT_SECRET": "", "SUPABASE_JWT_SECRET": SECRET})
     assert settings.jwt_secret == SECRET
-    claims = TokenVerifier(settings).verify_sync(make_token(supabase_key("service_role")))
+    claims = await TokenVerifier(settings).verify(make_token(supabase_key("service_role")))
     assert claims.role == "service_role"
 
 
@@ -875,10 +870,10 @@ def test_verifier_refuses_a_pem_public_key_as_secret() -> None:
 # --- minting ---------------------------------------------------------------------------------
 
 
-def test_minted_token_is_accepted_and_shaped_like_supabase() -> None:
+async def test_minted_token_is_accepted_and_shaped_like_supabase() -> None:
     settings = make_settings(jwt_issuer="https://project.supabase.co/auth/v1")
     token = mint_token(settings, sub=TRADER, extra={"email": "trader@example.com"})
-    claims = TokenVerifier(settings).verify_sync(token)
+    claims = await TokenVerifier(settings).verify(token)
     assert claims.sub == TRADER
     assert claims.role == "authenticated"
     assert claims.raw["aud"] == "authenticated"
@@ -887,21 +882,21 @@ def test_minted_token_is_accepted_and_shaped_like_supabase() -> None:
     assert claims.raw["exp"] - claims.raw["iat"] == 3600
 
 
-def test_minted_service_token_without_sub_is_accepted() -> None:
+async def test_minted_service_token_without_sub_is_accepted() -> None:
     settings = make_settings()
-    claims = TokenVerifier(settings).verify_sync(
+    claims = await TokenVerifier(settings).verify(
         mint_token(settings, sub=None, role="service_role")
     )
     assert (claims.role, claims.sub) == ("service_role", None)
     assert "sub" not in claims.raw
 
 
-def test_token_minted_in_the_past_is_refused_as_expired() -> None:
+async def test_token_minted_in_the_past_is_refused_as_expired() -> None:
     settings = make_settings()
     token = mint_token(
         settings, sub=TRADER, ttl_seconds=60, now=datetime.now(UTC) - timedelta(hours=1)
     )
-    assert refusal(TokenVerifier(settings), token) == "expired"
+    assert await refusal(TokenVerifier(settings), token) == "expired"
 
 
 def test_minting_without_a_secret_is_a_clear_error() -> None:
@@ -947,4 +942,15 @@ async def test_a_cached_hs256_token_still_stops_working_when_it_expires() -> Non
     assert (await verifier.verify(token)).sub == TRADER
     assert (await verifier.verify(token)).sub == TRADER  # served from the cache
     await asyncio.sleep(2.1)
-    assert await async_refusal(verifier, token) == "expired"
+    assert await refusal(verifier, token) == "expired"
+
+
+def test_a_token_expires_at_exp_plus_the_leeway_and_anonymous_claims_never_do() -> None:
+    # The one rule (auth/claims.py) that verification, its cache of verified tokens, the
+    # WebSocket connection and every subscription event apply.
+    exp = datetime(2030, 1, 1, tzinfo=UTC)
+    claims = Claims(role="authenticated", sub=TRADER, raw={}, expires_at=exp)
+    assert not claims.expired(exp + timedelta(seconds=29.5), 30)
+    assert claims.expired(exp + timedelta(seconds=30), 30)
+    assert claims.expired(exp, 0)
+    assert not Claims.anonymous().expired(datetime(9999, 1, 1, tzinfo=UTC), 0)

@@ -1,4 +1,5 @@
-"""Bearer token verification and minting: the only module that imports PyJWT.
+"""Bearer token verification and minting; with auth/jwks.py (the JWKS cache), the only modules
+that import PyJWT.
 
 PyJWT checks signatures only. The claim rules are enforced here, by hand, because the library is
 lenient where this API cannot be: it accepts ``"exp": "123"`` and ``true`` as numbers, a missing
@@ -16,27 +17,23 @@ every check: a forged "key" with role authenticated still needs the audience and
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import http.client
 import json
 import logging
 import math
 import re
-import threading
 import time
-import urllib.request
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from uuid import UUID
 
 import jwt
 
-from app.auth.claims import Claims
+from app.auth.claims import Claims, expired
+from app.auth.jwks import JWKSCache
 from app.settings import APP_ROLES, MIN_HS256_SECRET_LENGTH, Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -44,10 +41,6 @@ log = logging.getLogger(__name__)
 SUPPORTED_ALGORITHMS = frozenset({"HS256", "RS256", "ES256"})
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "ES256"})
 
-JWKS_REFETCH_INTERVAL_SECONDS = 30.0
-"""Least time between two JWKS fetches, whatever prompts them (expiry or an unknown ``kid``)."""
-JWKS_FETCH_TIMEOUT_SECONDS = 5.0
-JWKS_MAX_BYTES = 1 << 20
 MAX_TOKEN_LENGTH = 16 * 1024
 """Beyond any real Supabase token; bounds the parsing an unauthenticated caller can cause."""
 
@@ -73,10 +66,6 @@ class SigningKeysUnavailable(InvalidToken):
     A subclass so that callers treating every InvalidToken as 401 stay correct, while those that
     care can answer 503 instead: the fault is the key server's, not the client's.
     """
-
-
-class _JWKSError(Exception):
-    pass
 
 
 # --- token parsing -----------------------------------------------------------------------------
@@ -178,14 +167,14 @@ def _check_claims(
         raise InvalidToken("missing exp")
     iat = _numeric_date(payload, "iat")
     nbf = _numeric_date(payload, "nbf")
-    if exp <= now - leeway:
-        raise InvalidToken("expired")
-    if (nbf is not None and nbf > now + leeway) or (iat is not None and iat > now + leeway):
-        raise InvalidToken("not yet valid")
     try:
         expires_at = datetime.fromtimestamp(exp, tz=UTC)
     except (OverflowError, ValueError, OSError):
         raise InvalidToken("invalid exp") from None
+    if expired(expires_at, datetime.fromtimestamp(now, tz=UTC), leeway):
+        raise InvalidToken("expired")
+    if (nbf is not None and nbf > now + leeway) or (iat is not None and iat > now + leeway):
+        raise InvalidToken("not yet valid")
 
     api_key = _is_supabase_api_key(payload, alg)
     if "aud" not in payload:
@@ -216,193 +205,6 @@ def _check_claims(
     sub = None if raw_sub is None else _uuid(raw_sub)
 
     return Claims(role=role, sub=sub, raw=MappingProxyType(payload), expires_at=expires_at)
-
-
-# --- JWKS ------------------------------------------------------------------------------------
-
-
-def _is_url(source: str) -> bool:
-    return source.lower().startswith(("http://", "https://"))
-
-
-def _read_jwks_source(source: str) -> Any:
-    """Blocking: fetch or read the JWKS document. Run it in a thread from async code."""
-    try:
-        if _is_url(source):
-            request = urllib.request.Request(
-                source, headers={"Accept": "application/json", "User-Agent": "order-api"}
-            )
-            with urllib.request.urlopen(request, timeout=JWKS_FETCH_TIMEOUT_SECONDS) as response:
-                body: bytes = response.read(JWKS_MAX_BYTES + 1)
-        else:
-            with Path(source).open("rb") as file:
-                body = file.read(JWKS_MAX_BYTES + 1)
-        if len(body) > JWKS_MAX_BYTES:
-            raise _JWKSError("document larger than 1 MiB")
-        return json.loads(body)
-    except (OSError, ValueError, http.client.HTTPException) as exc:
-        raise _JWKSError(str(exc) or type(exc).__name__) from exc
-
-
-def _jwk_algorithm(entry: Mapping[str, Any]) -> str | None:
-    kty = entry.get("kty")
-    if kty == "RSA":
-        implied = "RS256"
-    elif kty == "EC" and entry.get("crv") == "P-256":
-        implied = "ES256"
-    else:
-        return None
-    declared = entry.get("alg")
-    if declared is not None and declared != implied:
-        return None
-    return implied
-
-
-_PUBLIC_MEMBERS = {"RS256": ("kty", "n", "e", "kid"), "ES256": ("kty", "crv", "x", "y", "kid")}
-
-
-def _parse_jwks(document: Any, algorithms: frozenset[str]) -> tuple[jwt.PyJWK, ...]:
-    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        raise _JWKSError("not a JWKS document")
-    keys: list[jwt.PyJWK] = []
-    for entry in document["keys"]:
-        if not isinstance(entry, dict):
-            continue
-        alg = _jwk_algorithm(entry)
-        if alg is None or alg not in algorithms or entry.get("use", "sig") != "sig":
-            continue
-        # Only public members are kept: a published private part must not turn into a key we
-        # hold, and a symmetric ("oct") key never becomes an HS256 key through the JWKS.
-        public = {name: entry[name] for name in _PUBLIC_MEMBERS[alg] if name in entry}
-        try:
-            key = jwt.PyJWK(public, algorithm=alg)
-        except jwt.PyJWTError as exc:
-            log.warning("skipping unusable JWK kid=%r: %s", entry.get("kid"), exc)
-            continue
-        weakness = key.Algorithm.check_key_length(key.key)
-        if weakness:
-            log.warning("skipping weak JWK kid=%r: %s", entry.get("kid"), weakness)
-            continue
-        keys.append(key)
-    if not keys:
-        raise _JWKSError("no usable RS256/ES256 signing keys")
-    return tuple(keys)
-
-
-class _JWKSCache:
-    """The public keys from ``JWT_JWKS``, refreshed on expiry and on an unknown ``kid``.
-
-    Every fetch, whatever prompted it, counts against one rate limit: tokens are attacker
-    controlled, and a flood of random kids must not become a flood of requests to the key server.
-    When a refresh fails the previous keys stay in use, so an outage of the key server does not
-    log every trader out.
-    """
-
-    def __init__(
-        self,
-        source: str,
-        algorithms: frozenset[str],
-        cache_seconds: float,
-        clock: Callable[[], float],
-    ) -> None:
-        self._source = source
-        self._algorithms = algorithms
-        self._cache_seconds = cache_seconds
-        self._clock = clock
-        self._keys: tuple[jwt.PyJWK, ...] = ()
-        self._loaded_at: float | None = None
-        self._last_attempt: float | None = None
-        self._async_lock = asyncio.Lock()
-        self._thread_lock = threading.Lock()
-
-    def _stale(self) -> bool:
-        return self._loaded_at is None or self._clock() - self._loaded_at >= self._cache_seconds
-
-    def _may_fetch(self) -> bool:
-        return (
-            self._last_attempt is None
-            or self._clock() - self._last_attempt >= JWKS_REFETCH_INTERVAL_SECONDS
-        )
-
-    def _find(self, alg: str, kid: str | None) -> jwt.PyJWK | None:
-        candidates = [key for key in self._keys if key.algorithm_name == alg]
-        if kid is None:
-            # Without a kid the choice is only unambiguous with a single candidate key.
-            return candidates[0] if len(candidates) == 1 else None
-        return next((key for key in candidates if key.key_id == kid), None)
-
-    def _install(self, document: Any) -> None:
-        try:
-            keys = _parse_jwks(document, self._algorithms)
-        except _JWKSError as exc:
-            self._failed(exc)
-            return
-        self._keys = keys
-        self._loaded_at = self._clock()
-
-    def _failed(self, exc: Exception) -> None:
-        log.warning(
-            "could not load the JWKS from %s (%s); keeping %d cached key(s)",
-            self._source,
-            exc,
-            len(self._keys),
-        )
-
-    def _missing(self) -> InvalidToken:
-        if self._loaded_at is None:
-            return SigningKeysUnavailable("signing keys unavailable")
-        return InvalidToken("unknown signing key")
-
-    async def _refresh(self) -> None:
-        self._last_attempt = self._clock()
-        try:
-            document = await asyncio.to_thread(_read_jwks_source, self._source)
-        except _JWKSError as exc:
-            self._failed(exc)
-            return
-        self._install(document)
-
-    def _refresh_sync(self) -> None:
-        self._last_attempt = self._clock()
-        try:
-            document = _read_jwks_source(self._source)
-        except _JWKSError as exc:
-            self._failed(exc)
-            return
-        self._install(document)
-
-    async def _refresh_if(self, needed: Callable[[], bool]) -> None:
-        # A request arriving while a fetch is in flight waits for it (the lock is held) instead
-        # of failing on the keys it is about to replace; the condition is checked again under
-        # the lock so that the waiters do not each fetch in turn.
-        if not self._may_fetch() and not self._async_lock.locked():
-            return
-        async with self._async_lock:
-            if needed() and self._may_fetch():
-                await self._refresh()
-
-    async def key_for(self, alg: str, kid: str | None) -> jwt.PyJWK:
-        if self._stale():
-            await self._refresh_if(self._stale)
-        key = self._find(alg, kid)
-        if key is None:
-            await self._refresh_if(lambda: self._find(alg, kid) is None)
-            key = self._find(alg, kid)
-        if key is None:
-            raise self._missing()
-        return key
-
-    def key_for_sync(self, alg: str, kid: str | None) -> jwt.PyJWK:
-        with self._thread_lock:
-            if self._stale() and self._may_fetch():
-                self._refresh_sync()
-            key = self._find(alg, kid)
-            if key is None and self._may_fetch():
-                self._refresh_sync()
-                key = self._find(alg, kid)
-        if key is None:
-            raise self._missing()
-        return key
 
 
 # --- the verifier ------------------------------------------------------------------------------
@@ -451,9 +253,9 @@ class TokenVerifier:
                 ) from None
 
         self._verified: dict[str, tuple[Claims, float]] = {}
-        self._jwks: _JWKSCache | None = None
+        self._jwks: JWKSCache | None = None
         if settings.jwt_jwks is not None and self.algorithms & ASYMMETRIC_ALGORITHMS:
-            self._jwks = _JWKSCache(
+            self._jwks = JWKSCache(
                 settings.jwt_jwks,
                 self.algorithms & ASYMMETRIC_ALGORITHMS,
                 settings.jwks_cache_seconds,
@@ -498,10 +300,15 @@ class TokenVerifier:
             raise InvalidToken("algorithm not allowed")
         return self._secret
 
-    def _jwks_cache(self) -> _JWKSCache:
+    async def _jwks_key(self, alg: str, kid: str | None) -> jwt.PyJWK:
         if self._jwks is None:  # unreachable: RS256/ES256 are only allowed with a JWKS
             raise InvalidToken("algorithm not allowed")
-        return self._jwks
+        key = await self._jwks.key_for(alg, kid)
+        if key is None:
+            if not self._jwks.ever_loaded:
+                raise SigningKeysUnavailable("signing keys unavailable")
+            raise InvalidToken("unknown signing key")
+        return key
 
     async def verify(self, raw_token: str) -> Claims:
         cached = self._verified.get(raw_token)
@@ -513,7 +320,7 @@ class TokenVerifier:
         if alg == "HS256":
             key = self._hs256_key()
         else:
-            key = await self._jwks_cache().key_for(alg, header.get("kid"))
+            key = await self._jwks_key(alg, header.get("kid"))
         claims = self._finish(raw_token, alg, key, payload)
         if alg == "HS256":
             # Only HS256: its secret is fixed for the process' life, while JWKS keys can be
@@ -526,7 +333,7 @@ class TokenVerifier:
         now = time.time()
         if now - verified_at > VERIFIED_CACHE_SECONDS:
             return False
-        return claims.expires_at is None or now <= claims.expires_at.timestamp() + self._leeway
+        return not claims.expired(datetime.fromtimestamp(now, tz=UTC), self._leeway)
 
     def _remember(self, raw_token: str, claims: Claims) -> None:
         # A client sends the same token with every request: checking its signature and
@@ -535,17 +342,6 @@ class TokenVerifier:
         if len(self._verified) >= VERIFIED_CACHE_SIZE:
             self._verified.pop(next(iter(self._verified)))
         self._verified[raw_token] = (claims, time.time())
-
-    def verify_sync(self, raw_token: str) -> Claims:
-        """Like verify(), but a JWKS fetch blocks the calling thread: not for the event loop."""
-        header, payload = _split(raw_token)
-        alg = self._algorithm(header)
-        key: jwt.PyJWK | bytes
-        if alg == "HS256":
-            key = self._hs256_key()
-        else:
-            key = self._jwks_cache().key_for_sync(alg, header.get("kid"))
-        return self._finish(raw_token, alg, key, payload)
 
 
 # --- helpers for callers -------------------------------------------------------------------------

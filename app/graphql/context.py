@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from sqlalchemy.engine import RowMapping
@@ -14,6 +14,9 @@ from app.auth.claims import Claims
 from app.db.session import Tx
 from app.orders import queries
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.graphql.subscriptions import OrderFeed
 
 
 def _grouped(rows: Sequence[RowMapping], keys: Sequence[UUID]) -> list[list[RowMapping]]:
@@ -31,7 +34,14 @@ class Context:
     _tx: Tx | None = None
     fills: DataLoader[UUID, list[RowMapping]] = field(init=False)
     logs: DataLoader[UUID, list[RowMapping]] = field(init=False)
-    extra: dict[str, Any] = field(default_factory=dict)
+    feed: OrderFeed | None = None
+    """The source of order changes for subscriptions: set on each WebSocket operation's own
+    context (graphql/websocket.py); None over HTTP, where subscriptions are refused."""
+    connection_params: dict[str, object] | None = None
+    """A WebSocket connection's connection_init payload, set by Strawberry's handlers (which
+    look for this attribute); read once, to authenticate the connection."""
+    upgrade_authorization: str | None = None
+    """The Authorization header of a WebSocket's upgrade request, if it had one."""
 
     def __post_init__(self) -> None:
         # One statement per nested field per request, however many orders the page holds.

@@ -1,11 +1,12 @@
 """The /graphql endpoint: token -> claims -> one transaction -> execute -> commit or roll back.
 
-A present but invalid token is answered 401 before anything executes. No
-token means role anon. The whole operation runs in one transaction opened by
-db/session.py; any error rolls all of it back, so a request with errors has
-written nothing. A document that once passed every check may be answered by
-its compiled plan (graphql/compiled.py) rather than the resolvers, in the same
-transaction.
+The dispatcher only; each arrow is another module's. A present but invalid
+token is answered 401 before anything executes (auth/jwt.py verifies it); no
+token means role anon. The operation runs in one transaction under the policy
+of graphql/operation.py; errors are shaped by graphql/errors.py, the GraphiQL
+page is graphql/graphiql.py's. A document that once passed every check may be
+answered by its compiled plan (graphql/compiled.py) rather than the resolvers,
+in the same transaction.
 
 Subscriptions over WebSocket are served by graphql/websocket.py; this view only
 names its handlers and authenticates their connection_init through it.
@@ -19,7 +20,7 @@ from typing import Any
 
 import strawberry
 from cross_web import HTTPException
-from graphql import GraphQLError, OperationType, get_operation_ast, parse
+from graphql import GraphQLError, OperationType
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -34,8 +35,8 @@ from app import telemetry
 from app.auth.claims import Claims
 from app.auth.jwt import InvalidToken, TokenVerifier, bearer_token
 from app.db.change_feed import ChangeFeed
-from app.db.session import Database, DatabaseUnavailable
-from app.graphql import body, compiled, graphiql, inputs
+from app.db.session import Database
+from app.graphql import body, compiled, errors, graphiql, inputs, operation
 from app.graphql.context import Context
 from app.graphql.errors import UNAVAILABLE, code_of, format_error, log_errors
 from app.graphql.subscriptions import OrderFeed
@@ -43,13 +44,6 @@ from app.graphql.websocket import LegacyWSHandler, TransportWSHandler, connectio
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class _RollBack(Exception):
-    """Leaves the transaction block so that it rolls back, carrying the result out."""
-
-    def __init__(self, result: ExecutionResult) -> None:
-        self.result = result
 
 
 class GraphQLEndpoint(GraphQL[Context, None]):
@@ -92,10 +86,9 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         try:
             response = await self._compiled_response(request) or await self.run(request)
         except HTTPException as refusal:
-            # Refused before execution (bad token, oversized or malformed request): still a
-            # GraphQL-shaped body with the contract's code, so clients need one error path.
-            response = _refusal_response(refusal)
-            telemetry.note(codes=[_REFUSAL_CODES.get(refusal.status_code, "BAD_USER_INPUT")])
+            # Refused before execution (bad token, oversized or malformed request).
+            response = errors.refusal_response(refusal)
+            telemetry.note(codes=[errors.refusal_code(refusal.status_code)])
         await response(scope, receive, send)
 
     async def _compiled_response(self, request: Request) -> Response | None:
@@ -176,7 +169,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
                 return Claims.anonymous()
             return await self.verifier.verify(raw)
         except InvalidToken as error:
-            raise HTTPException(401, f"invalid token: {error.reason}") from None
+            raise HTTPException(401, errors.invalid_token_message(error.reason)) from None
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket | None = None
@@ -191,6 +184,9 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         request.state.request_id = request_id
         telemetry.note(request_id=request_id, role=claims.role)
         context = Context(claims=claims, settings=self.settings, request_id=request_id)
+        if isinstance(request, WebSocket):
+            # Browsers cannot set headers on a WebSocket; other clients may, on the upgrade.
+            context.upgrade_authorization = request.headers.get("authorization")
         if isinstance(response, Response):
             response.headers["x-request-id"] = request_id
         return context
@@ -209,49 +205,30 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         if (
             isinstance(query, str)
             and "subscription" in query  # spares the parse for every other request
-            and _operation_type(request_data) == OperationType.SUBSCRIPTION
+            and operation.operation_type(query, request_data.operation_name)
+            == OperationType.SUBSCRIPTION
         ):
             # Over HTTP the stream would have nowhere to go (it was an INTERNAL_SERVER_ERROR).
             raise HTTPException(400, SUBSCRIPTIONS_OVER_HTTP)
-        try:
-            async with self.database.transaction(context.claims) as tx:
-                context.tx = tx
-                result = await super().execute_single(
-                    request, request_adapter, sub_response, context, root_value, request_data
-                )
-                self._learn(request_data, result)
-                if result.errors:
-                    raise _RollBack(result)
-        except _RollBack as rollback:
-            result = rollback.result
-        except DatabaseUnavailable as unavailable:
-            log.warning("request %s: database unavailable: %s", context.request_id, unavailable)
-            sub_response.status_code = 503
-            return ExecutionResult(
-                data=None,
-                errors=[GraphQLError("database unavailable", original_error=unavailable)],
+        execute = super().execute_single
+
+        async def execute_and_learn() -> ExecutionResult:
+            result = await execute(
+                request, request_adapter, sub_response, context, root_value, request_data
             )
-        except HTTPException:
-            raise
-        except Exception as fault:
-            # Ours, outside any resolver (opening or committing the transaction, e.g. a
-            # transaction pooler without DB_POOLER=transaction): masked and logged whole
-            # (process_result), but still a GraphQL-shaped body rather than plain text.
-            sub_response.status_code = 500
-            return ExecutionResult(
-                data=None, errors=[GraphQLError("internal error", original_error=fault)]
-            )
-        finally:
-            context.tx = None
-        if result.errors:
-            if any(code_of(error) == UNAVAILABLE for error in result.errors):
-                sub_response.status_code = 503
-            if result.data is not None and _is_mutation(request_data):
-                # Rolled back: report no data rather than results that were never committed.
-                result = ExecutionResult(
-                    data=None, errors=result.errors, extensions=result.extensions
-                )
-        return result
+            self._learn(request_data, result)
+            return result
+
+        outcome = await operation.run(
+            self.database,
+            context,
+            execute_and_learn,
+            query=query,
+            operation_name=request_data.operation_name,
+        )
+        if outcome.status_code is not None:
+            sub_response.status_code = outcome.status_code
+        return outcome.result
 
     def _plan_key(self, request_data: Any) -> tuple[str, str | None] | None:
         query, name = request_data.query, request_data.operation_name
@@ -299,38 +276,6 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         return await super().on_ws_connect(context)
 
 
-_REFUSAL_CODES = {401: "UNAUTHENTICATED", 404: "NOT_FOUND", 503: "SERVICE_UNAVAILABLE"}
-
-
-def _refusal_response(refusal: HTTPException) -> Response:
-    code = _REFUSAL_CODES.get(refusal.status_code, "BAD_USER_INPUT")
-    headers = {}
-    if refusal.status_code == 401:
-        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
-    return JSONResponse(
-        {"data": None, "errors": [{"message": refusal.reason, "extensions": {"code": code}}]},
-        status_code=refusal.status_code,
-        headers=headers,
-    )
-
-
 SUBSCRIPTIONS_OVER_HTTP = (
     "subscriptions are served over WebSocket at this URL (graphql-transport-ws or graphql-ws)"
 )
-
-
-def _operation_type(request_data: Any) -> OperationType | None:
-    """The type of the operation to run; None when the document does not parse (Strawberry
-    then reports why) or names no operation it holds."""
-    query = request_data.query
-    if not isinstance(query, str):
-        return None
-    try:
-        operation = get_operation_ast(parse(query), request_data.operation_name)
-    except GraphQLError:
-        return None
-    return operation.operation if operation is not None else None
-
-
-def _is_mutation(request_data: Any) -> bool:
-    return _operation_type(request_data) == OperationType.MUTATION

@@ -1,12 +1,23 @@
 """One place that turns exceptions into the contract's GraphQL errors, and logs them.
 
-HTTP (graphql/endpoint.py) and both WebSocket protocols (graphql/websocket.py)
-shape every error here, so a client meets the same message and
-``extensions.code`` whichever way it asked. Domain errors (orders/errors.py)
-keep their message and code; GraphQL's own parse and validation errors, and
-Strawberry's refusals of a missing query or a wrong operation type, are the
-caller's input (BAD_USER_INPUT); anything else is masked: the client gets a
-request id, the log gets the whole story.
+HTTP (graphql/endpoint.py, graphql/operation.py) and both WebSocket protocols
+(graphql/websocket.py) shape every error here, so a client meets the same
+message and ``extensions.code`` whichever way it asked:
+
+- an error of the operation (a GraphQLError): domain errors (orders/errors.py)
+  keep their message and code; GraphQL's own parse and validation errors, and
+  Strawberry's refusals of a missing query or a wrong operation type, are the
+  caller's input (BAD_USER_INPUT); anything else is masked: the client gets a
+  request id, the log gets the whole story (format_error, contract_error);
+- a refusal before anything executes (an HTTPException: a bad token 401, an
+  oversized or malformed request, a subscription over HTTP): a GraphQL-shaped
+  body with the contract's code for its status (refusal_response); over
+  WebSocket, a refused token is the legacy protocol's connection_error
+  (token_refused);
+- the database unavailable around the operation (opening or committing its
+  transaction): SERVICE_UNAVAILABLE, logged as a warning (database_unavailable);
+- our own fault outside any resolver: masked as INTERNAL_SERVER_ERROR
+  (internal_fault), logged whole with the other errors of the result.
 
 Logging follows whose fault it is: a client's mistake is one INFO line with the
 request id; only our own faults are logged at ERROR, with the traceback.
@@ -18,7 +29,9 @@ import logging
 import re
 from typing import Any
 
+from cross_web import HTTPException
 from graphql import GraphQLError
+from starlette.responses import JSONResponse, Response
 from strawberry.exceptions import MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
@@ -38,6 +51,11 @@ log = logging.getLogger("app.graphql")
 INTERNAL = "INTERNAL_SERVER_ERROR"
 UNAVAILABLE = "SERVICE_UNAVAILABLE"
 BAD_USER_INPUT = "BAD_USER_INPUT"
+UNAUTHENTICATED = "UNAUTHENTICATED"
+
+# The code of a refusal before execution, by its HTTP status; any other status is the
+# caller's input.
+_REFUSAL_CODES = {401: UNAUTHENTICATED, 404: "NOT_FOUND", 503: UNAVAILABLE}
 
 MAX_MESSAGE_CHARS = 300
 """The longest error message a client is sent or the log gets: messages may quote the
@@ -205,3 +223,64 @@ def log_errors(errors: list[GraphQLError], request_id: str) -> None:
                 ".".join(str(p) for p in error.path or []) or "the operation",
                 exc_info=(type(original), original, original.__traceback__) if original else None,
             )
+
+
+# --- refusals and faults around the operation --------------------------------------------------
+
+
+def refusal_code(status_code: int) -> str:
+    """The contract's code for a refusal answered with ``status_code``."""
+    return _REFUSAL_CODES.get(status_code, BAD_USER_INPUT)
+
+
+def refusal_response(refusal: HTTPException) -> Response:
+    """A request refused before execution: still a GraphQL-shaped body with the contract's
+    code, so clients need one error path."""
+    headers = {}
+    if refusal.status_code == 401:
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    return JSONResponse(
+        {
+            "data": None,
+            "errors": [
+                {
+                    "message": refusal.reason,
+                    "extensions": {"code": refusal_code(refusal.status_code)},
+                }
+            ],
+        },
+        status_code=refusal.status_code,
+        headers=headers,
+    )
+
+
+def invalid_token_message(reason: str) -> str:
+    """The message for a refused token, over HTTP (401) and WebSocket alike."""
+    return f"invalid token: {reason}"
+
+
+def token_refused(reason: str) -> dict[str, Any]:
+    """The legacy WebSocket protocol's connection_error payload for a refused token."""
+    return {"message": invalid_token_message(reason), "extensions": {"code": UNAUTHENTICATED}}
+
+
+def database_unavailable(error: DatabaseUnavailable, request_id: str) -> GraphQLError:
+    """The database was unavailable around the operation (opening or committing its
+    transaction): retryable, so a warning rather than an error."""
+    log.warning("request %s: database unavailable: %s", request_id, error)
+    return GraphQLError("database unavailable", original_error=error)
+
+
+def internal_fault(fault: Exception) -> GraphQLError:
+    """Ours, outside any resolver: masked by format_error and logged whole by log_errors."""
+    return GraphQLError("internal error", original_error=fault)
+
+
+def refused_before_execution(error: Exception, request_id: str) -> GraphQLError:
+    """A WebSocket operation refused before it ran (a syntax error, too many tokens; any other
+    exception there too, masked as over HTTP), logged and shaped for the handlers."""
+    refused = (
+        error if isinstance(error, GraphQLError) else GraphQLError(str(error), original_error=error)
+    )
+    log_errors([refused], request_id)
+    return contract_error(refused, request_id)

@@ -34,7 +34,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 from uuid import UUID
 
@@ -53,13 +53,6 @@ from app.orders import queries
 from app.orders.errors import InvalidInput, OrderError, OrderNotFound, Unauthenticated
 
 log = logging.getLogger(__name__)
-
-FEED = "order_feed"
-"""Key of the OrderFeed in ``Context.extra`` (set per WebSocket operation by graphql/websocket.py)."""
-
-TRADER_FILTER = True
-"""Skip re-reads of other traders' orders for role authenticated, by the announced trader id.
-Only saves work; tests switch it off to show that the re-read alone isolates traders."""
 
 UPDATES_MISSED = "updates may have been missed; re-query"
 
@@ -156,10 +149,9 @@ class OrderFeed:
 
 
 def _feed(context: Context) -> OrderFeed:
-    feed = context.extra.get(FEED)
-    if not isinstance(feed, OrderFeed):
+    if context.feed is None:
         raise WebSocketOnly()
-    return feed
+    return context.feed
 
 
 def _selects(selections: Sequence[Selection], name: str) -> bool:
@@ -174,12 +166,6 @@ def _selects(selections: Sequence[Selection], name: str) -> bool:
     return False
 
 
-def _expired(claims: Claims, leeway_seconds: int) -> bool:
-    return claims.expires_at is not None and claims.expires_at + timedelta(
-        seconds=leeway_seconds
-    ) <= datetime.now(UTC)
-
-
 async def _updates(
     info: Info[Context, None], claims: Claims, order_id: UUID | None, snapshot: bool
 ) -> AsyncGenerator[Order | UpdatesMissed | OrderNotFound, None]:
@@ -188,7 +174,9 @@ async def _updates(
     root = info.selected_fields[0].selections if info.selected_fields else []
     wants_fills = _selects(root, "fills")
     wants_logs = _selects(root, "executionLogs")
-    trader_id = claims.sub if TRADER_FILTER and claims.role == "authenticated" else None
+    # Only saves work: changes announced for other traders are not worth re-reading. The
+    # re-read under the subscriber's own claims is what isolates traders.
+    trader_id = claims.sub if claims.role == "authenticated" else None
     # Registered here, in the generator's body, so that the finally of the with block always
     # unregisters it (a generator that never started would not run its finally).
     with feed.changes.subscribe(order_id=order_id, trader_id=trader_id) as subscriber:
@@ -203,7 +191,7 @@ async def _updates(
                     event = await subscriber.get()
                 except FeedStopped:
                     return  # the server is shutting down: the stream completes
-                if _expired(claims, context.settings.jwt_leeway_seconds):
+                if claims.expired(datetime.now(UTC), context.settings.jwt_leeway_seconds):
                     # The connection is closed at expiry as well; this covers the moment between.
                     raise Unauthenticated("the token expired")
                 if isinstance(event, Missed):
@@ -282,7 +270,8 @@ class Subscription:
         # A coroutine returning the stream, not a generator itself: refusals raised here
         # reach the client as the protocol's "error" message before the stream starts.
         claims = info.context.claims
-        if claims.role == "anon" or _expired(claims, info.context.settings.jwt_leeway_seconds):
+        leeway = info.context.settings.jwt_leeway_seconds
+        if claims.role == "anon" or claims.expired(datetime.now(UTC), leeway):
             raise Unauthenticated("subscriptions need a valid token")
         if snapshot and order_id is None:
             raise InvalidInput("snapshot", "snapshot needs orderId; query orders for all orders")

@@ -1,4 +1,4 @@
-"""Subscriptions over WebSocket: authentication, token expiry and error shaping.
+"""Subscriptions over WebSocket: authentication, token expiry, errors shaped by graphql/errors.py.
 
 Over WebSocket (graphql-transport-ws, and the legacy graphql-ws) only
 subscriptions are served. The token comes with ``connection_init``, as
@@ -17,11 +17,9 @@ import dataclasses
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Protocol, cast, runtime_checkable
 
-from graphql import GraphQLError
-from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.http.async_base_view import AsyncBaseHTTPView, AsyncWebSocketAdapter
 from strawberry.schema import BaseSchema
 from strawberry.subscriptions.protocols.graphql_transport_ws import types as transport_ws
@@ -33,11 +31,11 @@ from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWS
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
-from app.auth.claims import Claims
+from app.auth.claims import Claims, refused_from
 from app.auth.jwt import InvalidToken, TokenVerifier, bearer_token
+from app.graphql import errors
 from app.graphql.context import Context
-from app.graphql.errors import contract_error, log_errors
-from app.graphql.subscriptions import FEED, OrderFeed
+from app.graphql.subscriptions import OrderFeed
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +43,6 @@ WS_UNAUTHORIZED = 4401
 """Close code for a refused or expired token. graphql-transport-ws defines 4401 Unauthorized
 (Strawberry's own rejection path would send 4403 Forbidden, which clients read as "this token
 may not", not "get a new token"); the legacy protocol defines no codes and gets the same."""
-
-_CONNECTION_PARAMS = "ws_connection_params"
-_UPGRADE_AUTHORIZATION = "ws_upgrade_authorization"
 
 
 class TokenRefused(Exception):
@@ -68,8 +63,9 @@ async def connection_claims(context: Context, verifier: TokenVerifier) -> Claims
 
     Raises TokenRefused for a present but invalid token; the handlers close the socket for it.
     """
-    params = context.extra.pop(_CONNECTION_PARAMS, None)
-    header = context.extra.pop(_UPGRADE_AUTHORIZATION, None)
+    params, header = context.connection_params, context.upgrade_authorization
+    # The connection's context lives as long as the socket: it keeps no raw token.
+    context.connection_params = context.upgrade_authorization = None
     try:
         authorization = _authorization_param(params)
         raw = bearer_token(authorization if authorization is not None else header)
@@ -102,7 +98,6 @@ class _AuthenticatedHandler:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.schema = _WebSocketSchema.wrap(self.schema, self.view)
-        _remember_upgrade_authorization(self.websocket, self.context)
         self._expiry: asyncio.Task[None] | None = None
 
     def _watch_expiry(self) -> None:
@@ -124,8 +119,6 @@ class TransportWSHandler(_AuthenticatedHandler, BaseGraphQLTransportWSHandler[Co
     """graphql-transport-ws with this API's authentication and token expiry."""
 
     async def handle_connection_init(self, message: transport_ws.ConnectionInitMessage) -> None:
-        if not self.connection_init_received:
-            self.context.extra[_CONNECTION_PARAMS] = message.get("payload")
         try:
             await super().handle_connection_init(message)
         except TokenRefused as refused:
@@ -152,18 +145,11 @@ class LegacyWSHandler(_AuthenticatedHandler, BaseGraphQLWSHandler[Context, None]
             # rather than silently swapping whose orders it streams.
             await self.websocket.close(4429, "Too many initialisation requests")
             return
-        self.context.extra[_CONNECTION_PARAMS] = message.get("payload")
         try:
             await super().handle_connection_init(message)
         except TokenRefused as refused:
             await self.send_message(
-                {
-                    "type": "connection_error",
-                    "payload": {
-                        "message": f"invalid token: {refused.reason}",
-                        "extensions": {"code": "UNAUTHENTICATED"},
-                    },
-                }
+                {"type": "connection_error", "payload": errors.token_refused(refused.reason)}
             )
             await self.websocket.close(WS_UNAUTHORIZED, refused.close_reason)
             return
@@ -237,14 +223,11 @@ def _operation_context(connection: Context, feed: OrderFeed | None) -> Context:
     The connection's context is shared by all of its operations, which run concurrently;
     each subscription primes its own loaders with the rows it read (subscriptions.py).
     """
-    extra = dict(connection.extra)
-    if feed is not None:
-        extra[FEED] = feed
     return Context(
         claims=connection.claims,
         settings=connection.settings,
         request_id=connection.request_id,
-        extra=extra,
+        feed=feed,
     )
 
 
@@ -264,19 +247,14 @@ async def _shaped(
             async for result in source:
                 first = False
                 if result.errors:
-                    errors = [contract_error(error, request_id) for error in result.errors]
-                    result = dataclasses.replace(result, errors=errors)
+                    shaped = [errors.contract_error(error, request_id) for error in result.errors]
+                    result = dataclasses.replace(result, errors=shaped)
                 yield result
     except Exception as error:
         if not first:
             raise
-        refused = (
-            error
-            if isinstance(error, GraphQLError)
-            else GraphQLError(str(error), original_error=error)
-        )
-        log_errors([refused], request_id)
-        yield PreExecutionError(data=None, errors=[contract_error(refused, request_id)])
+        refused = errors.refused_before_execution(error, request_id)
+        yield PreExecutionError(data=None, errors=[refused])
 
 
 def _authorization_param(params: object) -> str | None:
@@ -291,14 +269,6 @@ def _authorization_param(params: object) -> str | None:
     return None
 
 
-def _remember_upgrade_authorization(websocket: AsyncWebSocketAdapter, context: Context) -> None:
-    # Browsers cannot set headers on a WebSocket; other clients may, on the upgrade request.
-    if isinstance(websocket, ASGIWebSocketAdapter):
-        header = websocket.ws.headers.get("authorization")
-        if header is not None:
-            context.extra[_UPGRADE_AUTHORIZATION] = header
-
-
 def _close_at_expiry(
     context: Context, close: Callable[[], Awaitable[None]]
 ) -> asyncio.Task[None] | None:
@@ -306,7 +276,7 @@ def _close_at_expiry(
     expires_at = context.claims.expires_at
     if expires_at is None:
         return None
-    deadline = expires_at + timedelta(seconds=context.settings.jwt_leeway_seconds)
+    deadline = refused_from(expires_at, context.settings.jwt_leeway_seconds)
 
     async def watch() -> None:
         await asyncio.sleep(max(0.0, (deadline - datetime.now(UTC)).total_seconds()))

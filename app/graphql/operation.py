@@ -1,0 +1,90 @@
+"""One GraphQL operation over HTTP, in one transaction: commit without errors, roll back with any.
+
+The transaction is opened by db/session.py as the caller's role with the caller's claims; the
+operation's resolvers share it through the Context. Any error rolls all of it back, so a request
+with errors has written nothing, and a mutation that rolled back reports no data rather than
+results that were never committed. The HTTP status says what a client may do next: 503 when the
+database was unavailable (retry), 500 for our own fault outside any resolver, 200 otherwise
+(GraphQL errors travel in the body). Errors are shaped and logged by graphql/errors.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from cross_web import HTTPException
+from graphql import GraphQLError, OperationType, get_operation_ast, parse
+from strawberry.types import ExecutionResult
+
+from app.db.session import Database, DatabaseUnavailable
+from app.graphql import errors
+from app.graphql.context import Context
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    result: ExecutionResult
+    status_code: int | None = None
+    """The HTTP status the result calls for; None leaves the response's own (200)."""
+
+
+class _RollBack(Exception):
+    """Leaves the transaction block so that it rolls back, carrying the result out."""
+
+    def __init__(self, result: ExecutionResult) -> None:
+        self.result = result
+
+
+async def run(
+    database: Database,
+    context: Context,
+    execute: Callable[[], Awaitable[ExecutionResult]],
+    *,
+    query: object,
+    operation_name: object,
+) -> Outcome:
+    """``execute()`` in a transaction of its own as the context's caller: committed when its
+    result has no errors, rolled back otherwise. ``query`` and ``operation_name`` name the
+    operation, so that a rolled back mutation can be told apart."""
+    try:
+        async with database.transaction(context.claims) as tx:
+            context.tx = tx
+            result = await execute()
+            if result.errors:
+                raise _RollBack(result)
+    except _RollBack as rollback:
+        result = rollback.result
+    except DatabaseUnavailable as unavailable:
+        error = errors.database_unavailable(unavailable, context.request_id)
+        return Outcome(ExecutionResult(data=None, errors=[error]), 503)
+    except HTTPException:
+        raise
+    except Exception as fault:
+        # Ours, outside any resolver (opening or committing the transaction, e.g. a
+        # transaction pooler without DB_POOLER=transaction): still a GraphQL-shaped body
+        # rather than plain text.
+        return Outcome(ExecutionResult(data=None, errors=[errors.internal_fault(fault)]), 500)
+    finally:
+        context.tx = None
+    if not result.errors:
+        return Outcome(result)
+    status = 503 if any(errors.code_of(e) == errors.UNAVAILABLE for e in result.errors) else None
+    if result.data is not None and operation_type(query, operation_name) == OperationType.MUTATION:
+        # Rolled back: report no data rather than results that were never committed.
+        result = ExecutionResult(data=None, errors=result.errors, extensions=result.extensions)
+    return Outcome(result, status)
+
+
+def operation_type(query: object, operation_name: object) -> OperationType | None:
+    """The type of the operation to run; None when the document does not parse (Strawberry
+    then reports why) or names no operation it holds."""
+    if not isinstance(query, str):
+        return None
+    try:
+        operation = get_operation_ast(
+            parse(query), operation_name if isinstance(operation_name, str) else None
+        )
+    except GraphQLError:
+        return None
+    return operation.operation if operation is not None else None
