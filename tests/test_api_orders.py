@@ -688,29 +688,37 @@ async def test_an_unexpected_error_in_a_query_is_masked_too(
 
 
 async def test_an_exhausted_pool_answers_503_service_unavailable(
-    database: Db, monkeypatch: pytest.MonkeyPatch
+    database: Db, owner_conn: asyncpg.Connection
 ) -> None:
-    original = service.viewer
-
-    async def slow_viewer(tx: Any) -> Any:
-        await asyncio.sleep(0.5)  # holds the only pooled connection
-        return await original(tx)
-
-    monkeypatch.setattr(service, "viewer", slow_viewer)
     settings = api_settings(database, db_pool_size=1, db_pool_timeout=0.1)
     async with api_client(settings) as client:
         token = client.token(uuid.uuid4())
-        responses = await asyncio.gather(
-            *(client.post("{ viewer { role } }", token=token) for _ in range(2))
-        )
-        statuses = sorted(response.status_code for response in responses)
-        assert statuses == [200, 503]
-        refused = next(response for response in responses if response.status_code == 503)
+        async with owner_conn.transaction():
+            # The only pooled connection waits behind the owner's lock on orders.
+            await owner_conn.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+            holding = asyncio.create_task(
+                client.post("{ orders { edges { cursor } } }", token=token)
+            )
+            await _until_waiting_for_a_lock(owner_conn)
+            refused = await client.post("{ viewer { role } }", token=token)
+        held = await holding
+        assert (held.status_code, refused.status_code) == (200, 503)
         [error] = refused.json()["errors"]
         assert error["extensions"] == {"code": "SERVICE_UNAVAILABLE", "reason": "POOL_EXHAUSTED"}
         # Retryable: once the connection is back, the same request works.
         again = await client.post("{ viewer { role } }", token=token)
         assert again.status_code == 200
+
+
+async def _until_waiting_for_a_lock(owner_conn: asyncpg.Connection) -> None:
+    for _ in range(500):
+        if await owner_conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no request ever waited for the lock")
 
 
 # --- abuse limits ------------------------------------------------------------------------------
