@@ -19,6 +19,7 @@ from app.orders import queries, service
 from tests import pg
 from tests.api import Client, api_client, api_settings
 from tests.conftest import Db
+from tests.sql import as_role
 
 DROP = object()
 FUTURE = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0).isoformat()
@@ -582,6 +583,48 @@ async def test_the_execution_engine_approves_fills_and_rejects_with_an_audit_tra
             0,
             [("SUBMITTED", "PENDING"), ("CANCELLED", "CANCELLED")],
         )
+
+
+async def test_the_api_takes_a_late_fill_on_a_routed_cancelled_order_as_the_database_does(
+    database: Db, owner_conn: asyncpg.Connection
+) -> None:
+    # app.orders.lifecycle and the trigger agree (tests/test_order_lifecycle.py): executions
+    # the venue made before a cancel reached it are recorded, and only for a routed order.
+    async with api_client(api_settings(database)) as client:
+        token, engine = client.token(uuid.uuid4()), client.token(None, "service_role")
+        routed = await submit(client, token, clientOrderId="r")
+        unrouted = await submit(client, token, clientOrderId="u")
+        for order_id in (routed, unrouted):
+            ok(await client.gql(APPROVE, {"id": order_id}, token=engine))
+        async with as_role(owner_conn, "service_role", commit=True):
+            await owner_conn.execute("UPDATE orders SET routed_at = now() WHERE id = $1", routed)
+        for order_id in (routed, unrouted):
+            ok(await client.gql(FILL, {"id": order_id, "q": 4}, token=engine))
+            ok(await client.gql(CANCEL, {"id": order_id}, token=token))
+
+        late = await client.gql(FILL, {"id": routed, "q": 3}, token=engine)
+        assert late["data"]["recordFill"]["quantityFilled"] == 3, late
+        assert (await status_in_db(owner_conn, routed))[:2] == ("CANCELLED", 7)
+        completing = await client.gql(FILL, {"id": routed, "q": 3}, token=engine)
+        assert "errors" not in completing, completing
+        assert (await status_in_db(owner_conn, routed))[:2] == ("FILLED", 10)
+
+        body = await client.gql(FILL, {"id": unrouted, "q": 1}, token=engine)
+        assert codes(body) == ["CONFLICT"], body
+    assert (await status_in_db(owner_conn, unrouted))[:2] == ("CANCELLED", 4)
+
+
+async def test_a_partially_filled_order_cannot_be_rejected_only_cancelled(
+    database: Db, owner_conn: asyncpg.Connection
+) -> None:
+    async with api_client(api_settings(database)) as client:
+        token, engine = client.token(uuid.uuid4()), client.token(None, "service_role")
+        partial = await submit(client, token)
+        ok(await client.gql(APPROVE, {"id": partial}, token=engine))
+        ok(await client.gql(FILL, {"id": partial, "q": 4}, token=engine))
+        body = await client.gql(REJECT, {"id": partial}, token=engine)
+        assert codes(body) == ["CONFLICT"], body
+        assert (await status_in_db(owner_conn, partial))[:2] == ("PARTIAL", 4)
 
 
 async def test_illegal_engine_steps_are_conflicts_and_change_nothing(
