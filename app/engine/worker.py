@@ -72,9 +72,9 @@ from app import metrics
 from app.db import migrations, readiness
 from app.db.session import Database, DatabaseUnavailable, Tx
 from app.engine import ledger
-from app.engine.cancel_sweep import CANCEL_SWEEP_LOOKBACK, CancelSweep
-from app.engine.leases import FIND_ABANDONED, LEASE_NAMESPACE, Leases, lease_key
-from app.engine.ledger import SERVICE_CLAIMS, OrderRow, close_order
+from app.engine.cancel_sweep import CancelSweep
+from app.engine.leases import FIND_ABANDONED, Leases, lease_key
+from app.engine.ledger import OrderRow, close_order
 from app.engine.risk import RiskLimits, check_order
 from app.engine.venue import (
     Execution,
@@ -93,13 +93,7 @@ from app.orders import limits as order_limits
 from app.orders.lifecycle import Change
 from app.settings import Settings
 
-__all__ = [
-    "CANCEL_SWEEP_LOOKBACK",
-    "LEASE_NAMESPACE",
-    "SERVICE_CLAIMS",
-    "Worker",
-    "lease_key",
-]
+__all__ = ["Worker", "lease_key"]
 
 log = logging.getLogger(__name__)
 
