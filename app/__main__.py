@@ -168,7 +168,7 @@ def _attach_worker(app: object, settings: Settings) -> None:
     """Run one execution engine inside the dev server's event loop."""
     from starlette.applications import Starlette
 
-    from app.engine.worker import run_worker
+    from app.engine.run import run_worker
 
     assert isinstance(app, Starlette)
     inner = app.router.lifespan_context

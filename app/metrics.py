@@ -47,6 +47,8 @@ from starlette.responses import Response
 
 from app.db.change_feed import ChangeFeed
 from app.db.session import Database
+from app.models.order import OrderStatusEnum as Status
+from app.orders import lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +90,11 @@ ENGINE_PASS_FAILURES = Counter(
 
 # Orders the engine has yet to finish, per stage: one statement, read as service_role.
 ENGINE_QUEUE: Final = text(
-    """
-    SELECT count(*) FILTER (WHERE approved_at IS NULL AND status = 'PENDING') AS new,
+    f"""
+    SELECT count(*) FILTER (WHERE approved_at IS NULL AND status = '{Status.PENDING}') AS new,
            count(*) FILTER (WHERE approved_at IS NOT NULL AND routed_at IS NULL) AS approved,
            count(*) FILTER (WHERE routed_at IS NOT NULL) AS routed
-      FROM orders WHERE status IN ('PENDING', 'PARTIAL')
+      FROM orders WHERE status IN {lifecycle.sql_list(lifecycle.OPEN)}
     """
 )
 QUEUE_STAGES: Final = ("new", "approved", "routed")
@@ -122,7 +124,7 @@ class AppMetrics(Collector):
 
     async def count_queue(self) -> None:
         """Count the engine's queue in the database; absent from the output when it cannot."""
-        from app.engine.worker import SERVICE_CLAIMS
+        from app.engine.ledger import SERVICE_CLAIMS
 
         self._queue = None
         pool = self.database.engine.sync_engine.pool

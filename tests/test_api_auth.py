@@ -18,11 +18,9 @@ from typing import Any
 import asyncpg
 import jwt
 import pytest
-from sqlalchemy import text
 
 from app.db.session import UnsafeLoginRole
 from app.main import create_app
-from app.orders import service
 from app.settings import SettingsError
 from tests import pg
 from tests.api import SECRET, Client, api_client, api_settings, statements_sent
@@ -298,8 +296,30 @@ async def test_without_a_token_every_mutation_fails_unauthenticated_and_writes_n
     assert await owner_conn.fetchval("SELECT status::text FROM orders") == "PENDING"
 
 
+# Records what a trader's transaction saw of its claims, as that trader (SECURITY INVOKER): the
+# order the trader submits fires it inside the request's own transaction.
+_CAPTURE_CLAIMS = """
+CREATE TABLE public.claims_seen (as_jsonb jsonb, as_text text);
+GRANT INSERT ON public.claims_seen TO authenticated;
+CREATE FUNCTION public.capture_claims() RETURNS trigger
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO public.claims_seen VALUES (auth.jwt(), current_setting('request.jwt.claims'));
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER capture_claims AFTER INSERT ON public.orders
+    FOR EACH ROW EXECUTE FUNCTION public.capture_claims();
+"""
+_DROP_CAPTURE = """
+DROP TRIGGER IF EXISTS capture_claims ON public.orders;
+DROP FUNCTION IF EXISTS public.capture_claims();
+DROP TABLE IF EXISTS public.claims_seen;
+"""
+
+
 async def test_supabase_shaped_claims_reach_the_database_unchanged(
-    database: Db, monkeypatch: pytest.MonkeyPatch
+    database: Db, owner_conn: asyncpg.Connection
 ) -> None:
     trader = uuid.uuid4()
     extra: dict[str, Any] = {
@@ -312,24 +332,26 @@ async def test_supabase_shaped_claims_reach_the_database_unchanged(
         "amr": [{"method": "password", "timestamp": 1700000000}],
         "is_anonymous": False,
     }
-    seen: list[Any] = []
-    original_viewer = service.viewer
-
-    async def viewer_reading_claims(tx: Any) -> Any:
-        seen.append(await tx.scalar(text("SELECT auth.jwt()")))
-        seen.append(await tx.scalar(text("SELECT current_setting('request.jwt.claims')")))
-        return await original_viewer(tx)
-
-    monkeypatch.setattr(service, "viewer", viewer_reading_claims)
-    async with api_client(api_settings(database)) as client:
-        token = client.token(trader, **extra)
-        body = await client.gql("{ viewer { traderId role } }", token=token)
+    await owner_conn.execute(_CAPTURE_CLAIMS)
+    try:
+        async with api_client(api_settings(database)) as client:
+            token = client.token(trader, **extra)
+            body = await client.gql("{ viewer { traderId role } }", token=token)
+            submitted = await client.gql(
+                'mutation { submitOrder(input: {symbol: "AAPL", side: BUY, quantity: 1,'
+                " orderType: MARKET}) { id } }",
+                token=token,
+            )
+        seen = await owner_conn.fetch("SELECT as_jsonb, as_text FROM public.claims_seen")
+    finally:
+        await owner_conn.execute(_DROP_CAPTURE)
     assert body == {"data": {"viewer": {"traderId": str(trader), "role": "authenticated"}}}
+    assert "errors" not in submitted, submitted
     signed_payload = jwt.decode(token, options={"verify_signature": False})
     assert signed_payload["user_metadata"] == extra["user_metadata"]
-    as_jsonb, as_text = seen
-    # SQLAlchemy's asyncpg dialect decodes jsonb; the setting itself is text.
-    assert as_jsonb == signed_payload
+    [(as_jsonb, as_text)] = seen
+    # auth.jwt() is jsonb (asyncpg hands it over as text); the setting itself is text.
+    assert json.loads(as_jsonb) == signed_payload
     assert json.loads(as_text) == signed_payload
 
 

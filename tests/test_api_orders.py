@@ -19,6 +19,7 @@ from app.orders import queries, service
 from tests import pg
 from tests.api import Client, api_client, api_settings
 from tests.conftest import Db
+from tests.sql import as_role
 
 DROP = object()
 FUTURE = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0).isoformat()
@@ -584,6 +585,48 @@ async def test_the_execution_engine_approves_fills_and_rejects_with_an_audit_tra
         )
 
 
+async def test_the_api_takes_a_late_fill_on_a_routed_cancelled_order_as_the_database_does(
+    database: Db, owner_conn: asyncpg.Connection
+) -> None:
+    # app.orders.lifecycle and the trigger agree (tests/test_order_lifecycle.py): executions
+    # the venue made before a cancel reached it are recorded, and only for a routed order.
+    async with api_client(api_settings(database)) as client:
+        token, engine = client.token(uuid.uuid4()), client.token(None, "service_role")
+        routed = await submit(client, token, clientOrderId="r")
+        unrouted = await submit(client, token, clientOrderId="u")
+        for order_id in (routed, unrouted):
+            ok(await client.gql(APPROVE, {"id": order_id}, token=engine))
+        async with as_role(owner_conn, "service_role", commit=True):
+            await owner_conn.execute("UPDATE orders SET routed_at = now() WHERE id = $1", routed)
+        for order_id in (routed, unrouted):
+            ok(await client.gql(FILL, {"id": order_id, "q": 4}, token=engine))
+            ok(await client.gql(CANCEL, {"id": order_id}, token=token))
+
+        late = await client.gql(FILL, {"id": routed, "q": 3}, token=engine)
+        assert late["data"]["recordFill"]["quantityFilled"] == 3, late
+        assert (await status_in_db(owner_conn, routed))[:2] == ("CANCELLED", 7)
+        completing = await client.gql(FILL, {"id": routed, "q": 3}, token=engine)
+        assert "errors" not in completing, completing
+        assert (await status_in_db(owner_conn, routed))[:2] == ("FILLED", 10)
+
+        body = await client.gql(FILL, {"id": unrouted, "q": 1}, token=engine)
+        assert codes(body) == ["CONFLICT"], body
+    assert (await status_in_db(owner_conn, unrouted))[:2] == ("CANCELLED", 4)
+
+
+async def test_a_partially_filled_order_cannot_be_rejected_only_cancelled(
+    database: Db, owner_conn: asyncpg.Connection
+) -> None:
+    async with api_client(api_settings(database)) as client:
+        token, engine = client.token(uuid.uuid4()), client.token(None, "service_role")
+        partial = await submit(client, token)
+        ok(await client.gql(APPROVE, {"id": partial}, token=engine))
+        ok(await client.gql(FILL, {"id": partial, "q": 4}, token=engine))
+        body = await client.gql(REJECT, {"id": partial}, token=engine)
+        assert codes(body) == ["CONFLICT"], body
+        assert (await status_in_db(owner_conn, partial))[:2] == ("PARTIAL", 4)
+
+
 async def test_illegal_engine_steps_are_conflicts_and_change_nothing(
     database: Db, owner_conn: asyncpg.Connection
 ) -> None:
@@ -688,29 +731,37 @@ async def test_an_unexpected_error_in_a_query_is_masked_too(
 
 
 async def test_an_exhausted_pool_answers_503_service_unavailable(
-    database: Db, monkeypatch: pytest.MonkeyPatch
+    database: Db, owner_conn: asyncpg.Connection
 ) -> None:
-    original = service.viewer
-
-    async def slow_viewer(tx: Any) -> Any:
-        await asyncio.sleep(0.5)  # holds the only pooled connection
-        return await original(tx)
-
-    monkeypatch.setattr(service, "viewer", slow_viewer)
     settings = api_settings(database, db_pool_size=1, db_pool_timeout=0.1)
     async with api_client(settings) as client:
         token = client.token(uuid.uuid4())
-        responses = await asyncio.gather(
-            *(client.post("{ viewer { role } }", token=token) for _ in range(2))
-        )
-        statuses = sorted(response.status_code for response in responses)
-        assert statuses == [200, 503]
-        refused = next(response for response in responses if response.status_code == 503)
+        async with owner_conn.transaction():
+            # The only pooled connection waits behind the owner's lock on orders.
+            await owner_conn.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+            holding = asyncio.create_task(
+                client.post("{ orders { edges { cursor } } }", token=token)
+            )
+            await _until_waiting_for_a_lock(owner_conn)
+            refused = await client.post("{ viewer { role } }", token=token)
+        held = await holding
+        assert (held.status_code, refused.status_code) == (200, 503)
         [error] = refused.json()["errors"]
         assert error["extensions"] == {"code": "SERVICE_UNAVAILABLE", "reason": "POOL_EXHAUSTED"}
         # Retryable: once the connection is back, the same request works.
         again = await client.post("{ viewer { role } }", token=token)
         assert again.status_code == 200
+
+
+async def _until_waiting_for_a_lock(owner_conn: asyncpg.Connection) -> None:
+    for _ in range(500):
+        if await owner_conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no request ever waited for the lock")
 
 
 # --- abuse limits ------------------------------------------------------------------------------

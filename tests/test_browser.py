@@ -30,7 +30,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from app.engine.worker import run_worker
+from app.engine.run import run_worker
 from app.main import create_app
 from app.settings import Settings
 from tests.api import api_settings, make_token

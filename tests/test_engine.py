@@ -31,8 +31,9 @@ from app.engine.risk import (
     RiskLimits,
     check_order,
 )
+from app.engine.run import run_worker
 from app.engine.venue import ExecutionReport, Venue, VenueOrder
-from app.engine.worker import Worker, lease_key, run_worker
+from app.engine.worker import Worker, lease_key
 from app.settings import Settings
 from tests.sql import as_role
 

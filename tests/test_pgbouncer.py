@@ -24,7 +24,7 @@ from app.auth.claims import Claims
 from app.db import session
 from app.db.session import STATEMENT_TIMEOUT, DatabaseUnavailable
 from app.db.urls import libpq_url
-from app.engine.worker import run_worker
+from app.engine.run import run_worker
 from app.settings import SettingsError
 from tests import pg
 from tests.api import api_client, api_settings

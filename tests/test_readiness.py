@@ -19,7 +19,7 @@ import pytest
 from alembic import command
 from app import metrics
 from app.db.migrations import alembic_config, head_revision
-from app.engine.worker import run_worker
+from app.engine.run import run_worker
 from app.main import create_app
 from tests.api import api_client, api_settings
 from tests.conftest import Db

@@ -43,6 +43,8 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from app.orders import lifecycle
+
 __all__ = ["FIND_ABANDONED", "LEASE_NAMESPACE", "Leases", "lease_key"]
 
 log = logging.getLogger(__name__)
@@ -72,7 +74,7 @@ FIND_ABANDONED: Final = text(
                               WHERE d.datname = current_database())
     )
     SELECT o.id FROM orders o
-     WHERE o.status IN ('PENDING', 'PARTIAL') AND o.approved_at IS NOT NULL
+     WHERE o.status IN {lifecycle.sql_list(lifecycle.OPEN)} AND o.approved_at IS NOT NULL
        AND NOT (o.id = ANY(:owned))
        AND NOT EXISTS (
            SELECT 1 FROM leased WHERE leased.objid = CAST({_LEASE_KEY_SQL} AS oid)

@@ -1,10 +1,11 @@
-"""The engine's side of the order ledger: how it reads orders and writes their progress.
+"""The engine's side of the order ledger: how it reads orders and records their progress.
 
 ``OrderRow`` is the engine's view of one ``orders`` row, with what it needs
 decided in the database's clock (expired, retry due) rather than the worker's.
-The statements here write only ``orders`` columns and ``fills``; the
+Its writes are ``app.orders.ledger``'s, the same statements as the API's; the
 migration's triggers derive fill state and statuses and write every
-``execution_logs`` row, exactly as for the API's writes.
+``execution_logs`` row. The engine works as ``service_role`` through
+``Database.transaction``, exactly like the API (``transaction``).
 
 Statements that read an ``OrderRow`` bind ``:retry_base`` and ``:max_exponent``:
 pass their parameters through ``row_params``.
@@ -12,38 +13,47 @@ pass their parameters through ``row_params``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any, Final
 from uuid import UUID
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app import metrics
+from app.auth.claims import Claims
+from app.db.session import Database, Tx
 from app.engine.venue import Execution, VenueOrder
+from app.models.order import OrderStatusEnum as Status
+from app.orders import ledger, lifecycle
+from app.orders.lifecycle import State
 
 __all__ = [
-    "APPROVE",
     "CANCELLED_SINCE",
     "CLAIM_NEW",
     "LOCK_ONE",
     "NOW",
     "READ_MANY",
-    "RECOVERED",
-    "RETRY",
-    "ROUTED",
+    "SERVICE_CLAIMS",
     "OrderRow",
     "close_order",
-    "insert_fills",
+    "lock",
+    "record_fills",
     "row_params",
+    "transaction",
 ]
 
 log = logging.getLogger(__name__)
 
-_FINAL: Final = frozenset({"FILLED", "REJECTED", "CANCELLED"})
+SERVICE_CLAIMS: Final = Claims(
+    role="service_role", sub=None, raw=MappingProxyType({"role": "service_role"}), expires_at=None
+)
+
 _MAX_BACKOFF_EXPONENT: Final = 20
 
 _COLUMNS: Final = """
@@ -60,7 +70,7 @@ _COLUMNS: Final = """
 CLAIM_NEW: Final = text(
     f"""
     SELECT {_COLUMNS} FROM orders o
-     WHERE o.status = 'PENDING' AND o.approved_at IS NULL
+     WHERE o.status = '{Status.PENDING}' AND o.approved_at IS NULL
      ORDER BY o.created_at, o.id
      LIMIT :limit
      FOR UPDATE SKIP LOCKED
@@ -75,38 +85,15 @@ NOW: Final = text("SELECT now()")
 """The database's clock: the transaction's start, like every ``now()`` in these statements."""
 
 CANCELLED_SINCE: Final = text(
-    """
+    f"""
     SELECT o.id, o.updated_at, o.filled_quantity FROM orders o
-     WHERE o.status = 'CANCELLED' AND o.approved_at IS NOT NULL AND o.updated_at >= :since
+     WHERE o.status = '{Status.CANCELLED}' AND o.approved_at IS NOT NULL AND o.updated_at >= :since
        AND NOT (o.id = ANY(:seen))
      ORDER BY o.updated_at, o.id
      LIMIT :limit
     """
 )
-
-APPROVE: Final = text("UPDATE orders SET approved_at = now() WHERE id = :id")
-ROUTED: Final = text("UPDATE orders SET routed_at = now(), status_reason = :reason WHERE id = :id")
-RETRY: Final = text(
-    "UPDATE orders SET retry_attempt = retry_attempt + 1, error_code = :code,"
-    " status_reason = :reason WHERE id = :id"
-)
-RECOVERED: Final = text(
-    "UPDATE orders SET recovered_at = now(), status_reason = :reason WHERE id = :id"
-)
-_CLOSE: Final = text(
-    "UPDATE orders SET status = CAST(:status AS order_status_enum), status_reason = :reason,"
-    " error_code = coalesce(:code, error_code), retry_attempt = retry_attempt + :failed"
-    " WHERE id = :id RETURNING updated_at"
-)
 _FILL_IDS: Final = text("SELECT id FROM fills WHERE order_id = :id")
-_INSERT_FILL: Final = text(
-    """
-    INSERT INTO fills (id, order_id, quantity_filled, price_at_fill, venue, commission, "timestamp")
-    VALUES (:id, :order_id, :quantity, :price, :venue, :commission, :timestamp)
-    ON CONFLICT (id) DO NOTHING
-    RETURNING id
-    """
-)
 
 
 def row_params(retry_base: float, **params: Any) -> dict[str, Any]:
@@ -123,7 +110,7 @@ class OrderRow:
     quantity: int
     order_type: str
     price: Decimal | None
-    status: str
+    status: Status
     filled_quantity: int
     retry_attempt: int
     approved_at: datetime | None
@@ -134,11 +121,18 @@ class OrderRow:
 
     @classmethod
     def from_row(cls, row: Any) -> OrderRow:
-        return cls(**{field.name: getattr(row, field.name) for field in fields(cls)})
+        values = {field.name: getattr(row, field.name) for field in fields(cls)}
+        return cls(**{**values, "status": Status(values["status"])})
+
+    @property
+    def state(self) -> State:
+        return State(
+            self.status, approved=self.approved_at is not None, routed=self.routed_at is not None
+        )
 
     @property
     def final(self) -> bool:
-        return self.status in _FINAL
+        return self.status in lifecycle.FINAL
 
     @property
     def in_flight(self) -> bool:
@@ -156,55 +150,70 @@ class OrderRow:
         )
 
 
+@contextlib.asynccontextmanager
+async def transaction(database: Database, *, read_only: bool = False) -> AsyncIterator[Tx]:
+    """One transaction as service_role, through the same mechanism as the API's requests."""
+    async with database.transaction(SERVICE_CLAIMS, read_only=read_only) as tx:
+        yield tx
+
+
+async def lock(tx: Tx, order_id: UUID, retry_base: float) -> OrderRow | None:
+    """The order, locked until the transaction ends; None when it does not exist."""
+    row = (await tx.conn.execute(LOCK_ONE, row_params(retry_base, id=order_id))).first()
+    return None if row is None else OrderRow.from_row(row)
+
+
 async def close_order(
-    conn: AsyncConnection,
+    tx: Tx,
     order: OrderRow,
-    status: str,
+    status: Status,
     reason: str,
     code: str | None,
     *,
     failed: int = 0,
 ) -> datetime:
-    """Make a locked, non-final order final; returns its ``updated_at``.
-
-    ``failed``: failed venue attempts to count on the way.
+    """Make a locked, open order final (``lifecycle.closing_status``); returns its
+    ``updated_at``. ``failed``: failed venue attempts to count on the way.
     """
-    if status == "REJECTED" and order.status == "PARTIAL":
-        # Part of it executed, and the lifecycle only lets a PARTIAL order be cancelled.
-        status, reason = "CANCELLED", f"{reason} ({code})" if code else reason
-    result = await conn.execute(
-        _CLOSE,
-        {"id": order.id, "status": status, "reason": reason, "code": code, "failed": failed},
-    )
-    closed_at: datetime = result.scalar_one()
+    closing = lifecycle.closing_status(order.status, status)
+    if closing is not status and code:
+        reason = f"{reason} ({code})"  # the venue's code, which only a rejection records
+    row = await ledger.close(tx, order.id, closing, reason=reason, code=code, failed=failed)
+    assert row is not None  # locked by this transaction, so still there
+    closed_at: datetime = row["updated_at"]
     return closed_at
 
 
-async def insert_fills(
-    conn: AsyncConnection, order_id: UUID, executions: Sequence[Execution]
-) -> int:
-    """Record the executions not recorded yet, in the venue's order; returns how many."""
-    known = set((await conn.execute(_FILL_IDS, {"id": order_id})).scalars())
+async def record_fills(
+    tx: Tx, order: OrderRow, executions: Sequence[Execution], retry_base: float
+) -> tuple[OrderRow, int]:
+    """Record the executions not recorded yet for a locked order, in the venue's order;
+    returns the order as the fills left it (the triggers update its fill state and
+    status) and how many were new."""
+    known = set((await tx.conn.execute(_FILL_IDS, {"id": order.id})).scalars())
     inserted = 0
     for execution in executions:
         if execution.execution_id in known:
             continue
-        if execution.order_id != order_id:
-            log.error("order %s: venue reported a foreign execution %s", order_id, execution)
+        if execution.order_id != order.id:
+            log.error("order %s: venue reported a foreign execution %s", order.id, execution)
             continue
-        row = (
-            await conn.execute(
-                _INSERT_FILL,
-                {
-                    "id": execution.execution_id,
-                    "order_id": order_id,
-                    "quantity": execution.quantity,
-                    "price": execution.price,
-                    "venue": execution.venue,
-                    "commission": execution.commission,
-                    "timestamp": execution.timestamp,
-                },
-            )
-        ).first()
+        row = await ledger.insert_fill(
+            tx,
+            fill_id=execution.execution_id,
+            order_id=order.id,
+            quantity=execution.quantity,
+            price=execution.price,
+            venue=execution.venue,
+            commission=execution.commission,
+            timestamp=execution.timestamp,
+        )
         inserted += row is not None
-    return inserted
+    if not inserted:
+        return order, 0
+    # Counted when written; a transaction that then rolls back is retried and counts
+    # again, which the counter's rate tolerates.
+    metrics.ENGINE_FILLS.inc(inserted)
+    current = await lock(tx, order.id, retry_base)
+    assert current is not None  # locked by this transaction, so still there
+    return current, inserted

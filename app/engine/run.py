@@ -1,5 +1,8 @@
 """``python -m app.engine.run``: one execution engine worker, until SIGTERM or SIGINT.
 
+The process around a ``Worker``: its database (``run_worker`` builds it from the
+settings), its venue, its id, signals and the metrics endpoint.
+
 Configuration comes from the environment (``Settings.from_env``): the database
 login (``API_DATABASE_URL``, as ``authenticator``), ``ORDER_API_DATA_DIR`` for
 the paper venue's file, and the ``ENGINE_*``, ``RISK_*`` and ``VENUE_*``
@@ -11,11 +14,79 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
 import sys
 
-from app.engine.worker import run_worker
+from sqlalchemy.engine import URL
+
+from app.db.session import Database, open_database
+from app.db.urls import api_database_url, async_url
+from app.engine.paper import PaperVenue
+from app.engine.venue import Venue
+from app.engine.worker import Worker
 from app.settings import Settings, SettingsError
+
+__all__ = ["default_worker_id", "main", "run_worker"]
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def _api_database_url(settings: Settings) -> URL:
+    configured = settings.engine_database_url or api_database_url(settings)
+    if configured is not None:
+        return async_url(configured)
+    from app.db import embedded
+
+    server = await asyncio.to_thread(embedded.start, settings.data_dir)
+    return async_url(server.url_for("authenticator").render_as_string(hide_password=False))
+
+
+async def run_worker(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    database: Database | None = None,
+    venue: Venue | None = None,
+    worker_id: str | None = None,
+) -> None:
+    """Run one worker until ``stop`` is set.
+
+    Builds what is not given: the ``Database`` from ``settings.engine_database_url`` or
+    else ``settings.api_database_url`` (the ``authenticator`` login; the embedded server
+    when unset) and the paper
+    venue from the venue settings; closes only what it built.
+    """
+    own_database = database is None
+    if database is None:
+        # The leases are session-level advisory locks: through a transaction pooler they would
+        # be taken on one server session and checked on another.
+        pooler = "none" if settings.engine_database_url else settings.db_pooler
+        if pooler == "transaction":
+            raise SettingsError(
+                "the engine needs a session for its leases, and API_DATABASE_URL goes through a"
+                " transaction pooler (DB_POOLER=transaction): set ENGINE_DATABASE_URL to a direct"
+                " or session-mode connection"
+            )
+        database = open_database(await _api_database_url(settings), settings, pooler=pooler)
+    own_venue = venue is None
+    try:
+        # The engine must be held to the same row level security as the API.
+        await database.check_login_role()
+        if venue is None:
+            venue = await asyncio.to_thread(PaperVenue.from_settings, settings)
+        worker = Worker(database, venue, settings, worker_id or default_worker_id())
+        await worker.run(stop)
+    finally:
+        try:
+            if own_venue and venue is not None:
+                await venue.close()
+        finally:
+            if own_database:
+                await database.dispose()
 
 
 async def _serve(settings: Settings) -> None:

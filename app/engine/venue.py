@@ -156,3 +156,9 @@ class Venue(Protocol):
     async def close(self) -> None:
         """Release connections; idempotent."""
         ...
+
+
+async def report_of(venue: Venue, order_id: UUID) -> ExecutionReport | None:
+    """The venue's report on one order; None when it has no record of it."""
+    reports = await venue.poll([order_id])
+    return next((report for report in reports if report.order_id == order_id), None)

@@ -3,7 +3,8 @@
 A ``Worker`` polls the ``orders`` table every ``settings.engine_poll_seconds``
 and works as ``service_role`` through
 ``Database.transaction``, exactly like the API: it writes ``orders`` columns
-and inserts ``fills`` (the statements are in ``app.engine.ledger``); the
+and inserts ``fills`` (the statements are ``app.orders.ledger``'s, the API's own;
+``app.engine.ledger`` reads orders for the engine); the
 migration's triggers derive fill state and statuses and write every
 ``execution_logs`` row. Several workers (processes) may run against one
 database at once.
@@ -49,12 +50,8 @@ Ownership and recovery
     state. The rule and its consequences are set out in ``app.engine.leases``.
 
 Orders cancelled while their owner was gone
-    The owner of an order cancelled by its trader cancels it at the venue on
-    its next pass. For the case where no live worker owns it, every worker
-    sweeps recently cancelled approved orders (at startup: the last
-    ``CANCEL_SWEEP_LOOKBACK``) and cancels them at the venue (idempotent).
-    Executions the venue made before such a cancel cannot be recorded any more
-    (the database freezes cancelled orders); they are logged as errors.
+    See ``app.engine.cancel_sweep``. The process around a worker (database,
+    venue, signals) is ``app.engine.run``'s.
 """
 
 from __future__ import annotations
@@ -63,29 +60,21 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
-import socket
-import time
-from collections.abc import AsyncIterator, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
-from types import MappingProxyType
 from typing import Any, Final, Protocol, runtime_checkable
 from uuid import UUID
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import metrics
-from app.auth.claims import Claims
 from app.db import migrations, readiness
-from app.db.session import Database, DatabaseUnavailable, open_database
-from app.db.urls import api_database_url, async_url
+from app.db.session import Database, DatabaseUnavailable, Tx
 from app.engine import ledger
-from app.engine.leases import FIND_ABANDONED, LEASE_NAMESPACE, Leases, lease_key
-from app.engine.ledger import OrderRow, close_order, insert_fills
-from app.engine.paper import PaperVenue
+from app.engine.cancel_sweep import CancelSweep
+from app.engine.leases import FIND_ABANDONED, Leases, lease_key
+from app.engine.ledger import OrderRow, close_order
 from app.engine.risk import RiskLimits, check_order
 from app.engine.venue import (
     Execution,
@@ -95,31 +84,18 @@ from app.engine.venue import (
     Venue,
     VenueError,
     VenueRejection,
+    report_of,
 )
+from app.models.order import OrderStatusEnum as Status
+from app.orders import ledger as writes
+from app.orders import lifecycle
 from app.orders import limits as order_limits
-from app.settings import Settings, SettingsError
+from app.orders.lifecycle import Change
+from app.settings import Settings
 
-__all__ = [
-    "CANCEL_SWEEP_LOOKBACK",
-    "LEASE_NAMESPACE",
-    "SERVICE_CLAIMS",
-    "Worker",
-    "lease_key",
-    "run_worker",
-]
+__all__ = ["Worker", "lease_key"]
 
 log = logging.getLogger(__name__)
-
-SERVICE_CLAIMS: Final = Claims(
-    role="service_role", sub=None, raw=MappingProxyType({"role": "service_role"}), expires_at=None
-)
-
-CANCEL_SWEEP_LOOKBACK: Final = timedelta(hours=1)
-"""How far back a starting worker looks for cancelled orders to cancel at the venue."""
-
-# Cancellations committed by a transaction that started before the previous sweep carry an
-# updated_at before it (now() is the transaction start); the overlap catches them.
-_CANCEL_SWEEP_OVERLAP: Final = timedelta(seconds=60)
 
 EXPIRED: Final = "expired"
 SENT_TO_VENUE: Final = "sent to venue"
@@ -200,10 +176,13 @@ class Worker:
         self._owned: set[UUID] = set()
         """Orders whose lease this worker holds: it sees them through until they are final."""
         self._backlog = False
-        self._last_sweep = -float("inf")
-        self._sweep_since: datetime | None = None
-        self._venue_cancelled: dict[UUID, datetime] = {}
-        """Final orders cancelled at the venue by this process (and their updated_at)."""
+        self._cancels = CancelSweep(
+            database,
+            venue,
+            retry_base=settings.engine_retry_base_seconds,
+            batch_size=batch_size,
+            interval_seconds=cancel_sweep_seconds,
+        )
         self._head = migrations.head_revision()
         self._left_before_start: set[UUID] = set()
         self._looked_for_left = False
@@ -276,7 +255,7 @@ class Worker:
             self._admit_new,
             self._adopt_abandoned,
             self._advance_owned,
-            self._sweep_cancelled_now_and_then,
+            self._cancels.now_and_then,
         ):
             try:
                 work += await stage()
@@ -298,8 +277,8 @@ class Worker:
         """Once, before this worker takes its first lease: every in-flight order without a
         live owner then was left by workers that stopped before this one started."""
         if not self._looked_for_left:
-            async with self._transaction(read_only=True) as conn:
-                found = await conn.execute(FIND_ABANDONED, {"owned": [], "limit": 1_000_000})
+            async with self._transaction(read_only=True) as tx:
+                found = await tx.conn.execute(FIND_ABANDONED, {"owned": [], "limit": 1_000_000})
                 self._left_before_start = set(found.scalars())
             self._looked_for_left = True
         return 0
@@ -315,28 +294,30 @@ class Worker:
         if len(self._owned) >= self.max_in_flight:
             return 0  # at capacity: leave new orders unlocked for other workers
         work = 0
-        async with self._transaction() as conn:
-            rows = (await conn.execute(ledger.CLAIM_NEW, self._params(limit=self.batch_size))).all()
+        async with self._transaction() as tx:
+            rows = (
+                await tx.conn.execute(ledger.CLAIM_NEW, self._params(limit=self.batch_size))
+            ).all()
             orders = [OrderRow.from_row(row) for row in rows]
             if orders:
                 # Read per batch: a limit the owner changes applies from the next batch on.
                 limits = RiskLimits.from_row(
-                    (await conn.execute(order_limits.READ)).mappings().first()
+                    (await tx.conn.execute(order_limits.READ)).mappings().first()
                 )
             for order in orders:
                 try:
                     # A savepoint per order: a failure rolls back this order's changes only.
-                    async with conn.begin_nested():
-                        work += await self._admit(conn, order, limits)
+                    async with tx.conn.begin_nested():
+                        work += await self._admit(tx, order, limits)
                 except Exception:
                     log.exception("order %s: admission failed; will retry", order.id)
         # A full batch that made progress: there is probably more, so skip the pause.
         self._backlog = len(orders) >= self.batch_size and work > 0
         return work
 
-    async def _admit(self, conn: AsyncConnection, order: OrderRow, limits: RiskLimits) -> int:
+    async def _admit(self, tx: Tx, order: OrderRow, limits: RiskLimits) -> int:
         if order.expired:
-            await close_order(conn, order, "CANCELLED", EXPIRED, None)
+            await close_order(tx, order, Status.CANCELLED, EXPIRED, None)
             log.info("order %s: expired before approval", order.id)
             return 1
         rejection = check_order(
@@ -348,7 +329,7 @@ class Worker:
             reference_price=self._reference_price(order) if order.order_type == "MARKET" else None,
         )
         if rejection is not None:
-            await close_order(conn, order, "REJECTED", rejection.reason, rejection.code)
+            await close_order(tx, order, Status.REJECTED, rejection.reason, rejection.code)
             log.info("order %s: rejected by risk check: %s", order.id, rejection.code)
             return 1
         # The lease before the approval commits: from then on the order is in flight and a
@@ -363,7 +344,7 @@ class Worker:
             ):
                 return 0
             self._owned.add(order.id)
-        await conn.execute(ledger.APPROVE, {"id": order.id})
+        await writes.approve(tx, order.id)
         log.info("order %s: approved", order.id)
         return 1
 
@@ -382,10 +363,12 @@ class Worker:
         room = min(self.batch_size, self.max_in_flight - len(self._owned))
         if room <= 0:
             return 0
-        async with self._transaction(read_only=True) as conn:
+        async with self._transaction(read_only=True) as tx:
             ids: list[UUID] = list(
                 (
-                    await conn.execute(FIND_ABANDONED, {"owned": list(self._owned), "limit": room})
+                    await tx.conn.execute(
+                        FIND_ABANDONED, {"owned": list(self._owned), "limit": room}
+                    )
                 ).scalars()
             )
         work = 0
@@ -403,8 +386,8 @@ class Worker:
             return 0  # its owner is alive after all (or shares the lease key)
         adopted = False
         try:
-            async with self._transaction() as conn:
-                order = await self._lock(conn, order_id)
+            async with self._transaction() as tx:
+                order = await self._lock(tx, order_id)
                 recover = order is not None and order.in_flight
                 if order is not None and recover:
                     where = "at the venue" if order.routed_at else "in flight"
@@ -412,7 +395,7 @@ class Worker:
                         f"resumed by worker {self.worker_id}: the previous worker stopped"
                         f" while the order was {where}"
                     )
-                    await conn.execute(ledger.RECOVERED, {"id": order_id, "reason": reason})
+                    await writes.recover(tx, order_id, reason=reason)
             adopted = recover  # only now is the RECOVERED row committed
         finally:
             # Owned only once the RECOVERED row is committed, so every takeover is logged.
@@ -438,8 +421,10 @@ class Worker:
     async def _advance_owned(self) -> int:
         if not self._owned:
             return 0
-        async with self._transaction(read_only=True) as conn:
-            rows = (await conn.execute(ledger.READ_MANY, self._params(ids=list(self._owned)))).all()
+        async with self._transaction(read_only=True) as tx:
+            rows = (
+                await tx.conn.execute(ledger.READ_MANY, self._params(ids=list(self._owned)))
+            ).all()
         orders = [OrderRow.from_row(row) for row in rows]
         for missing in self._owned - {order.id for order in orders}:
             await self._disown(missing)
@@ -459,9 +444,9 @@ class Worker:
     async def _step(self, order: OrderRow, to_poll: dict[UUID, OrderRow]) -> int:
         if order.final:
             work = 0
-            if order.status == "CANCELLED":
+            if order.status is Status.CANCELLED:
                 # Cancelled by the trader (or by this worker, after cancelling at the venue).
-                work = await self._cancel_at_venue(
+                work = await self._cancels.cancel_at_venue(
                     order.id, order.updated_at, order.filled_quantity
                 )
             await self._disown(order.id)
@@ -471,7 +456,7 @@ class Worker:
             await self._disown(order.id)
             return 0
         if order.expired:
-            return await self._finish_at_venue(order, "CANCELLED", EXPIRED, None)
+            return await self._finish_at_venue(order, Status.CANCELLED, EXPIRED, None)
         if order.routed_at is None:
             if order.retry_attempt and not order.retry_due:
                 return 0  # backing off
@@ -485,7 +470,7 @@ class Worker:
         except PermanentVenueError as error:
             log.warning("order %s: refused by the venue: %s", order.id, error)
             return await self._close_locked(
-                order.id, "REJECTED", _refusal_reason(error), error.code
+                order.id, Status.REJECTED, _refusal_reason(error), error.code
             )
         except Exception as error:
             if isinstance(error, VenueError):
@@ -501,24 +486,24 @@ class Worker:
                 log.warning(
                     "order %s: giving up after %d attempts", order.id, order.retry_attempt + 1
                 )
-                return await self._finish_at_venue(order, "REJECTED", reason, code, failed=1)
+                return await self._finish_at_venue(order, Status.REJECTED, reason, code, failed=1)
             return await self._record_retry(order, code, reason)
-        async with self._transaction() as conn:
-            current = await self._lock(conn, order.id)
-            if current is None or current.status != "PENDING" or current.routed_at is not None:
+        async with self._transaction() as tx:
+            current = await self._lock(tx, order.id)
+            if current is None or not lifecycle.allows(current.state, Change.ROUTE):
                 # Cancelled meanwhile: the next pass sees it final and cancels at the venue.
                 return 0
-            await conn.execute(ledger.ROUTED, {"id": order.id, "reason": SENT_TO_VENUE})
+            await writes.route(tx, order.id, reason=SENT_TO_VENUE)
         log.info("order %s: sent to venue %s", order.id, self.venue.name)
         to_poll[order.id] = order
         return 1
 
     async def _record_retry(self, order: OrderRow, code: str, reason: str) -> int:
-        async with self._transaction() as conn:
-            current = await self._lock(conn, order.id)
+        async with self._transaction() as tx:
+            current = await self._lock(tx, order.id)
             if current is None or not current.in_flight or current.routed_at is not None:
                 return 0
-            await conn.execute(ledger.RETRY, {"id": order.id, "code": code, "reason": reason})
+            await writes.retry(tx, order.id, code=code, reason=reason)
         metrics.ENGINE_RETRIES.labels(code).inc()
         log.warning(
             "order %s: venue attempt %d failed (%s); will retry",
@@ -561,14 +546,14 @@ class Worker:
             log.warning("order %s: venue had no record and refused a resend: %s", order.id, error)
             if isinstance(error, PermanentVenueError):
                 return await self._finish_at_venue(
-                    order, "REJECTED", _refusal_reason(error), error.code
+                    order, Status.REJECTED, _refusal_reason(error), error.code
                 )
             return 0
-        async with self._transaction() as conn:
-            current = await self._lock(conn, order.id)
+        async with self._transaction() as tx:
+            current = await self._lock(tx, order.id)
             if current is None or current.final:
                 return 0
-            await conn.execute(ledger.RECOVERED, {"id": order.id, "reason": RESENT_UNKNOWN})
+            await writes.recover(tx, order.id, reason=RESENT_UNKNOWN)
         if (
             isinstance(self.venue, RecordKeeper)
             and order.routed_at is not None
@@ -594,21 +579,21 @@ class Worker:
         reported = sum(execution.quantity for execution in report.executions)
         if reported == order.filled_quantity and not report.done:
             return 0  # nothing new; no transaction
-        async with self._transaction() as conn:
-            current = await self._lock(conn, order.id)
+        async with self._transaction() as tx:
+            current = await self._lock(tx, order.id)
             if current is None or current.final:
                 return 0  # the next pass reads it final and lets it go
-            current, work = await self._record_fills(conn, current, report.executions)
+            current, work = await self._record_fills(tx, current, report.executions)
             if current.final:
                 outcome = current.status.lower()
             elif report.rejected is not None:
                 rejection = report.rejected
                 reason = _refusal_reason(rejection)
-                await close_order(conn, current, "REJECTED", reason, rejection.code)
+                await close_order(tx, current, Status.REJECTED, reason, rejection.code)
                 outcome, work = f"rejected by the venue ({rejection.code})", work + 1
             elif report.done:
                 outcome = EXPIRED if current.expired else "cancelled at the venue"
-                await close_order(conn, current, "CANCELLED", outcome, None)
+                await close_order(tx, current, Status.CANCELLED, outcome, None)
                 work += 1
             else:
                 return work
@@ -618,7 +603,7 @@ class Worker:
         return work
 
     async def _finish_at_venue(
-        self, order: OrderRow, status: str, reason: str, code: str | None, *, failed: int = 0
+        self, order: OrderRow, status: Status, reason: str, code: str | None, *, failed: int = 0
     ) -> int:
         """End an order in flight: stop it at the venue first, record what it executed
         meanwhile, then set the final state (unless those executions filled it).
@@ -628,198 +613,65 @@ class Worker:
         other way round, a venue order could keep executing for a final database order.
         """
         await self.venue.cancel(order.id)
-        report = await self._report_of(order.id)
-        async with self._transaction() as conn:
-            current = await self._lock(conn, order.id)
+        report = await report_of(self.venue, order.id)
+        async with self._transaction() as tx:
+            current = await self._lock(tx, order.id)
             if current is None or current.final:
                 return 0
             work = 0
             if report is not None and report.executions:
-                if current.routed_at is None and current.status == "PENDING":
+                if lifecycle.allows(current.state, Change.ROUTE):
                     # The venue worked it (an earlier submit got through unnoticed).
-                    await conn.execute(ledger.ROUTED, {"id": order.id, "reason": SENT_TO_VENUE})
+                    await writes.route(tx, order.id, reason=SENT_TO_VENUE)
                     work += 1
-                current, recorded = await self._record_fills(conn, current, report.executions)
+                current, recorded = await self._record_fills(tx, current, report.executions)
                 work += recorded
             if current.final:
                 reason = current.status.lower()
             else:
                 if report is not None and report.rejected is not None:
-                    status, reason = "REJECTED", _refusal_reason(report.rejected)
+                    status, reason = Status.REJECTED, _refusal_reason(report.rejected)
                     code = report.rejected.code
-                closed_at = await close_order(conn, current, status, reason, code, failed=failed)
+                closed_at = await close_order(tx, current, status, reason, code, failed=failed)
                 # Already stopped at the venue above: the cancel sweep need not do it again.
-                self._venue_cancelled[order.id] = closed_at
+                self._cancels.stopped(order.id, closed_at)
                 work += 1
         log.info("order %s: %s", order.id, reason)
         await self._disown(order.id)
         return work
 
-    async def _cancel_at_venue(self, order_id: UUID, updated_at: datetime, filled: int) -> int:
-        """Stop a cancelled order at the venue, once per process."""
-        if order_id in self._venue_cancelled:
-            return 0
-        await self.venue.cancel(order_id)
-        self._venue_cancelled[order_id] = updated_at
-        report = await self._report_of(order_id)
-        executed = sum(e.quantity for e in report.executions) if report is not None else 0
-        if report is not None and executed > filled:
-            # Executions the venue made before the cancel reached it: the database takes
-            # them on a routed, cancelled order (the order turns FILLED if they complete it).
-            async with self._transaction() as conn:
-                current = await self._lock(conn, order_id)
-                if current is not None:
-                    current, late = await self._record_fills(conn, current, report.executions)
-                    log.warning(
-                        "order %s: recorded %d late execution(s) made before the cancel"
-                        " reached the venue; the order is %s",
-                        order_id,
-                        late,
-                        current.status,
-                    )
-        log.info("order %s: cancelled at the venue", order_id)
-        return 1
-
-    async def _report_of(self, order_id: UUID) -> ExecutionReport | None:
-        """The venue's report on one order; None when it has no record of it."""
-        reports = await self.venue.poll([order_id])
-        return next((report for report in reports if report.order_id == order_id), None)
-
-    async def _sweep_cancelled_now_and_then(self) -> int:
-        now = time.monotonic()
-        if now - self._last_sweep < self.cancel_sweep_seconds:
-            return 0
-        self._last_sweep = now
-        return await self._sweep_cancelled()
-
-    async def _sweep_cancelled(self) -> int:
-        """Cancel at the venue the orders cancelled while no live worker owned them."""
-        async with self._transaction(read_only=True) as conn:
-            db_now: datetime = (await conn.execute(ledger.NOW)).scalar_one()
-            since = self._sweep_since or db_now - CANCEL_SWEEP_LOOKBACK
-            rows = (
-                await conn.execute(
-                    ledger.CANCELLED_SINCE,
-                    {"since": since, "seen": list(self._venue_cancelled), "limit": self.batch_size},
-                )
-            ).all()
-        work = 0
-        for row in rows:
-            try:
-                work += await self._cancel_at_venue(row.id, row.updated_at, row.filled_quantity)
-            except Exception:
-                log.exception("order %s: cancelling at the venue failed; will retry", row.id)
-        if len(rows) < self.batch_size:
-            # All caught up: move the window, keeping an overlap for late commits.
-            self._sweep_since = db_now - _CANCEL_SWEEP_OVERLAP
-            self._venue_cancelled = {
-                order_id: at
-                for order_id, at in self._venue_cancelled.items()
-                if at >= self._sweep_since
-            }
-        return work
-
     # --- database helpers -------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _transaction(self, *, read_only: bool = False) -> AsyncIterator[AsyncConnection]:
-        """One transaction as service_role, through the same mechanism as the API's requests."""
-        async with self.database.transaction(SERVICE_CLAIMS, read_only=read_only) as tx:
-            # One statement at a time by construction here, so the plain connection will do.
-            yield tx.conn
+    def _transaction(
+        self, *, read_only: bool = False
+    ) -> contextlib.AbstractAsyncContextManager[Tx]:
+        return ledger.transaction(self.database, read_only=read_only)
 
     def _params(self, **params: Any) -> dict[str, Any]:
         return ledger.row_params(self.settings.engine_retry_base_seconds, **params)
 
-    async def _lock(self, conn: AsyncConnection, order_id: UUID) -> OrderRow | None:
-        row = (await conn.execute(ledger.LOCK_ONE, self._params(id=order_id))).first()
-        return None if row is None else OrderRow.from_row(row)
+    async def _lock(self, tx: Tx, order_id: UUID) -> OrderRow | None:
+        return await ledger.lock(tx, order_id, self.settings.engine_retry_base_seconds)
 
     async def _close_locked(
-        self, order_id: UUID, status: str, reason: str, code: str | None
+        self, order_id: UUID, status: Status, reason: str, code: str | None
     ) -> int:
-        async with self._transaction() as conn:
-            current = await self._lock(conn, order_id)
+        async with self._transaction() as tx:
+            current = await self._lock(tx, order_id)
             if current is None or current.final:
                 return 0
-            await close_order(conn, current, status, reason, code)
+            await close_order(tx, current, status, reason, code)
         await self._disown(order_id)
         return 1
 
     async def _record_fills(
-        self, conn: AsyncConnection, order: OrderRow, executions: Sequence[Execution]
+        self, tx: Tx, order: OrderRow, executions: Sequence[Execution]
     ) -> tuple[OrderRow, int]:
-        """Record the executions not recorded yet for a locked order; returns the order as
-        the fills left it (the triggers update its fill state and status) and how many."""
-        inserted = await insert_fills(conn, order.id, executions)
-        if not inserted:
-            return order, 0
-        # Counted when written; a transaction that then rolls back is retried and counts
-        # again, which the counter's rate tolerates.
-        metrics.ENGINE_FILLS.inc(inserted)
-        current = await self._lock(conn, order.id)
-        assert current is not None  # locked by this transaction, so still there
-        return current, inserted
+        return await ledger.record_fills(
+            tx, order, executions, self.settings.engine_retry_base_seconds
+        )
 
     async def _disown(self, order_id: UUID) -> None:
         self._owned.discard(order_id)
         if self._leases.connected:
             await self._leases.release(order_id)
-
-
-def default_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-async def _api_database_url(settings: Settings) -> URL:
-    configured = settings.engine_database_url or api_database_url(settings)
-    if configured is not None:
-        return async_url(configured)
-    from app.db import embedded
-
-    server = await asyncio.to_thread(embedded.start, settings.data_dir)
-    return async_url(server.url_for("authenticator").render_as_string(hide_password=False))
-
-
-async def run_worker(
-    settings: Settings,
-    stop: asyncio.Event,
-    *,
-    database: Database | None = None,
-    venue: Venue | None = None,
-    worker_id: str | None = None,
-) -> None:
-    """Run one worker until ``stop`` is set.
-
-    Builds what is not given: the ``Database`` from ``settings.engine_database_url`` or
-    else ``settings.api_database_url`` (the ``authenticator`` login; the embedded server
-    when unset) and the paper
-    venue from the venue settings; closes only what it built.
-    """
-    own_database = database is None
-    if database is None:
-        # The leases are session-level advisory locks: through a transaction pooler they would
-        # be taken on one server session and checked on another.
-        pooler = "none" if settings.engine_database_url else settings.db_pooler
-        if pooler == "transaction":
-            raise SettingsError(
-                "the engine needs a session for its leases, and API_DATABASE_URL goes through a"
-                " transaction pooler (DB_POOLER=transaction): set ENGINE_DATABASE_URL to a direct"
-                " or session-mode connection"
-            )
-        database = open_database(await _api_database_url(settings), settings, pooler=pooler)
-    own_venue = venue is None
-    try:
-        # The engine must be held to the same row level security as the API.
-        await database.check_login_role()
-        if venue is None:
-            venue = await asyncio.to_thread(PaperVenue.from_settings, settings)
-        worker = Worker(database, venue, settings, worker_id or default_worker_id())
-        await worker.run(stop)
-    finally:
-        try:
-            if own_venue and venue is not None:
-                await venue.close()
-        finally:
-            if own_database:
-                await database.dispose()

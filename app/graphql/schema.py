@@ -52,7 +52,7 @@ class Query:
     @strawberry.field
     async def viewer(self, info: Info[Context, None]) -> Viewer:
         # Asked of PostgreSQL itself, inside the request's transaction.
-        row = await service.viewer(info.context.tx)
+        row = await queries.viewer(info.context.tx)
         return Viewer(trader_id=row["trader_id"], role=row["role"])
 
     @strawberry.field(

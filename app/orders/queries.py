@@ -25,7 +25,6 @@ from app.auth.claims import Claims
 from app.db.session import Tx
 from app.db.timestamps import isoformat
 from app.orders.errors import Conflict, Forbidden, InvalidInput, OrderError, OrderNotFound
-from app.orders.validation import NewFill, NewOrder
 
 ORDER_COLUMNS = (
     "id, trader_id, client_order_id, symbol, side, quantity, order_type, price, stop_loss,"
@@ -207,7 +206,9 @@ async def order_by_id(tx: Tx, order_id: UUID) -> RowMapping | None:
 
 async def order_for_update(tx: Tx, order_id: UUID) -> RowMapping | None:
     return await tx.first(
-        text(f"SELECT {ORDER_COLUMNS}, approved_at FROM orders WHERE id = :id FOR UPDATE"),
+        text(
+            f"SELECT {ORDER_COLUMNS}, approved_at, routed_at FROM orders WHERE id = :id FOR UPDATE"
+        ),
         {"id": order_id},
     )
 
@@ -280,37 +281,6 @@ async def logs_page(
     return _page(rows, first)
 
 
-# --- writes --------------------------------------------------------------------
-
-
-async def insert_order(tx: Tx, trader_id: UUID, order: NewOrder) -> RowMapping | None:
-    """The new order, or None when the trader already used this clientOrderId."""
-    with database_errors():
-        return await tx.first(
-            text(
-                "INSERT INTO orders (trader_id, client_order_id, symbol, side, quantity,"
-                " order_type, price, stop_loss, take_profit, expires_at)"
-                " VALUES (:trader_id, :client_order_id, :symbol, :side, :quantity,"
-                " CAST(:order_type AS order_type_enum), :price, :stop_loss, :take_profit,"
-                " :expires_at)"
-                " ON CONFLICT (trader_id, client_order_id) DO NOTHING"
-                f" RETURNING {ORDER_COLUMNS}"
-            ),
-            {
-                "trader_id": trader_id,
-                "client_order_id": order.client_order_id,
-                "symbol": order.symbol,
-                "side": order.side,
-                "quantity": order.quantity,
-                "order_type": order.order_type.value,
-                "price": order.price,
-                "stop_loss": order.stop_loss,
-                "take_profit": order.take_profit,
-                "expires_at": order.expires_at,
-            },
-        )
-
-
 async def order_by_client_id(tx: Tx, trader_id: UUID, client_order_id: str) -> RowMapping | None:
     return await tx.first(
         text(
@@ -319,47 +289,3 @@ async def order_by_client_id(tx: Tx, trader_id: UUID, client_order_id: str) -> R
         ),
         {"trader_id": trader_id, "client_order_id": client_order_id},
     )
-
-
-async def set_status(
-    tx: Tx, order_id: UUID, status: str, *, reason: str | None, error_code: str | None = None
-) -> RowMapping | None:
-    with database_errors(order_id):
-        return await tx.first(
-            text(
-                "UPDATE orders SET status = CAST(:status AS order_status_enum),"
-                " status_reason = :reason"
-                + (", error_code = :error_code" if error_code is not None else "")
-                + f" WHERE id = :id RETURNING {ORDER_COLUMNS}"
-            ),
-            {"id": order_id, "status": status, "reason": reason, "error_code": error_code},
-        )
-
-
-async def approve(tx: Tx, order_id: UUID) -> RowMapping | None:
-    with database_errors(order_id):
-        return await tx.first(
-            text(f"UPDATE orders SET approved_at = now() WHERE id = :id RETURNING {ORDER_COLUMNS}"),
-            {"id": order_id},
-        )
-
-
-async def insert_fill(tx: Tx, fill: NewFill) -> RowMapping | None:
-    with database_errors(fill.order_id):
-        return await tx.first(
-            text(
-                "INSERT INTO fills (order_id, quantity_filled, price_at_fill, venue, commission,"
-                ' "timestamp")'
-                " VALUES (:order_id, :quantity_filled, :price_at_fill, :venue, :commission,"
-                " coalesce(:timestamp, now()))"
-                f" RETURNING {FILL_COLUMNS}"
-            ),
-            {
-                "order_id": fill.order_id,
-                "quantity_filled": fill.quantity_filled,
-                "price_at_fill": fill.price_at_fill,
-                "venue": fill.venue,
-                "commission": fill.commission,
-                "timestamp": fill.timestamp,
-            },
-        )

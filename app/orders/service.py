@@ -14,7 +14,7 @@ from sqlalchemy.engine import RowMapping
 
 from app.db.session import Tx
 from app.models.order import OrderStatusEnum, OrderTypeEnum
-from app.orders import lifecycle, limits, queries, validation
+from app.orders import ledger, lifecycle, limits, queries, validation
 from app.orders.errors import (
     Conflict,
     Forbidden,
@@ -23,6 +23,7 @@ from app.orders.errors import (
     OrderNotFound,
     Unauthenticated,
 )
+from app.orders.lifecycle import Change, State
 from app.orders.limits import OrderLimits
 
 # Fields whose equality makes a repeated clientOrderId the same order.
@@ -74,7 +75,8 @@ async def submit_order(
         now=datetime.now(UTC),
         limits=OrderLimits.from_row(await tx.first(limits.READ)),
     )
-    row = await queries.insert_order(tx, trader_id, order)
+    with queries.database_errors():
+        row = await ledger.insert_order(tx, trader_id, order)
     if row is not None:
         return row
     # ON CONFLICT DO NOTHING: the clientOrderId is taken (only it can conflict).
@@ -108,12 +110,13 @@ async def cancel_order(tx: Tx, *, order_id: UUID, reason: str | None) -> RowMapp
     if order is None:
         # RLS hides other traders' orders: "not yours" and "missing" must look the same.
         raise OrderNotFound(order_id)
-    status = OrderStatusEnum(order["status"])
-    if not lifecycle.can_transition(status, OrderStatusEnum.CANCELLED):
-        raise Conflict(f"a {status.value} order cannot be cancelled")
-    row = await queries.set_status(
-        tx, order_id, OrderStatusEnum.CANCELLED.value, reason=reason or "cancelled by trader"
-    )
+    state = _state(order)
+    if not lifecycle.allows(state, Change.CANCEL):
+        raise Conflict(f"a {state.status.value} order cannot be cancelled")
+    with queries.database_errors(order_id):
+        row = await ledger.close(
+            tx, order_id, OrderStatusEnum.CANCELLED, reason=reason or "cancelled by trader"
+        )
     if row is None:
         raise OrderNotFound(order_id)
     return row
@@ -124,10 +127,13 @@ async def approve_order(tx: Tx, *, order_id: UUID) -> RowMapping:
     order = await queries.order_for_update(tx, order_id)
     if order is None:
         raise OrderNotFound(order_id)
-    status = OrderStatusEnum(order["status"])
-    if status is not OrderStatusEnum.PENDING or order["approved_at"] is not None:
-        raise Conflict(f"only an unapproved PENDING order can be approved (it is {status.value})")
-    row = await queries.approve(tx, order_id)
+    state = _state(order)
+    if not lifecycle.allows(state, Change.APPROVE):
+        raise Conflict(
+            f"only an unapproved PENDING order can be approved (it is {state.status.value})"
+        )
+    with queries.database_errors(order_id):
+        row = await ledger.approve(tx, order_id)
     if row is None:
         raise OrderNotFound(order_id)
     return row
@@ -144,12 +150,14 @@ async def reject_order(
     order = await queries.order_for_update(tx, order_id)
     if order is None:
         raise OrderNotFound(order_id)
-    status = OrderStatusEnum(order["status"])
-    if not lifecycle.can_transition(status, OrderStatusEnum.REJECTED):
-        raise Conflict(f"a {status.value} order cannot be rejected")
-    row = await queries.set_status(
-        tx, order_id, OrderStatusEnum.REJECTED.value, reason=reason, error_code=error_code
-    )
+    state = _state(order)
+    if not lifecycle.allows(state, Change.REJECT):
+        # A PARTIAL order too: part of it executed (the engine cancels such an order instead).
+        raise Conflict(f"a {state.status.value} order cannot be rejected")
+    with queries.database_errors(order_id):
+        row = await ledger.close(
+            tx, order_id, OrderStatusEnum.REJECTED, reason=reason, code=error_code
+        )
     if row is None:
         raise OrderNotFound(order_id)
     return row
@@ -178,19 +186,34 @@ async def record_fill(
     order = await queries.order_for_update(tx, order_id)
     if order is None:
         raise OrderNotFound(order_id)
-    status = OrderStatusEnum(order["status"])
-    if not lifecycle.can_fill(status, approved=order["approved_at"] is not None):
-        raise Conflict(f"a {status.value} order that is not approved and open cannot be filled")
+    state = _state(order)
+    if not lifecycle.allows(state, Change.FILL):
+        raise Conflict(
+            f"a {state.status.value} order that is not approved and open cannot be filled"
+        )
     if order["filled_quantity"] + fill.quantity_filled > order["quantity"]:
         raise Conflict(
             f"the fill would take filled quantity past {order['quantity']}"
             f" (already filled {order['filled_quantity']})"
         )
-    row = await queries.insert_fill(tx, fill)
+    with queries.database_errors(order_id):
+        row = await ledger.insert_fill(
+            tx,
+            order_id=fill.order_id,
+            quantity=fill.quantity_filled,
+            price=fill.price_at_fill,
+            venue=fill.venue,
+            commission=fill.commission,
+            timestamp=fill.timestamp,
+        )
     if row is None:  # pragma: no cover - RETURNING always yields the inserted row
         raise Conflict("the fill was not recorded")
     return row
 
 
-async def viewer(tx: Tx) -> RowMapping:
-    return await queries.viewer(tx)
+def _state(order: RowMapping) -> State:
+    return State(
+        OrderStatusEnum(order["status"]),
+        approved=order["approved_at"] is not None,
+        routed=order["routed_at"] is not None,
+    )

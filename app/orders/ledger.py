@@ -1,0 +1,157 @@
+"""Every write to an order, once: the API's mutations and the engine use these alike.
+
+Each function is one statement inside the caller's transaction (``Tx``), which
+decides the role: a trader submits and cancels, ``service_role`` (the API's
+operator mutations and the engine) does the rest. The statements write only
+``orders`` columns and ``fills``; the migrations' triggers derive fill state and
+statuses, enforce the lifecycle (``app.orders.lifecycle`` states it in Python) and
+write every ``execution_logs`` row. Each returns the order (or fill) as written,
+or None when the statement reached no row.
+
+The database's refusals surface as ``sqlalchemy`` errors: the API translates
+them (``queries.database_errors``), the engine lets them fail its step.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Final
+from uuid import UUID
+
+from sqlalchemy import text
+from sqlalchemy.engine import RowMapping
+
+from app.db.session import Tx
+from app.models.order import OrderStatusEnum as Status
+from app.orders.queries import FILL_COLUMNS, ORDER_COLUMNS
+from app.orders.validation import NewOrder
+
+_INSERT_ORDER: Final = text(
+    "INSERT INTO orders (trader_id, client_order_id, symbol, side, quantity,"
+    " order_type, price, stop_loss, take_profit, expires_at)"
+    " VALUES (:trader_id, :client_order_id, :symbol, :side, :quantity,"
+    " CAST(:order_type AS order_type_enum), :price, :stop_loss, :take_profit,"
+    " :expires_at)"
+    " ON CONFLICT (trader_id, client_order_id) DO NOTHING"
+    f" RETURNING {ORDER_COLUMNS}"
+)
+_APPROVE: Final = text(
+    f"UPDATE orders SET approved_at = now() WHERE id = :id RETURNING {ORDER_COLUMNS}"
+)
+_ROUTE: Final = text(
+    "UPDATE orders SET routed_at = now(), status_reason = :reason"
+    f" WHERE id = :id RETURNING {ORDER_COLUMNS}"
+)
+_RETRY: Final = text(
+    "UPDATE orders SET retry_attempt = retry_attempt + 1, error_code = :code,"
+    f" status_reason = :reason WHERE id = :id RETURNING {ORDER_COLUMNS}"
+)
+_RECOVER: Final = text(
+    "UPDATE orders SET recovered_at = now(), status_reason = :reason"
+    f" WHERE id = :id RETURNING {ORDER_COLUMNS}"
+)
+# Reject and cancel. A trader's grants cover status and status_reason only, so the columns
+# a trader may not write are named only when there is something to write: ``code`` and
+# ``failed``, the failed venue attempts counted on the way (the engine's last retry).
+_SET_STATUS: Final = text(
+    "UPDATE orders SET status = CAST(:status AS order_status_enum), status_reason = :reason"
+    f" WHERE id = :id RETURNING {ORDER_COLUMNS}"
+)
+_CLOSE: Final = text(
+    "UPDATE orders SET status = CAST(:status AS order_status_enum), status_reason = :reason,"
+    " error_code = coalesce(:code, error_code), retry_attempt = retry_attempt + :failed"
+    f" WHERE id = :id RETURNING {ORDER_COLUMNS}"
+)
+# The engine names a fill by the venue's execution id, which makes recording it again
+# (a poll reports every execution again) a no-op; the API's fills get a new id.
+_INSERT_FILL: Final = text(
+    "INSERT INTO fills (id, order_id, quantity_filled, price_at_fill, venue, commission,"
+    ' "timestamp")'
+    " VALUES (coalesce(CAST(:id AS uuid), gen_random_uuid()), :order_id, :quantity,"
+    " :price, :venue, :commission, coalesce(:timestamp, now()))"
+    " ON CONFLICT (id) DO NOTHING"
+    f" RETURNING {FILL_COLUMNS}"
+)
+
+
+async def insert_order(tx: Tx, trader_id: UUID, order: NewOrder) -> RowMapping | None:
+    """The new order, or None when the trader already used this clientOrderId."""
+    return await tx.first(
+        _INSERT_ORDER,
+        {
+            "trader_id": trader_id,
+            "client_order_id": order.client_order_id,
+            "symbol": order.symbol,
+            "side": order.side,
+            "quantity": order.quantity,
+            "order_type": order.order_type.value,
+            "price": order.price,
+            "stop_loss": order.stop_loss,
+            "take_profit": order.take_profit,
+            "expires_at": order.expires_at,
+        },
+    )
+
+
+async def approve(tx: Tx, order_id: UUID) -> RowMapping | None:
+    return await tx.first(_APPROVE, {"id": order_id})
+
+
+async def route(tx: Tx, order_id: UUID, *, reason: str) -> RowMapping | None:
+    """The venue accepted the order: it is routed (once; the trigger refuses a second)."""
+    return await tx.first(_ROUTE, {"id": order_id, "reason": reason})
+
+
+async def retry(tx: Tx, order_id: UUID, *, code: str, reason: str) -> RowMapping | None:
+    """A routing attempt failed transiently and will be retried."""
+    return await tx.first(_RETRY, {"id": order_id, "code": code, "reason": reason})
+
+
+async def recover(tx: Tx, order_id: UUID, *, reason: str) -> RowMapping | None:
+    """A worker took over an order in flight (the RECOVERED audit row)."""
+    return await tx.first(_RECOVER, {"id": order_id, "reason": reason})
+
+
+async def close(
+    tx: Tx,
+    order_id: UUID,
+    status: Status,
+    *,
+    reason: str | None,
+    code: str | None = None,
+    failed: int = 0,
+) -> RowMapping | None:
+    """Reject or cancel the order (``status``); ``error_code`` keeps its value unless
+    ``code`` is given."""
+    params = {"id": order_id, "status": status.value, "reason": reason}
+    if code is None and not failed:
+        return await tx.first(_SET_STATUS, params)
+    return await tx.first(_CLOSE, {**params, "code": code, "failed": failed})
+
+
+async def insert_fill(
+    tx: Tx,
+    *,
+    order_id: UUID,
+    quantity: int,
+    price: Decimal,
+    venue: str,
+    commission: Decimal,
+    timestamp: datetime | None,
+    fill_id: UUID | None = None,
+) -> RowMapping | None:
+    """Record one execution; None when ``fill_id`` is recorded already. ``timestamp``
+    defaults to now."""
+    return await tx.first(
+        _INSERT_FILL,
+        {
+            "id": fill_id,
+            "order_id": order_id,
+            "quantity": quantity,
+            "price": price,
+            "venue": venue,
+            "commission": commission,
+            "timestamp": timestamp,
+        },
+    )

@@ -1,0 +1,219 @@
+"""One (state, change) table run against the Python rules and against the database's trigger.
+
+``app.orders.lifecycle`` states the rules the API and the engine act on;
+``orders_enforce_lifecycle`` (migration 002's version) enforces them for every writer. Each
+row here builds an order in a state by legal steps, then attempts one change as
+service_role with plain SQL (rolled back): the trigger's verdict must be ``lifecycle``'s, and
+a fill must leave the status ``lifecycle.status_after_fill`` predicts. Adding a state or a
+change to either side without the other fails here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import pytest
+
+from app.models.order import OrderStatusEnum as Status
+from app.orders import lifecycle
+from app.orders.lifecycle import Change, State
+from tests import pg
+from tests.sql import as_role
+
+TRADER = uuid.UUID("0c3e6f1a-8b2d-4e5f-9a7c-1d2e3f4a5b6c")
+QUANTITY = 100
+REFUSED = "OA409"
+
+
+@dataclass(frozen=True)
+class Db:
+    owner: asyncpg.Connection
+    api: asyncpg.Connection
+    """Logged in as authenticator, the API's login role."""
+
+
+@pytest.fixture(scope="module")
+async def db(cluster: pg.Cluster) -> AsyncIterator[Db]:
+    name = await pg.create_test_database(cluster)
+    owner = await asyncpg.connect(cluster.dsn(name))
+    api = await asyncpg.connect(cluster.dsn(name, "authenticator"))
+    try:
+        yield Db(owner, api)
+    finally:
+        await api.close()
+        await owner.close()
+        await pg.drop_test_database(cluster, name)
+
+
+# --- the steps that build a state, and the changes attempted from it ---------------------------
+
+APPROVE = "UPDATE orders SET approved_at = now() WHERE id = $1"
+ROUTE = "UPDATE orders SET routed_at = now() WHERE id = $1"
+REJECT = "UPDATE orders SET status = 'REJECTED', status_reason = 'no' WHERE id = $1"
+CANCEL = "UPDATE orders SET status = 'CANCELLED', status_reason = 'enough' WHERE id = $1"
+FILL = (
+    "INSERT INTO fills (order_id, quantity_filled, price_at_fill, venue)"
+    " VALUES ($1, $2, 10.00, 'NYSE')"
+)
+
+
+def fill(quantity: int) -> tuple[str, int]:
+    return (FILL, quantity)
+
+
+# name -> (steps, the state lifecycle sees): every state an order can be in.
+STATES: dict[str, tuple[list[Any], State]] = {
+    "new": ([], State(Status.PENDING)),
+    "approved": ([APPROVE], State(Status.PENDING, approved=True)),
+    "routed": ([APPROVE, ROUTE], State(Status.PENDING, approved=True, routed=True)),
+    "partial before routing": ([APPROVE, fill(40)], State(Status.PARTIAL, approved=True)),
+    "partial": (
+        [APPROVE, ROUTE, fill(40)],
+        State(Status.PARTIAL, approved=True, routed=True),
+    ),
+    "filled": (
+        [APPROVE, ROUTE, fill(QUANTITY)],
+        State(Status.FILLED, approved=True, routed=True),
+    ),
+    "rejected": ([REJECT], State(Status.REJECTED)),
+    "rejected after approval": ([APPROVE, REJECT], State(Status.REJECTED, approved=True)),
+    "cancelled": ([CANCEL], State(Status.CANCELLED)),
+    "cancelled after approval": ([APPROVE, CANCEL], State(Status.CANCELLED, approved=True)),
+    "cancelled at the venue": (
+        [APPROVE, ROUTE, CANCEL],
+        State(Status.CANCELLED, approved=True, routed=True),
+    ),
+    "cancelled partial": (
+        [APPROVE, ROUTE, fill(40), CANCEL],
+        State(Status.CANCELLED, approved=True, routed=True),
+    ),
+}
+
+# A change as plain SQL; fills twice: one that leaves the order open, one that completes it.
+CHANGES: dict[str, tuple[Change, str]] = {
+    "approve": (Change.APPROVE, APPROVE),
+    "route": (Change.ROUTE, ROUTE),
+    "retry": (
+        Change.RETRY,
+        "UPDATE orders SET retry_attempt = retry_attempt + 1, error_code = 'BUSY' WHERE id = $1",
+    ),
+    "recover": (Change.RECOVER, "UPDATE orders SET recovered_at = clock_timestamp() WHERE id = $1"),
+    "reject": (Change.REJECT, REJECT),
+    "cancel": (Change.CANCEL, CANCEL),
+    "fill 10": (Change.FILL, FILL),
+    "fill the rest": (Change.FILL, FILL),
+}
+
+
+async def build(db: Db, steps: list[Any]) -> uuid.UUID:
+    async with as_role(db.api, "authenticated", TRADER, commit=True) as conn:
+        order_id: uuid.UUID = await conn.fetchval(
+            "INSERT INTO orders (trader_id, symbol, side, quantity, order_type, price)"
+            " VALUES ($1, 'AAPL', 'BUY', $2, 'LIMIT', 10.50) RETURNING id",
+            TRADER,
+            QUANTITY,
+        )
+    for step in steps:
+        sql, *args = (step,) if isinstance(step, str) else step
+        async with as_role(db.api, "service_role", commit=True) as conn:
+            await conn.execute(sql, order_id, *args)
+    return order_id
+
+
+async def attempt(db: Db, order_id: uuid.UUID, name: str) -> tuple[bool, Status | None]:
+    """Whether the trigger takes change ``name`` (as service_role, rolled back), and the
+    status the order then has."""
+    _, sql = CHANGES[name]
+    args: list[Any] = []
+    if name.startswith("fill"):
+        filled = await db.owner.fetchval(
+            "SELECT filled_quantity FROM orders WHERE id = $1", order_id
+        )
+        args = [10 if name == "fill 10" else QUANTITY - filled]
+    try:
+        async with as_role(db.api, "service_role") as conn:
+            tag = await conn.execute(sql, order_id, *args)
+            status = await conn.fetchval("SELECT status::text FROM orders WHERE id = $1", order_id)
+    except asyncpg.PostgresError as error:
+        refusal = error.sqlstate
+    else:
+        assert tag in ("UPDATE 1", "INSERT 0 1"), f"{name}: {tag}: the order was not reached"
+        return True, Status(status)
+    # Anything but the lifecycle's refusal (a grant, a constraint) is a broken row here.
+    assert refusal == REFUSED, f"{name}: refused with {refusal}"
+    return False, None
+
+
+def predicted(state: State, name: str, *, filled: int) -> tuple[bool, Status | None]:
+    """``lifecycle``'s verdict on change ``name``, and the status the order then has."""
+    change, _ = CHANGES[name]
+    if not lifecycle.allows(state, change):
+        return False, None
+    if change is Change.FILL:
+        filled = filled + 10 if name == "fill 10" else QUANTITY
+        return True, lifecycle.status_after_fill(state, filled=filled, quantity=QUANTITY)
+    return True, {Change.REJECT: Status.REJECTED, Change.CANCEL: Status.CANCELLED}.get(
+        change, state.status
+    )
+
+
+@pytest.mark.parametrize("state_name", list(STATES))
+async def test_the_trigger_and_lifecycle_agree_on_every_change(db: Db, state_name: str) -> None:
+    steps, state = STATES[state_name]
+    order_id = await build(db, steps)
+    row = await db.owner.fetchrow(
+        "SELECT status::text AS status, approved_at IS NOT NULL AS approved,"
+        " routed_at IS NOT NULL AS routed, filled_quantity FROM orders WHERE id = $1",
+        order_id,
+    )
+    assert State(Status(row["status"]), approved=row["approved"], routed=row["routed"]) == state
+
+    disagreements = []
+    for name in CHANGES:
+        if name == "fill the rest" and row["filled_quantity"] >= QUANTITY:
+            continue  # nothing left to fill
+        verdict = await attempt(db, order_id, name)
+        expected = predicted(state, name, filled=row["filled_quantity"])
+        if verdict != expected:
+            disagreements.append((name, {"trigger": verdict, "lifecycle": expected}))
+    assert disagreements == []
+
+
+# The rows the two sides once disagreed on, and the ones the engine depends on, spelled out:
+# (state, change, the status after it, or None when refused).
+SPELLED_OUT: list[tuple[str, str, Status | None]] = [
+    ("partial", "reject", None),  # part of it executed: it cannot be rejected ...
+    ("partial", "cancel", Status.CANCELLED),  # ... only cancelled
+    ("approved", "fill 10", Status.PARTIAL),
+    ("approved", "fill the rest", Status.FILLED),
+    ("partial", "fill 10", Status.PARTIAL),
+    ("partial", "fill the rest", Status.FILLED),
+    ("new", "fill 10", None),  # not approved
+    ("cancelled at the venue", "fill 10", Status.CANCELLED),  # a late fill
+    ("cancelled partial", "fill the rest", Status.FILLED),  # a late fill completing it
+    ("cancelled after approval", "fill 10", None),  # never reached the venue
+    ("cancelled at the venue", "cancel", None),
+    ("filled", "recover", None),
+    ("routed", "route", None),
+]
+
+
+@pytest.mark.parametrize(("state_name", "change_name", "after"), SPELLED_OUT)
+async def test_the_rows_that_matter_most(
+    db: Db, state_name: str, change_name: str, after: Status | None
+) -> None:
+    steps, state = STATES[state_name]
+    filled = sum(step[1] for step in steps if isinstance(step, tuple))
+    assert predicted(state, change_name, filled=filled) == (after is not None, after)
+    order_id = await build(db, steps)
+    assert await attempt(db, order_id, change_name) == (after is not None, after)
+
+
+def test_the_engine_cancels_a_partial_order_it_would_reject() -> None:
+    assert lifecycle.closing_status(Status.PARTIAL, Status.REJECTED) is Status.CANCELLED
+    assert lifecycle.closing_status(Status.PENDING, Status.REJECTED) is Status.REJECTED
+    assert lifecycle.closing_status(Status.PARTIAL, Status.CANCELLED) is Status.CANCELLED
