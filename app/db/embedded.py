@@ -6,13 +6,20 @@ only Python and pip gets a real server. The cluster lives in
 port to collide with or to expose). A started server keeps running for later
 commands (``alembic``, ``psql``, ``python -m app dev``) and is stopped with
 ``python -m app db stop``, or by ``dev`` when ``dev`` started it.
+
+``throwaway()`` is the other use of the same binaries: a fresh cluster in a temporary
+directory, deleted on exit, for the test session and the benchmarks.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
+import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +48,11 @@ class EmbeddedPostgres:
     @property
     def bin_dir(self) -> Path:
         return Path(self._server.bin_path)
+
+    @property
+    def postmaster_pid(self) -> int:
+        """The server's process (benchmarks account its CPU time)."""
+        return int((self.pgdata / "postmaster.pid").read_text().split()[0])
 
     def stop(self) -> None:
         self._server.stop()
@@ -77,6 +89,27 @@ def start(data_dir: Path) -> EmbeddedPostgres:
     if not already:
         log.info("embedded PostgreSQL started in %s", pgdata)
     return EmbeddedPostgres(pgdata=pgdata, owner_url=url, started_here=not already, _server=server)
+
+
+@contextmanager
+def throwaway(prefix: str = "order-api-") -> Iterator[EmbeddedPostgres]:
+    """A new cluster in a temporary directory (named ``prefix...``), stopped and deleted on
+    exit, whatever happened meanwhile."""
+    pgserver = _import_pgserver()
+    parent = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        server = pgserver.get_server(parent / "pgdata", cleanup_mode="delete")
+        try:
+            yield EmbeddedPostgres(
+                pgdata=Path(server.pgdata).resolve(),
+                owner_url=make_url(server.get_uri()),
+                started_here=True,
+                _server=server,
+            )
+        finally:
+            server.cleanup()
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 def stop(data_dir: Path) -> bool:

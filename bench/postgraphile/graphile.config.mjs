@@ -1,4 +1,4 @@
-// PostGraphile 5 preset for bench/postgraphile_compare.py: the same database, the same
+// PostGraphile 5 preset for the scale benchmark (bench/scale): the same database, the same
 // login role (authenticator) and the same per-request security as the order API.
 //
 // Environment (set by the benchmark):

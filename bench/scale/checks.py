@@ -6,7 +6,8 @@ as owner:
 - W1: exactly the trader's 20 newest order ids, newest first, each with its fills' ids;
 - W3: the asked order, its fills and its audit trail (ids and actions, in order);
 - W2: a new PENDING order that belongs to the token's trader, with its SUBMITTED audit row;
-- another trader's order id (W3) answers null: RLS decides, not the client.
+- another trader's order id (W3) answers null: RLS decides, not the client;
+- an anonymous caller's W1 page is empty, and a token with a wrong signature gets HTTP 401.
 """
 
 from __future__ import annotations
@@ -122,4 +123,22 @@ async def check(server: Server, owner_dsn: str, traders: list[Trader]) -> int:
             checked += 4
     finally:
         await conn.close()
-    return checked
+    return checked + _check_strangers(server, sample)
+
+
+def _check_strangers(server: Server, sample: list[Trader]) -> int:
+    """Nobody without a valid token reads anything: anonymous sees no order, a forged token
+    (one trader's claims under another token's signature) is refused outright."""
+    first, second = sample[0], sample[-1]
+    page = workloads.body(server.name, "W1", first.id, first.order_id, 0)
+    status, answer = post(server.port, page, None)
+    if status != 200 or not isinstance(answer, dict) or answer.get("errors"):
+        raise Mismatch(f"{server.label} W1 anonymous: {status} {answer}")
+    if _page(server, answer["data"]) != []:
+        raise Mismatch(f"{server.label} W1: an anonymous caller sees orders")
+    forged = first.token.rsplit(".", 1)[0] + "." + second.token.rsplit(".", 1)[1]
+    if forged != first.token:
+        status, answer = post(server.port, page, forged)
+        if status != 401:
+            raise Mismatch(f"{server.label}: a token with a wrong signature got HTTP {status}")
+    return 2

