@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from app.db.timestamps import isoformat
-from app.graphql import compiled as compiler
+from app.graphql.compiled import compiler
 from app.graphql.compiled import compile_query
 from tests.api import api_client, api_settings, graphql_endpoint, statements_sent
 from tests.jsondiff import diff
@@ -104,7 +104,7 @@ async def test_compiled_answer_equals_the_resolvers_answer(
                 assert "errors" not in second, second
                 answers[(compiled, role)] = second
             # With compiled queries on, the second answers came from the compiled statement.
-            assert (document, None) in graphql_endpoint(client.app)._plans or not compiled
+            assert (document, None) in graphql_endpoint(client.app).compiled.plans or not compiled
     for role in ("authenticated", "compliance_auditor", "anon"):
         assert answers[(True, role)] == answers[(False, role)], role
     # The trader's answer holds none of trader B's order, whichever path answered.
