@@ -65,6 +65,15 @@ class Field:
         return _camel(self.name)
 
     @property
+    def nullable(self) -> bool:
+        return _plain(self.py) is not self.py
+
+    @property
+    def type(self) -> object:
+        """``py`` without ``| None``."""
+        return _plain(self.py)
+
+    @property
     def column(self) -> str:
         return _quoted(self.name)
 
@@ -75,12 +84,12 @@ class Field:
         them with to_json, the format of graphql/scalars.py."""
         if self.sql is not None:
             return self.sql
-        return f"{{t}}.{self.column}" + ("::text" if _plain(self.py) is Decimal else "")
+        return f"{{t}}.{self.column}" + ("::text" if self.type is Decimal else "")
 
     @property
     def load(self) -> Callable[[Any], Any]:
         """Row value -> the GraphQL type's value (the database's enums as text -> Python's)."""
-        plain = _plain(self.py)
+        plain = self.type
         if isinstance(plain, type) and issubclass(plain, enum.Enum):
             return lambda value: None if value is None else plain(value)
         return lambda value: value
