@@ -93,7 +93,6 @@ class Order:
     created_at: datetime
     updated_at: datetime
     expires_at: datetime | None
-    desk: str | None
 
     @strawberry.field(description="Oldest first.")
     async def fills(self, info: Info[Context, None]) -> list[Fill]:

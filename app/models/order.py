@@ -158,7 +158,6 @@ class Order(Base):
     created_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, server_default=text("now()"))
     updated_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, server_default=text("now()"))
     expires_at: Mapped[datetime | None] = mapped_column(TIMESTAMPTZ)
-    desk: Mapped[str | None] = mapped_column(Text)
 
 
 class Fill(Base):

@@ -140,7 +140,6 @@ ORDER = Entity(
         Field("created_at", datetime),
         Field("updated_at", datetime),
         Field("expires_at", datetime | None),
-        Field("desk", str | None),
     ),
     hidden={
         "status_reason": "the audit trail carries reasons (ExecutionLog.reason)",
