@@ -9,6 +9,8 @@ type with the same type (the Strawberry annotation mirrors the registry: see gra
 
 from __future__ import annotations
 
+import dataclasses
+
 import asyncpg
 from graphql import (
     GraphQLEnumType,
@@ -21,6 +23,7 @@ from graphql import (
 
 from app.models.order import OrderSideEnum, OrderStatusEnum, OrderTypeEnum
 from app.orders import fields
+from app.orders.validation import NewOrder
 from tests.api import api_client, api_settings, graphql_endpoint
 from tests.conftest import Db
 
@@ -107,6 +110,8 @@ async def test_the_registry_agrees_with_the_served_graphql_schema(database: Db) 
     submitted = {f.graphql for f in fields.ORDER.fields if f.name in fields.SUBMIT_FIELDS}
     assert submitted == set(submit_input.fields)  # type: ignore[union-attr]
     assert set(fields.SUBMIT_FIELDS) <= {f.name for f in fields.ORDER.fields}
+    assert set(fields.SUBMIT_FIELDS) == {f.name for f in dataclasses.fields(NewOrder)}
+    assert set(fields.IDEMPOTENCY_FIELDS) == set(fields.SUBMIT_FIELDS) - {"client_order_id"}
 
 
 def test_enum_fields_are_mapped_to_the_python_enums() -> None:

@@ -124,7 +124,5 @@ async def test_a_query_that_fails_to_compile_raises_in_tests_and_takes_the_resol
 
 
 def fallback_count() -> float:
-    sample = REGISTRY.get_sample_value(
-        "order_api_compiled_queries_total", {"outcome": "fallback"}
-    )
+    sample = REGISTRY.get_sample_value("order_api_compiled_queries_total", {"outcome": "fallback"})
     return sample or 0.0
