@@ -64,14 +64,23 @@ class Listing:
 ORDERS = Listing(fields.ORDER, at="created_at", default_first=20)
 LOGS = Listing(fields.LOG, at='"timestamp"', default_first=50)
 
-# An order's nested lists, oldest first (Order.fills, Order.executionLogs).
-FILLS_OF_ORDER = '"timestamp", created_at, id'
-LOGS_OF_ORDER = '"timestamp", id'
+
+@dataclass(frozen=True)
+class NestedList:
+    """A list under each order (Order.fills, Order.executionLogs): all of it, oldest first."""
+
+    entity: fields.Entity
+    order: str
+    """ORDER BY over the table's columns."""
+
+    def order_by(self, alias: str) -> str:
+        return ", ".join(f"{alias}.{column.strip()}" for column in self.order.split(","))
 
 
-def oldest_first(order: str, alias: str) -> str:
-    """``FILLS_OF_ORDER`` or ``LOGS_OF_ORDER`` over a table alias."""
-    return ", ".join(f"{alias}.{column.strip()}" for column in order.split(","))
+FILLS_OF_ORDER = NestedList(fields.FILL, '"timestamp", created_at, id')
+LOGS_OF_ORDER = NestedList(fields.LOG, '"timestamp", id')
+OF_ORDER = {"fills": FILLS_OF_ORDER, "executionLogs": LOGS_OF_ORDER}
+"""GraphQL field of Order -> its nested list."""
 
 
 @dataclass(frozen=True)

@@ -193,7 +193,7 @@ async def fills_of(tx: Tx, order_ids: Sequence[UUID]) -> Sequence[RowMapping]:
     return await tx.all(
         text(
             f"SELECT {FILL_COLUMNS} FROM fills WHERE order_id = ANY(:ids)"
-            f" ORDER BY {pages.FILLS_OF_ORDER}"
+            f" ORDER BY {pages.FILLS_OF_ORDER.order}"
         ),
         {"ids": list(order_ids)},
     )
@@ -204,7 +204,7 @@ async def logs_of(tx: Tx, order_ids: Sequence[UUID]) -> Sequence[RowMapping]:
     return await tx.all(
         text(
             f"SELECT {LOG_COLUMNS} FROM execution_logs WHERE order_id = ANY(:ids)"
-            f" ORDER BY {pages.LOGS_OF_ORDER}"
+            f" ORDER BY {pages.LOGS_OF_ORDER.order}"
         ),
         {"ids": list(order_ids)},
     )

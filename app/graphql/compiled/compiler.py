@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,10 +32,7 @@ from app.orders.errors import InvalidInput
 
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
-# GraphQL field -> SQL expression over the row alias "{t}", from the field registry.
-ORDER_FIELDS = fields.ORDER.json()
-FILL_FIELDS = fields.FILL.json()
-LOG_FIELDS = fields.LOG.json()
+# GraphQL field -> SQL expression, from the field registry (no row alias: not a table).
 VIEWER_FIELDS = fields.VIEWER.json()
 
 
@@ -73,40 +70,30 @@ def _object(pairs: list[tuple[str, str]]) -> str:
     return "json_build_object(" + ", ".join(f"{_literal(k)}, {v}" for k, v in pairs) + ")"
 
 
-def _fills_sql(node: FieldNode, order_alias: str) -> str:
-    obj = _row_object(node, FILL_FIELDS, "f", fields.FILL.typename)
-    order = pages.oldest_first(pages.FILLS_OF_ORDER, "f")
+def _nested_sql(node: FieldNode, nested: pages.NestedList, order_alias: str) -> str:
+    entity = nested.entity
+    obj = _row_object(node, entity, "n")
     return (
-        f"coalesce((SELECT json_agg({obj} ORDER BY {order})"
-        f" FROM fills f WHERE f.order_id = {order_alias}.id), '[]'::json)"
+        f"coalesce((SELECT json_agg({obj} ORDER BY {nested.order_by('n')})"
+        f" FROM {entity.table} n WHERE n.order_id = {order_alias}.id), '[]'::json)"
     )
 
 
-def _logs_sql(node: FieldNode, order_alias: str) -> str:
-    obj = _row_object(node, LOG_FIELDS, "l", fields.LOG.typename)
-    order = pages.oldest_first(pages.LOGS_OF_ORDER, "l")
-    return (
-        f"coalesce((SELECT json_agg({obj} ORDER BY {order})"
-        f" FROM execution_logs l WHERE l.order_id = {order_alias}.id), '[]'::json)"
-    )
-
-
-def _row_object(node: FieldNode, columns: Mapping[str, str], alias: str, typename: str) -> str:
+def _row_object(node: FieldNode, entity: fields.Entity, alias: str) -> str:
+    columns = entity.json()
     pairs: list[tuple[str, str]] = []
     for field in _fields(node):
         name = field.name.value
         if field.arguments:
             raise NotCompilable("arguments on a nested field")
         if name == "__typename":
-            pairs.append((_key(field), _literal(typename)))
+            pairs.append((_key(field), _literal(entity.typename)))
         elif name in columns and field.selection_set is None:
             pairs.append((_key(field), columns[name].format(t=alias)))
-        elif typename == fields.ORDER.typename and name == "fills":
-            pairs.append((_key(field), _fills_sql(field, alias)))
-        elif typename == fields.ORDER.typename and name == "executionLogs":
-            pairs.append((_key(field), _logs_sql(field, alias)))
+        elif entity is fields.ORDER and name in pages.OF_ORDER:
+            pairs.append((_key(field), _nested_sql(field, pages.OF_ORDER[name], alias)))
         else:
-            raise NotCompilable(f"{typename}.{name}")
+            raise NotCompilable(f"{entity.typename}.{name}")
     return _object(pairs)
 
 
@@ -140,7 +127,6 @@ def _connection(
     where: Callable[[dict[str, Any], Claims, str], tuple[list[str], dict[str, Any]]],
 ) -> _Root:
     typename, order_at = listing.entity.typename, listing.at
-    columns = listing.entity.json()
     page = f"page{index}"
     rows = f"rows{index}"
     first = f"r{index}_first"
@@ -156,7 +142,7 @@ def _connection(
                     edge_pairs.append((_key(edge_field), pages.Cursor.sql(f"e.{order_at}", "e.id")))
                 elif edge_name == "node":
                     edge_pairs.append(
-                        (_key(edge_field), _row_object(edge_field, columns, "e", typename))
+                        (_key(edge_field), _row_object(edge_field, listing.entity, "e"))
                     )
                 elif edge_name == "__typename":
                     edge_pairs.append((_key(edge_field), _literal(f"{typename}Edge")))
@@ -249,7 +235,7 @@ def _enum_value(value: Any) -> str:
 
 
 def _order_root(node: FieldNode, index: int) -> _Root:
-    obj = _row_object(node, ORDER_FIELDS, "o", fields.ORDER.typename)
+    obj = _row_object(node, fields.ORDER, "o")
     cte = f"one{index} AS (SELECT * FROM orders WHERE id = :r{index}_id)"
 
     def params(args: dict[str, Any], claims: Claims) -> dict[str, Any]:
