@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from functools import cached_property
 from typing import Any, Union, get_args, get_origin
 from uuid import UUID
 
@@ -52,32 +53,33 @@ def _plain(py: object) -> object:
 
 @dataclass(frozen=True)
 class Field:
-    """One served field. ``name`` is the Python attribute and, unless ``column`` says
-    otherwise, the column; the GraphQL name is its camelCase (Strawberry's rule)."""
+    """One served field. ``name`` is the Python attribute and the column (or the name of
+    ``sql``'s value); the GraphQL name is its camelCase (Strawberry's rule). The derived
+    properties are cached: from_row runs them for every row the resolvers map."""
 
     name: str
     py: object
     sql: str | None = None
     """The value as SQL over the row alias ``{t}``, when it is not simply the column."""
 
-    @property
+    @cached_property
     def graphql(self) -> str:
         return _camel(self.name)
 
-    @property
+    @cached_property
     def nullable(self) -> bool:
         return _plain(self.py) is not self.py
 
-    @property
+    @cached_property
     def type(self) -> object:
         """``py`` without ``| None``."""
         return _plain(self.py)
 
-    @property
+    @cached_property
     def column(self) -> str:
         return _quoted(self.name)
 
-    @property
+    @cached_property
     def json(self) -> str:
         """The compiled path's expression over ``{t}``. Numerics as text: the contract's
         Decimal is a string, never a float. Timestamps as they are: json_build_object writes
@@ -86,13 +88,14 @@ class Field:
             return self.sql
         return f"{{t}}.{self.column}" + ("::text" if self.type is Decimal else "")
 
-    @property
-    def load(self) -> Callable[[Any], Any]:
-        """Row value -> the GraphQL type's value (the database's enums as text -> Python's)."""
+    @cached_property
+    def load(self) -> Callable[[Any], Any] | None:
+        """Row value -> the GraphQL type's value, where they differ: the database's enums
+        arrive as text."""
         plain = self.type
         if isinstance(plain, type) and issubclass(plain, enum.Enum):
             return lambda value: None if value is None else plain(value)
-        return lambda value: value
+        return None
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,11 @@ class Entity:
 
     def from_row(self, row: RowMapping) -> dict[str, Any]:
         """Keyword arguments of the GraphQL type, from a row of ``columns``."""
-        return {f.name: f.load(row[f.name]) for f in self.fields}
+        return {name: row[name] if load is None else load(row[name]) for name, load in self._loads}
+
+    @cached_property
+    def _loads(self) -> tuple[tuple[str, Callable[[Any], Any] | None], ...]:
+        return tuple((f.name, f.load) for f in self.fields)
 
 
 ORDER = Entity(
