@@ -4,7 +4,7 @@ Two kinds of series:
 
 - **Counted as things happen**, process-wide, in prometheus-client's default registry
   (with its process and Python collectors): requests by operation and outcome and their
-  latency (app/telemetry.py), subscription gap signals (graphql/subscriptions.py), the
+  latency (app/telemetry.py), the compiled path's outcomes (graphql/compiled/), subscription gap signals (graphql/subscriptions.py), the
   engine's fills and venue retries (engine/worker.py).
 - **Read when scraped**, from the objects of one app (``AppCollector``): the connection pool
   (in use, waiting), the change feed (reading, subscribers) and the engine's queue
@@ -75,6 +75,14 @@ SUBSCRIPTION_GAPS = Counter(
     " mailbox overflowed; outage: the change feed could not be read for a while, one signal"
     " per subscriber once it can again).",
     ["reason"],
+)
+COMPILED_QUERIES = Counter(
+    f"{PREFIX}_compiled_queries",
+    "Requests for a learned document (graphql/compiled/), by outcome: answered (by its one"
+    " statement), failed (the statement failed; answered with the error), declined (unusual"
+    " arguments, left to the resolvers), fallback (a compiler bug, logged; answered by the"
+    " resolvers: should stay 0).",
+    ["outcome"],
 )
 ENGINE_FILLS = Counter(f"{PREFIX}_engine_fills", "Fills the execution engine recorded.")
 ENGINE_RETRIES = Counter(

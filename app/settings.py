@@ -273,10 +273,11 @@ class Settings:
     max_tokens: int = 2000
     max_document_bytes: int = 20_000
     compiled_queries: bool = True
-    """Answer hot read queries with one SQL statement (graphql/compiled.py); off = resolvers only."""
+    """Answer hot read queries with one SQL statement (graphql/compiled/); off = resolvers only."""
     compiled_queries_strict: bool = False
-    """Tests only (no variable): a query that fails to compile or bind raises instead of
-    quietly taking the resolvers, so that a compiler bug cannot hide behind the fallback."""
+    """A query that fails to compile or bind fails its request instead of taking the
+    resolvers, so that a compiler bug cannot hide behind the fallback (on in the tests; off,
+    the fallback is logged and counted in /metrics)."""
 
     # --- operations ----------------------------------------------------------
     metrics: bool = True
@@ -345,6 +346,7 @@ class Settings:
             max_tokens=_int(env, "MAX_TOKENS", 2000, minimum=1),
             max_document_bytes=_int(env, "MAX_DOCUMENT_BYTES", 20_000, minimum=100),
             compiled_queries=_bool(env, "COMPILED_QUERIES", True),
+            compiled_queries_strict=_bool(env, "COMPILED_QUERIES_STRICT", False),
             metrics=_bool(env, "METRICS", True),
             log_format=_choice(env, "LOG_FORMAT", "text", LOG_FORMATS),
             worker_metrics_port=(

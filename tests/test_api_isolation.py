@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 from sqlalchemy import event
 
-from app.orders import queries
+from app.orders.queries import OWN_ROWS_HINT
 from tests import pg
 from tests.api import Client, api_client, api_settings, statements_sent
 from tests.conftest import Db
@@ -51,7 +51,7 @@ query($orderId: UUID) {
   executionLogs(first: 100, orderId: $orderId) { edges { node { id orderId traderId action } } }
 }
 """
-HINT = "trader_id = (SELECT auth.uid())"
+HINT = OWN_ROWS_HINT
 
 
 def ok(body: dict[str, Any]) -> dict[str, Any]:
@@ -120,17 +120,49 @@ async def world(cluster: pg.Cluster) -> AsyncIterator[World]:
 
 
 @pytest.fixture(params=[True, False], ids=["with planner hints", "rls alone"])
-def hints(request: pytest.FixtureRequest, world: World, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setattr(queries, "PLANNER_HINTS", request.param)
+def hints(request: pytest.FixtureRequest, world: World) -> Any:
     with statements_sent(world.client) as sent:
-        yield
-    # The switch really takes the hint out of the SQL, and the hint really is in the page
-    # queries otherwise (a fetch by id never had one).
+        if request.param:
+            yield
+        else:
+            with without_planner_hints(world.client):
+                yield
+    # The hint really is in the page queries (a fetch by id never had one), and "rls alone"
+    # really sent none.
+    pages = [statement for statement in sent if " DESC, id DESC LIMIT" in statement]
     if request.param:
-        pages = [statement for statement in sent if " DESC, id DESC LIMIT" in statement]
         assert all(HINT in statement for statement in pages), pages
     else:
         assert not any(HINT in statement for statement in sent), sent
+
+
+@contextmanager
+def without_planner_hints(client: Client) -> Iterator[None]:
+    """Every statement the app sends goes out with the planner hint replaced by ``true``:
+    the same statement, with row level security alone deciding which rows it sees."""
+
+    def strip(statement: str) -> str:
+        return statement.replace(HINT, "true")
+
+    def rewrite(conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> Any:
+        return strip(statement), params
+
+    database = client.app.state.database
+    engine = database.engine.sync_engine
+    read_json = database.read_json
+
+    async def stripped_read_json(claims: Any, sql: str, args: Any) -> str:
+        result: str = await read_json(claims, strip(sql), args)
+        return result
+
+    # First in line, so that statements_sent records what is actually sent.
+    event.listen(engine, "before_cursor_execute", rewrite, retval=True, insert=True)
+    database.read_json = stripped_read_json
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", rewrite)
+        database.read_json = read_json
 
 
 @pytest.mark.usefixtures("hints")

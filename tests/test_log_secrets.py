@@ -53,7 +53,7 @@ async def test_no_token_claim_or_secret_in_any_log_line_when_requests_fail_in_th
         tokens = [trader, engine]
 
         order_id = (await client.gql(SUBMIT, token=trader))["data"]["submitOrder"]["id"]
-        for _ in range(2):  # the second time by the compiled statement (graphql/compiled.py)
+        for _ in range(2):  # the second time by the compiled statement (graphql/compiled/)
             await client.gql("{ orders { edges { node { id status } } } }", token=trader)
         assert "errors" not in await client.gql(CANCEL, {"id": order_id}, token=trader)
 

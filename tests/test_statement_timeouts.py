@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from app.graphql import compiled
 from tests.api import api_client, api_settings, statements_sent
@@ -104,16 +105,24 @@ async def test_a_query_that_fails_to_compile_raises_in_tests_and_takes_the_resol
     def broken(document: str, operation_name: str | None) -> compiled.CompiledQuery | None:
         raise RuntimeError("a bug of the compiler")
 
-    monkeypatch.setattr(compiled, "compile_query", broken)
+    monkeypatch.setattr(compiled.compiler, "compile_query", broken)
+    fallbacks = fallback_count()
     async with api_client(api_settings(database, compiled_queries_strict=False)) as client:
         token = client.token(uuid.uuid4())
         for _ in range(2):  # both answered by the resolvers
             response = await client.post(ORDERS, token=token)
             assert response.status_code == 200
             assert "errors" not in response.json()
+    # Not silent: operators see each fallback in /metrics.
+    assert fallback_count() == fallbacks + 2
     # The tests' setting (tests/api.py): a compiler bug fails the request instead.
     async with api_client(api_settings(database)) as client:
         response = await client.post(ORDERS, token=client.token(uuid.uuid4()))
         assert response.status_code == 500
         [error] = response.json()["errors"]
         assert error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+
+
+def fallback_count() -> float:
+    sample = REGISTRY.get_sample_value("order_api_compiled_queries_total", {"outcome": "fallback"})
+    return sample or 0.0

@@ -367,7 +367,7 @@ class Database:
     async def read_json(self, claims: Claims, sql: str, args: Sequence[Any]) -> str:
         """One read-only statement answering JSON text, as ``claims.role`` with ``claims`` set.
 
-        The hot path of compiled queries (graphql/compiled.py): the same transaction and
+        The hot path of compiled queries (graphql/compiled/): the same transaction and
         the same transaction-local role, claims and timeout as ``transaction``, on the same
         pool, but straight on the asyncpg connection, because each layer in between costs
         more CPU than the statement does in PostgreSQL. Read-only, so a connection that

@@ -5,7 +5,7 @@ token is answered 401 before anything executes (auth/jwt.py verifies it); no
 token means role anon. The operation runs in one transaction under the policy
 of graphql/operation.py; errors are shaped by graphql/errors.py, the GraphiQL
 page is graphql/graphiql.py's. A document that once passed every check may be
-answered by its compiled plan (graphql/compiled.py) rather than the resolvers,
+answered by its compiled plan (graphql/compiled/) rather than the resolvers,
 in the same transaction.
 
 Subscriptions over WebSocket are served by graphql/websocket.py; this view only
@@ -20,9 +20,9 @@ from typing import Any
 
 import strawberry
 from cross_web import HTTPException
-from graphql import GraphQLError, OperationType
+from graphql import OperationType
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -36,9 +36,10 @@ from app.auth.claims import Claims
 from app.auth.jwt import InvalidToken, TokenVerifier, bearer_token
 from app.db.change_feed import ChangeFeed
 from app.db.session import Database
-from app.graphql import body, compiled, errors, graphiql, inputs, operation
+from app.graphql import body, errors, graphiql, inputs, operation
+from app.graphql.compiled import CompiledPath
 from app.graphql.context import Context
-from app.graphql.errors import UNAVAILABLE, code_of, format_error, log_errors
+from app.graphql.errors import code_of, format_error
 from app.graphql.subscriptions import OrderFeed
 from app.graphql.websocket import LegacyWSHandler, TransportWSHandler, connection_claims
 from app.settings import Settings
@@ -74,9 +75,9 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         self.verifier = verifier
         # Each subscription's source of order changes, handed to it by graphql/websocket.py.
         self.feed = OrderFeed(database, changes) if changes is not None else None
-        self._plans: dict[tuple[str, str | None], compiled.CompiledQuery] = {}
         assert isinstance(schema, strawberry.Schema)
         self.graphql_schema = schema._schema
+        self.compiled = CompiledPath(settings, database, self.graphql_schema, self.claims_for)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,67 +85,12 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             return
         request = Request(scope=scope, receive=body.bounded(receive, self.settings))
         try:
-            response = await self._compiled_response(request) or await self.run(request)
+            response = await self.compiled.answer(request) or await self.run(request)
         except HTTPException as refusal:
             # Refused before execution (bad token, oversized or malformed request).
             response = errors.refusal_response(refusal)
             telemetry.note(codes=[errors.refusal_code(refusal.status_code)])
         await response(scope, receive, send)
-
-    async def _compiled_response(self, request: Request) -> Response | None:
-        """A hot read query answered by its compiled statement (graphql/compiled.py), with
-        PostgreSQL's JSON passed through as it is; None leaves the request to Strawberry."""
-        if not self._plans or request.method != "POST":
-            return None
-        if not request.headers.get("content-type", "").startswith("application/json"):
-            return None
-        self._check_length(request)
-        try:
-            data = body.decode_json(await request.body())  # Starlette keeps it for Strawberry
-        except ValueError:
-            return None
-        if not isinstance(data, dict):
-            return None
-        query, name, variables = data.get("query"), data.get("operationName"), data.get("variables")
-        if not (isinstance(query, str) and isinstance(name, str | None)):
-            return None
-        plan = self._plans.get((query, name))
-        if plan is None or not isinstance(variables, dict | None):
-            return None
-        claims = await self.claims_for(request.headers.get("authorization"))
-        request_id = inputs.request_id(request.headers.get("x-request-id"))
-        try:
-            bound = plan.bind(self.graphql_schema, variables, claims)
-        except Exception:
-            # A bug of the compiler, found before anything ran: the resolvers can answer.
-            if self.settings.compiled_queries_strict:
-                raise
-            log.exception(
-                "request %s: compiled plan failed to bind; using the resolvers", request_id
-            )
-            return None
-        if bound is None:
-            return None  # unusual arguments: the resolvers give the precise error
-        telemetry.note(
-            request_id=request_id, role=claims.role, operation=plan.operation, operation_name=name
-        )
-        headers = {"x-request-id": request_id}
-        try:
-            raw = await self.database.read_json(claims, *bound)
-        except Exception as failure:
-            # Answered as the resolvers answer the same failure, and never run again through
-            # them: the statement was sent (a timeout would only cost the caller twice).
-            error = GraphQLError(str(failure), original_error=failure)
-            status = 503 if code_of(error) == UNAVAILABLE else 200
-            if status == 503:
-                log.warning("request %s: database unavailable: %s", request_id, failure)
-            else:
-                log_errors([error], request_id)
-            answer = {"data": None, "errors": [format_error(error, request_id)]}
-            return JSONResponse(answer, status, headers=headers)
-        return Response(
-            b'{"data":' + raw.encode() + b"}", media_type="application/json", headers=headers
-        )
 
     def _check_length(self, request: Request) -> None:
         body.check_length_header(request.headers.get("content-length"), self.settings)
@@ -216,7 +162,9 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             result = await execute(
                 request, request_adapter, sub_response, context, root_value, request_data
             )
-            self._learn(request_data, result)
+            self.compiled.plans.learn(
+                request_data.query, request_data.operation_name, succeeded=not result.errors
+            )
             return result
 
         outcome = await operation.run(
@@ -229,32 +177,6 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         if outcome.status_code is not None:
             sub_response.status_code = outcome.status_code
         return outcome.result
-
-    def _plan_key(self, request_data: Any) -> tuple[str, str | None] | None:
-        query, name = request_data.query, request_data.operation_name
-        if not self.settings.compiled_queries or not isinstance(query, str):
-            return None
-        return (query, name if isinstance(name, str) else None)
-
-    def _learn(self, request_data: Any, result: ExecutionResult) -> None:
-        # Only a document that passed every limit and validation rule once gets compiled:
-        # those checks depend on its text alone, so their verdict holds for its reuse.
-        key = self._plan_key(request_data)
-        if key is None or result.errors or key in self._plans:
-            return
-        try:
-            plan = compiled.compile_query(*key)
-        except Exception:
-            # A bug of the compiler: this document keeps taking the resolvers.
-            if self.settings.compiled_queries_strict:
-                raise
-            log.exception("compiling a query failed; it will take the resolvers")
-            return
-        if plan is None:
-            return
-        if len(self._plans) >= compiled.PLAN_CACHE_SIZE:
-            self._plans.pop(next(iter(self._plans)))
-        self._plans[key] = plan
 
     async def process_result(
         self, request: Request | WebSocket, result: ExecutionResult

@@ -1,7 +1,7 @@
 """The contract's custom scalars as Strawberry's, with two changes.
 
 DateTime is written as PostgreSQL writes JSON timestamps (db/timestamps.py):
-compiled queries (graphql/compiled.py) put timestamps into the response with
+compiled queries (graphql/compiled/) put timestamps into the response with
 ``to_json`` as they are; the resolvers answer the very same text through this.
 
 UUID, Decimal and DateTime refuse a malformed value quoting only an excerpt of

@@ -29,22 +29,11 @@ from app.graphql.types import (
     SubmitOrderInput,
     Viewer,
 )
-from app.orders import queries, service, validation
-from app.orders.errors import InvalidInput
+from app.orders import pages, queries, service, validation
+from app.orders.pages import LOGS, ORDERS, Cursor, first_or_default
 from app.settings import Settings
 
-MAX_PAGE = 100
 _REASON = f"At most {validation.MAX_REASON_LENGTH} characters, kept in the audit trail."
-
-
-def _first(first: int | None, default: int) -> int:
-    # The contract declares `first: Int = 20` (nullable with a default): an explicit null
-    # means the default, like an omitted argument.
-    if first is None:
-        return default
-    if not 1 <= first <= MAX_PAGE:
-        raise InvalidInput("first", f"first must be between 1 and {MAX_PAGE}")
-    return first
 
 
 @strawberry.type
@@ -52,8 +41,7 @@ class Query:
     @strawberry.field
     async def viewer(self, info: Info[Context, None]) -> Viewer:
         # Asked of PostgreSQL itself, inside the request's transaction.
-        row = await queries.viewer(info.context.tx)
-        return Viewer(trader_id=row["trader_id"], role=row["role"])
+        return Viewer.from_row(await queries.viewer(info.context.tx))
 
     @strawberry.field(
         description="Null when the order does not exist or is not visible to the caller"
@@ -63,19 +51,21 @@ class Query:
         row = await queries.order_by_id(info.context.tx, id)
         return Order.from_row(row) if row is not None else None
 
-    @strawberry.field(description="Newest first (created_at DESC, then id). first: 1..100.")
+    @strawberry.field(
+        description=f"Newest first (created_at DESC, then id). first: 1..{pages.MAX_PAGE}."
+    )
     async def orders(
         self,
         info: Info[Context, None],
-        first: int | None = 20,
+        first: int | None = ORDERS.default_first,
         after: str | None = None,
         filter: OrderFilter | None = None,
     ) -> OrderConnection:
         symbol = filter.symbol if filter is not None else None
         page = await queries.orders_page(
             info.context.tx,
-            first=_first(first, 20),
-            after=queries.Cursor.decode(after) if after is not None else None,
+            first=first_or_default(first, ORDERS.default_first),
+            after=Cursor.decode(after) if after is not None else None,
             trader_id=filter.trader_id if filter else None,
             statuses=[s.value for s in filter.status] if filter and filter.status else None,
             symbol=validation.normalized(symbol) if symbol is not None else None,
@@ -83,7 +73,7 @@ class Query:
         )
         edges = [
             OrderEdge(
-                cursor=queries.Cursor(row["created_at"], row["id"]).encode(),
+                cursor=ORDERS.cursor_of(row),
                 node=Order.from_row(row),
             )
             for row in page.rows
@@ -95,25 +85,25 @@ class Query:
             ),
         )
 
-    @strawberry.field(description="Newest first. first: 1..100.")
+    @strawberry.field(description=f"Newest first. first: 1..{pages.MAX_PAGE}.")
     async def execution_logs(
         self,
         info: Info[Context, None],
         order_id: UUID | None = None,
         action: ExecutionAction | None = None,
-        first: int | None = 50,
+        first: int | None = LOGS.default_first,
         after: str | None = None,
     ) -> ExecutionLogConnection:
         page = await queries.logs_page(
             info.context.tx,
-            first=_first(first, 50),
-            after=queries.Cursor.decode(after) if after is not None else None,
+            first=first_or_default(first, LOGS.default_first),
+            after=Cursor.decode(after) if after is not None else None,
             order_id=order_id,
             action=action.value if action else None,
         )
         edges = [
             ExecutionLogEdge(
-                cursor=queries.Cursor(row["timestamp"], row["id"]).encode(),
+                cursor=LOGS.cursor_of(row),
                 node=ExecutionLog.from_row(row),
             )
             for row in page.rows

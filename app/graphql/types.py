@@ -1,8 +1,12 @@
-"""GraphQL types of the public contract (../shared/contract/schema.graphql)."""
+"""GraphQL types of the public contract (../shared/contract/schema.graphql).
+
+The entities' annotations mirror the field registry (orders/fields.py), which maps rows onto
+them (``from_row``); tests/test_field_registry.py holds the two together. They stay written
+out because Strawberry and mypy read them statically, and they carry the descriptions.
+"""
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
@@ -13,20 +17,21 @@ from sqlalchemy.engine import RowMapping
 from strawberry.types import Info
 
 from app.graphql.context import Context
-from app.models.order import ActionEnum, OrderLimitsRow, OrderStatusEnum, OrderTypeEnum
-from app.orders import validation
-
-
-@strawberry.enum
-class OrderSide(enum.Enum):
-    BUY = "BUY"
-    SELL = "SELL"
-
+from app.models.order import (
+    ActionEnum,
+    OrderLimitsRow,
+    OrderSideEnum,
+    OrderStatusEnum,
+    OrderTypeEnum,
+)
+from app.orders import fields, validation
 
 # The database's enums, under the contract's names: one list of values, not two.
+strawberry.enum(OrderSideEnum, name="OrderSide")
 strawberry.enum(OrderTypeEnum, name="OrderType")
 strawberry.enum(OrderStatusEnum, name="OrderStatus")
 strawberry.enum(ActionEnum, name="ExecutionAction")
+OrderSide = OrderSideEnum
 OrderType = OrderTypeEnum
 OrderStatus = OrderStatusEnum
 ExecutionAction = ActionEnum
@@ -44,15 +49,7 @@ class Fill:
 
     @classmethod
     def from_row(cls, row: RowMapping) -> Fill:
-        return cls(
-            id=row["id"],
-            order_id=row["order_id"],
-            timestamp=row["timestamp"],
-            quantity_filled=row["quantity_filled"],
-            price_at_fill=row["price_at_fill"],
-            venue=row["venue"],
-            commission=row["commission"],
-        )
+        return cls(**fields.FILL.from_row(row))
 
 
 @strawberry.type
@@ -71,18 +68,7 @@ class ExecutionLog:
 
     @classmethod
     def from_row(cls, row: RowMapping) -> ExecutionLog:
-        status = row["status"]
-        return cls(
-            id=row["id"],
-            order_id=row["order_id"],
-            trader_id=row["trader_id"],
-            action=ExecutionAction(row["action"]),
-            status=OrderStatus(status) if status is not None else None,
-            timestamp=row["timestamp"],
-            reason=row["reason"],
-            retry_attempt=row["retry_attempt"],
-            error_code=row["error_code"],
-        )
+        return cls(**fields.LOG.from_row(row))
 
 
 @strawberry.type
@@ -118,24 +104,7 @@ class Order:
 
     @classmethod
     def from_row(cls, row: RowMapping) -> Order:
-        return cls(
-            id=row["id"],
-            trader_id=row["trader_id"],
-            client_order_id=row["client_order_id"],
-            symbol=row["symbol"],
-            side=OrderSide(row["side"]),
-            quantity=row["quantity"],
-            order_type=OrderType(row["order_type"]),
-            price=row["price"],
-            stop_loss=row["stop_loss"],
-            take_profit=row["take_profit"],
-            status=OrderStatus(row["status"]),
-            filled_quantity=row["filled_quantity"],
-            average_fill_price=row["average_fill_price"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            expires_at=row["expires_at"],
-        )
+        return cls(**fields.ORDER.from_row(row))
 
 
 @strawberry.type
@@ -175,6 +144,10 @@ class ExecutionLogConnection:
 class Viewer:
     trader_id: UUID | None
     role: str
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> Viewer:
+        return cls(**fields.VIEWER.from_row(row))
 
 
 # Input rules, as GraphiQL shows them. The bounds come from where they are enforced

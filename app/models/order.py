@@ -37,6 +37,13 @@ class Base(DeclarativeBase):
     pass
 
 
+class OrderSideEnum(enum.StrEnum):
+    """Text with a check constraint in the database (ck_orders_side), an enum for the API."""
+
+    BUY = "BUY"
+    SELL = "SELL"
+
+
 class OrderTypeEnum(enum.StrEnum):
     MARKET = "MARKET"
     LIMIT = "LIMIT"

@@ -8,12 +8,8 @@ boundary: the policies give the same answer without it.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -23,26 +19,18 @@ from sqlalchemy.engine import RowMapping
 
 from app.auth.claims import Claims
 from app.db.session import Tx
-from app.db.timestamps import isoformat
+from app.orders import fields, pages
 from app.orders.errors import Conflict, Forbidden, InvalidInput, OrderError, OrderNotFound
+from app.orders.pages import Cursor, Page
 
-ORDER_COLUMNS = (
-    "id, trader_id, client_order_id, symbol, side, quantity, order_type, price, stop_loss,"
-    " take_profit, status, filled_quantity, average_fill_price, created_at, updated_at, expires_at"
-)
-FILL_COLUMNS = 'id, order_id, "timestamp", quantity_filled, price_at_fill, venue, commission'
-LOG_COLUMNS = (
-    'id, order_id, trader_id, action, status, "timestamp", reason, retry_attempt, error_code'
-)
+# The select lists, from the field registry (orders/fields.py).
+ORDER_COLUMNS = fields.ORDER.columns
+FILL_COLUMNS = fields.FILL.columns
+LOG_COLUMNS = fields.LOG.columns
+CLAIMED_SUB = fields.CLAIMED_SUB
 
-# The caller's sub as the database sees it, read from the claims the transaction carries
-# rather than through auth.uid(): on Supabase only anon, authenticated and service_role
-# may use the auth schema, and compliance_auditor must read its viewer too.
-CLAIMED_SUB = "(nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')::uuid"
-
-# Planner hints for callers who only see their own rows (see module docstring).
-# Tests switch them off to prove that row level security alone isolates traders.
-PLANNER_HINTS = True
+# Planner hint for callers who only see their own rows (see module docstring).
+OWN_ROWS_HINT = "trader_id = (SELECT auth.uid())"
 
 
 Conditions = tuple[list[str], dict[str, Any]]
@@ -50,9 +38,7 @@ Conditions = tuple[list[str], dict[str, Any]]
 
 
 def _own_rows_hint(claims: Claims) -> list[str]:
-    if PLANNER_HINTS and claims.role == "authenticated":
-        return ["trader_id = (SELECT auth.uid())"]
-    return []
+    return [OWN_ROWS_HINT] if claims.role == "authenticated" else []
 
 
 def _after(after: Cursor | None, at: str, p: str) -> Conditions:
@@ -77,7 +63,7 @@ def order_conditions(
     """The filters of ``orders``, for the resolvers and for compiled queries alike.
     ``prefix`` keeps parameter names apart when one statement holds several roots."""
     p = prefix
-    where, params = _after(after, "created_at", p)
+    where, params = _after(after, pages.ORDERS.at, p)
     where = _own_rows_hint(claims) + where
     if trader_id is not None:
         where.append(f"trader_id = :{p}trader_id")
@@ -104,7 +90,7 @@ def log_conditions(
 ) -> Conditions:
     """The filters of ``executionLogs``, for the resolvers and for compiled queries alike."""
     p = prefix
-    where, params = _after(after, '"timestamp"', p)
+    where, params = _after(after, pages.LOGS.at, p)
     where = _own_rows_hint(claims) + where
     if order_id is not None:
         where.append(f"order_id = :{p}order_id")
@@ -154,46 +140,11 @@ def _translate(state: str | None, order_id: UUID | None, error: Exception) -> Or
     return None
 
 
-# --- cursors ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Cursor:
-    at: datetime
-    id: UUID
-
-    def encode(self) -> str:
-        raw = f"{isoformat(self.at)}|{self.id}".encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-    @classmethod
-    def decode(cls, value: str, field: str = "after") -> Cursor:
-        try:
-            padded = value + "=" * (-len(value) % 4)
-            at, _, ident = base64.urlsafe_b64decode(padded).decode().partition("|")
-            cursor = cls(datetime.fromisoformat(at), UUID(ident))
-        except (ValueError, binascii.Error, UnicodeDecodeError):
-            raise InvalidInput(field, f"{field} is not a cursor this API issued") from None
-        if cursor.at.tzinfo is None:
-            raise InvalidInput(field, f"{field} is not a cursor this API issued")
-        return cursor
-
-
-@dataclass(frozen=True)
-class Page:
-    rows: Sequence[RowMapping]
-    has_next: bool
-
-
-def _page(rows: Sequence[RowMapping], first: int) -> Page:
-    return Page(rows=rows[:first], has_next=len(rows) > first)
-
-
 # --- reads ---------------------------------------------------------------------
 
 
 async def viewer(tx: Tx) -> RowMapping:
-    row = await tx.first(text(f"SELECT current_user AS role, {CLAIMED_SUB} AS trader_id"))
+    row = await tx.first(text(f"SELECT {fields.VIEWER.columns}"))
     assert row is not None
     return row
 
@@ -231,11 +182,11 @@ async def orders_page(
     rows = await tx.all(
         text(
             f"SELECT {ORDER_COLUMNS} FROM orders {clause}"
-            " ORDER BY created_at DESC, id DESC LIMIT :limit"
+            f" ORDER BY {pages.ORDERS.order_by()} LIMIT :limit"
         ),
         params,
     )
-    return _page(rows, first)
+    return Page.of(rows, first)
 
 
 async def fills_of(tx: Tx, order_ids: Sequence[UUID]) -> Sequence[RowMapping]:
@@ -243,7 +194,7 @@ async def fills_of(tx: Tx, order_ids: Sequence[UUID]) -> Sequence[RowMapping]:
     return await tx.all(
         text(
             f"SELECT {FILL_COLUMNS} FROM fills WHERE order_id = ANY(:ids)"
-            ' ORDER BY "timestamp", created_at, id'
+            f" ORDER BY {pages.FILLS_OF_ORDER.order}"
         ),
         {"ids": list(order_ids)},
     )
@@ -254,7 +205,7 @@ async def logs_of(tx: Tx, order_ids: Sequence[UUID]) -> Sequence[RowMapping]:
     return await tx.all(
         text(
             f"SELECT {LOG_COLUMNS} FROM execution_logs WHERE order_id = ANY(:ids)"
-            ' ORDER BY "timestamp", id'
+            f" ORDER BY {pages.LOGS_OF_ORDER.order}"
         ),
         {"ids": list(order_ids)},
     )
@@ -274,11 +225,11 @@ async def logs_page(
     rows = await tx.all(
         text(
             f"SELECT {LOG_COLUMNS} FROM execution_logs {clause}"
-            ' ORDER BY "timestamp" DESC, id DESC LIMIT :limit'
+            f" ORDER BY {pages.LOGS.order_by()} LIMIT :limit"
         ),
         params,
     )
-    return _page(rows, first)
+    return Page.of(rows, first)
 
 
 async def order_by_client_id(tx: Tx, trader_id: UUID, client_order_id: str) -> RowMapping | None:

@@ -1,31 +1,15 @@
-"""Hot read queries as one SQL statement that builds the response JSON in PostgreSQL.
+"""The compiler: a validated document -> one SQL statement whose JSON is the response's data.
 
-Resolving GraphQL field by field costs far more CPU in Python than the
-database spends on a page of orders. For the shapes the frontend asks over
-and over (``orders``, ``order``, ``executionLogs``, ``viewer`` with plain
-field selections), this module compiles the validated document once into a
-single statement whose ``json_build_object`` tree *is* the ``data`` of the
-response.
-
-Nothing is skipped:
-- a document is compiled only after it went through the normal path once
-  with every limit and validation rule and produced no errors; those checks
-  depend on the document text alone, so their verdict holds for its reuse;
-- variables are coerced per request by graphql-core, and arguments go through
-  the same checks as the resolvers (first, cursors, symbol); anything unusual
-  falls back to the normal path, which reports the error;
-- the statement runs in the caller's transaction, so row level security
-  applies to every table it reads, exactly as for the resolvers.
-
-Documents with fragments, directives, mutations, subscriptions or fields this
-module does not know are simply not compiled.
+What it translates and why each shortcut is safe: see the package's docstring (__init__.py).
+Field maps, ordering and the cursor come from orders/fields.py and orders/pages.py, so this
+module knows no column by name.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,68 +27,17 @@ from sqlalchemy import text
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
 from app.auth.claims import Claims
-from app.orders import queries, validation
+from app.orders import fields, pages, queries, validation
 from app.orders.errors import InvalidInput
 
-MAX_PAGE = 100
-PLAN_CACHE_SIZE = 512
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
-
-# GraphQL field -> SQL expression over the row alias "{t}"; numerics as text
-# because the contract's Decimal is a string, never a float; timestamps as they are
-# (json_build_object writes them with to_json, the format of graphql/scalars.py).
-ORDER_FIELDS = {
-    "id": "{t}.id",
-    "traderId": "{t}.trader_id",
-    "clientOrderId": "{t}.client_order_id",
-    "symbol": "{t}.symbol",
-    "side": "{t}.side",
-    "quantity": "{t}.quantity",
-    "orderType": "{t}.order_type",
-    "price": "{t}.price::text",
-    "stopLoss": "{t}.stop_loss::text",
-    "takeProfit": "{t}.take_profit::text",
-    "status": "{t}.status",
-    "filledQuantity": "{t}.filled_quantity",
-    "averageFillPrice": "{t}.average_fill_price::text",
-    "createdAt": "{t}.created_at",
-    "updatedAt": "{t}.updated_at",
-    "expiresAt": "{t}.expires_at",
-}
-FILL_FIELDS = {
-    "id": "{t}.id",
-    "orderId": "{t}.order_id",
-    "timestamp": '{t}."timestamp"',
-    "quantityFilled": "{t}.quantity_filled",
-    "priceAtFill": "{t}.price_at_fill::text",
-    "venue": "{t}.venue",
-    "commission": "{t}.commission::text",
-}
-LOG_FIELDS = {
-    "id": "{t}.id",
-    "orderId": "{t}.order_id",
-    "traderId": "{t}.trader_id",
-    "action": "{t}.action",
-    "status": "{t}.status",
-    "timestamp": '{t}."timestamp"',
-    "reason": "{t}.reason",
-    "retryAttempt": "{t}.retry_attempt",
-    "errorCode": "{t}.error_code",
-}
+# GraphQL field -> SQL expression, from the field registry (no row alias: not a table).
+VIEWER_FIELDS = fields.VIEWER.json()
 
 
 class NotCompilable(Exception):
     """The document uses something this module does not translate; use the normal path."""
-
-
-def _cursor_sql(at: str, ident: str) -> str:
-    # Same text as queries.Cursor.encode: urlsafe base64 of "<iso timestamp>|<uuid>", unpadded.
-    return (
-        "rtrim(translate(replace(encode(convert_to("
-        f"(to_json({at}) #>> '{{}}') || '|' || {ident}::text, 'UTF8'), 'base64'),"
-        " E'\\n', ''), '+/', '-_'), '=')"
-    )
 
 
 def _fields(node: FieldNode) -> list[FieldNode]:
@@ -137,38 +70,30 @@ def _object(pairs: list[tuple[str, str]]) -> str:
     return "json_build_object(" + ", ".join(f"{_literal(k)}, {v}" for k, v in pairs) + ")"
 
 
-def _fills_sql(node: FieldNode, order_alias: str) -> str:
-    obj = _row_object(node, FILL_FIELDS, "f", "Fill")
+def _nested_sql(node: FieldNode, nested: pages.NestedList, order_alias: str) -> str:
+    entity = nested.entity
+    obj = _row_object(node, entity, "n")
     return (
-        f'coalesce((SELECT json_agg({obj} ORDER BY f."timestamp", f.created_at, f.id)'
-        f" FROM fills f WHERE f.order_id = {order_alias}.id), '[]'::json)"
+        f"coalesce((SELECT json_agg({obj} ORDER BY {nested.order_by('n')})"
+        f" FROM {entity.table} n WHERE n.order_id = {order_alias}.id), '[]'::json)"
     )
 
 
-def _logs_sql(node: FieldNode, order_alias: str) -> str:
-    obj = _row_object(node, LOG_FIELDS, "l", "ExecutionLog")
-    return (
-        f'coalesce((SELECT json_agg({obj} ORDER BY l."timestamp", l.id)'
-        f" FROM execution_logs l WHERE l.order_id = {order_alias}.id), '[]'::json)"
-    )
-
-
-def _row_object(node: FieldNode, columns: Mapping[str, str], alias: str, typename: str) -> str:
+def _row_object(node: FieldNode, entity: fields.Entity, alias: str) -> str:
+    columns = entity.json()
     pairs: list[tuple[str, str]] = []
     for field in _fields(node):
         name = field.name.value
         if field.arguments:
             raise NotCompilable("arguments on a nested field")
         if name == "__typename":
-            pairs.append((_key(field), _literal(typename)))
+            pairs.append((_key(field), _literal(entity.typename)))
         elif name in columns and field.selection_set is None:
             pairs.append((_key(field), columns[name].format(t=alias)))
-        elif typename == "Order" and name == "fills":
-            pairs.append((_key(field), _fills_sql(field, alias)))
-        elif typename == "Order" and name == "executionLogs":
-            pairs.append((_key(field), _logs_sql(field, alias)))
+        elif entity is fields.ORDER and name in pages.OF_ORDER:
+            pairs.append((_key(field), _nested_sql(field, pages.OF_ORDER[name], alias)))
         else:
-            raise NotCompilable(f"{typename}.{name}")
+            raise NotCompilable(f"{entity.typename}.{name}")
     return _object(pairs)
 
 
@@ -198,14 +123,10 @@ class _Root:
 def _connection(
     node: FieldNode,
     index: int,
-    *,
-    typename: str,
-    table: str,
-    order_at: str,
-    columns: Mapping[str, str],
+    listing: pages.Listing,
     where: Callable[[dict[str, Any], Claims, str], tuple[list[str], dict[str, Any]]],
-    default_first: int,
 ) -> _Root:
+    typename, order_at = listing.entity.typename, listing.at
     page = f"page{index}"
     rows = f"rows{index}"
     first = f"r{index}_first"
@@ -218,10 +139,10 @@ def _connection(
             for edge_field in _fields(field):
                 edge_name = edge_field.name.value
                 if edge_name == "cursor":
-                    edge_pairs.append((_key(edge_field), _cursor_sql(f"e.{order_at}", "e.id")))
+                    edge_pairs.append((_key(edge_field), pages.Cursor.sql(f"e.{order_at}", "e.id")))
                 elif edge_name == "node":
                     edge_pairs.append(
-                        (_key(edge_field), _row_object(edge_field, columns, "e", typename))
+                        (_key(edge_field), _row_object(edge_field, listing.entity, "e"))
                     )
                 elif edge_name == "__typename":
                     edge_pairs.append((_key(edge_field), _literal(f"{typename}Edge")))
@@ -231,12 +152,12 @@ def _connection(
                 (
                     _key(field),
                     f"coalesce((SELECT json_agg({_object(edge_pairs)}"
-                    f" ORDER BY e.{order_at} DESC, e.id DESC) FROM {rows} e), '[]'::json)",
+                    f" ORDER BY {listing.order_by('e')}) FROM {rows} e), '[]'::json)",
                 )
             )
         elif name == "pageInfo":
             end_cursor = (
-                f"(SELECT {_cursor_sql(f'x.{order_at}', 'x.id')} FROM {rows} x"
+                f"(SELECT {pages.Cursor.sql(f'x.{order_at}', 'x.id')} FROM {rows} x"
                 f" ORDER BY x.{order_at}, x.id LIMIT 1)"
             )
             page_info = _page_info(field, page, first, end_cursor)
@@ -247,9 +168,10 @@ def _connection(
             raise NotCompilable(f"{typename}Connection.{name}")
 
     def params(args: dict[str, Any], claims: Claims) -> dict[str, Any]:
-        count = args.get("first", default_first)
-        if not isinstance(count, int) or not 1 <= count <= MAX_PAGE:
-            raise InvalidInput("first", "out of range")
+        count = args.get("first")
+        if count is not None and not isinstance(count, int):
+            raise InvalidInput("first", "not a number")
+        count = pages.first_or_default(count, listing.default_first)
         conditions, values = where(args, claims, f"r{index}_")
         sql_where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         values[first] = count
@@ -260,16 +182,16 @@ def _connection(
     # The WHERE clause depends on which filters are given: it is spliced in per request
     # from a fixed set of fragments (never from input), see _render.
     ctes = [
-        f"{page} AS (SELECT * FROM {table} {{r{index}_where}}"
-        f" ORDER BY {order_at} DESC, id DESC LIMIT :r{index}_limit)",
-        f"{rows} AS (SELECT * FROM {page} ORDER BY {order_at} DESC, id DESC LIMIT :{first})",
+        f"{page} AS (SELECT * FROM {listing.table} {{r{index}_where}}"
+        f" ORDER BY {listing.order_by()} LIMIT :r{index}_limit)",
+        f"{rows} AS (SELECT * FROM {page} ORDER BY {listing.order_by()} LIMIT :{first})",
     ]
     return _Root(_key(node), ctes, _object(pairs), params)
 
 
-def _cursor(args: dict[str, Any]) -> queries.Cursor | None:
+def _cursor(args: dict[str, Any]) -> pages.Cursor | None:
     after = args.get("after")
-    return queries.Cursor.decode(after) if after is not None else None
+    return pages.Cursor.decode(after) if after is not None else None
 
 
 def _orders_where(args: dict[str, Any], claims: Claims, p: str) -> queries.Conditions:
@@ -313,7 +235,7 @@ def _enum_value(value: Any) -> str:
 
 
 def _order_root(node: FieldNode, index: int) -> _Root:
-    obj = _row_object(node, ORDER_FIELDS, "o", "Order")
+    obj = _row_object(node, fields.ORDER, "o")
     cte = f"one{index} AS (SELECT * FROM orders WHERE id = :r{index}_id)"
 
     def params(args: dict[str, Any], claims: Claims) -> dict[str, Any]:
@@ -326,12 +248,10 @@ def _viewer_root(node: FieldNode) -> _Root:
     pairs: list[tuple[str, str]] = []
     for field in _fields(node):
         name = field.name.value
-        if name == "traderId":
-            pairs.append((_key(field), queries.CLAIMED_SUB))
-        elif name == "role":
-            pairs.append((_key(field), "current_user"))
+        if name in VIEWER_FIELDS:
+            pairs.append((_key(field), VIEWER_FIELDS[name]))
         elif name == "__typename":
-            pairs.append((_key(field), _literal("Viewer")))
+            pairs.append((_key(field), _literal(fields.VIEWER.typename)))
         else:
             raise NotCompilable(f"Viewer.{name}")
     return _Root(_key(node), [], _object(pairs), lambda args, claims: {})
@@ -387,7 +307,7 @@ class CompiledQuery:
 # after running it, and a document that never compiles (every mutation) was parsed again
 # on each request, inside its transaction (~0.7 ms of submitOrder's ~8 ms under cProfile).
 # Exceptions are not cached: a compiler bug still fails each time in strict mode.
-@functools.lru_cache(maxsize=PLAN_CACHE_SIZE)
+@functools.lru_cache(maxsize=512)
 def compile_query(document_text: str, operation_name: str | None) -> CompiledQuery | None:
     try:
         document = parse(document_text)
@@ -408,27 +328,9 @@ def compile_query(document_text: str, operation_name: str | None) -> CompiledQue
                 return None
             name = selection.name.value
             if name == "orders":
-                root = _connection(
-                    selection,
-                    index,
-                    typename="Order",
-                    table="orders",
-                    order_at="created_at",
-                    columns=ORDER_FIELDS,
-                    where=_orders_where,
-                    default_first=20,
-                )
+                root = _connection(selection, index, pages.ORDERS, _orders_where)
             elif name == "executionLogs":
-                root = _connection(
-                    selection,
-                    index,
-                    typename="ExecutionLog",
-                    table="execution_logs",
-                    order_at='"timestamp"',
-                    columns=LOG_FIELDS,
-                    where=_logs_where,
-                    default_first=50,
-                )
+                root = _connection(selection, index, pages.LOGS, _logs_where)
             elif name == "order":
                 root = _order_root(selection, index)
             elif name == "viewer":

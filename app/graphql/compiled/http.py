@@ -1,0 +1,98 @@
+"""The HTTP shortcut: a POST of a learned document answered by its compiled statement, with
+PostgreSQL's JSON passed through as it is (no decode, no re-encode)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from graphql import GraphQLError, GraphQLSchema
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from app import metrics, telemetry
+from app.auth.claims import Claims
+from app.db.session import Database
+from app.graphql import body, inputs
+from app.graphql.compiled.plans import Plans
+from app.graphql.errors import UNAVAILABLE, code_of, format_error, log_errors
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class CompiledPath:
+    """What graphql/endpoint.py asks before Strawberry runs (``answer``) and tells after the
+    resolvers answered (``plans.learn``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        schema: GraphQLSchema,
+        claims_for: Callable[[str | None], Awaitable[Claims]],
+    ) -> None:
+        self.settings = settings
+        self.database = database
+        self.schema = schema
+        self.claims_for = claims_for
+        self.plans = Plans(settings)
+
+    async def answer(self, request: Request) -> Response | None:
+        """The response, or None to leave the request to Strawberry."""
+        if not self.plans or request.method != "POST":
+            return None
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            return None
+        body.check_length_header(request.headers.get("content-length"), self.settings)
+        try:
+            data = body.decode_json(await request.body())  # Starlette keeps it for Strawberry
+        except ValueError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        query, name, variables = data.get("query"), data.get("operationName"), data.get("variables")
+        if not (isinstance(query, str) and isinstance(name, str | None)):
+            return None
+        plan = self.plans.get((query, name))
+        if plan is None or not isinstance(variables, dict | None):
+            return None
+        claims = await self.claims_for(request.headers.get("authorization"))
+        request_id = inputs.request_id(request.headers.get("x-request-id"))
+        try:
+            bound = plan.bind(self.schema, variables, claims)
+        except Exception:
+            # A bug of the compiler, found before anything ran: the resolvers can answer.
+            if self.settings.compiled_queries_strict:
+                raise
+            metrics.COMPILED_QUERIES.labels("fallback").inc()
+            log.exception(
+                "request %s: compiled plan failed to bind; using the resolvers", request_id
+            )
+            return None
+        if bound is None:
+            # Unusual arguments: the resolvers give the precise error.
+            metrics.COMPILED_QUERIES.labels("declined").inc()
+            return None
+        telemetry.note(
+            request_id=request_id, role=claims.role, operation=plan.operation, operation_name=name
+        )
+        headers = {"x-request-id": request_id}
+        try:
+            raw = await self.database.read_json(claims, *bound)
+        except Exception as failure:
+            # Answered as the resolvers answer the same failure, and never run again through
+            # them: the statement was sent (a timeout would only cost the caller twice).
+            metrics.COMPILED_QUERIES.labels("failed").inc()
+            error = GraphQLError(str(failure), original_error=failure)
+            status = 503 if code_of(error) == UNAVAILABLE else 200
+            if status == 503:
+                log.warning("request %s: database unavailable: %s", request_id, failure)
+            else:
+                log_errors([error], request_id)
+            answer = {"data": None, "errors": [format_error(error, request_id)]}
+            return JSONResponse(answer, status, headers=headers)
+        metrics.COMPILED_QUERIES.labels("answered").inc()
+        return Response(
+            b'{"data":' + raw.encode() + b"}", media_type="application/json", headers=headers
+        )

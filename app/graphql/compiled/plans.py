@@ -1,0 +1,57 @@
+"""The plan cache: documents that passed every check once, compiled, by (text, operation)."""
+
+from __future__ import annotations
+
+import logging
+
+from app import metrics
+from app.graphql.compiled import compiler
+from app.graphql.compiled.compiler import CompiledQuery
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PLAN_CACHE_SIZE = 512
+
+Key = tuple[str, str | None]
+"""The document's text and the operation name."""
+
+
+class Plans:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._plans: dict[Key, CompiledQuery] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._plans)
+
+    def __contains__(self, key: Key) -> bool:
+        return key in self._plans
+
+    def get(self, key: Key) -> CompiledQuery | None:
+        return self._plans.get(key)
+
+    def learn(self, query: object, operation_name: object, *, succeeded: bool) -> None:
+        """After the resolvers answered a document: compile it if it may be compiled.
+
+        Only a document that passed every limit and validation rule once gets compiled:
+        those checks depend on its text alone, so their verdict holds for its reuse."""
+        if not (self.settings.compiled_queries and succeeded and isinstance(query, str)):
+            return
+        key = (query, operation_name if isinstance(operation_name, str) else None)
+        if key in self._plans:
+            return
+        try:
+            plan = compiler.compile_query(*key)
+        except Exception:
+            # A bug of the compiler: this document keeps taking the resolvers.
+            if self.settings.compiled_queries_strict:
+                raise
+            metrics.COMPILED_QUERIES.labels("fallback").inc()
+            log.exception("compiling a query failed; it will take the resolvers")
+            return
+        if plan is None:
+            return
+        if len(self._plans) >= PLAN_CACHE_SIZE:
+            self._plans.pop(next(iter(self._plans)))
+        self._plans[key] = plan
