@@ -212,7 +212,7 @@ VIEWER = Entity(
 ENTITIES = (ORDER, FILL, LOG, VIEWER)
 
 # What a submission writes, and what must match for a repeated clientOrderId to be the same
-# order (orders/service.py's _IDEMPOTENCY_FIELDS, orders/validation.NewOrder, the insert).
+# order (orders/service.py, orders/validation.NewOrder, the insert in orders/ledger.py).
 IDEMPOTENCY_FIELDS = (
     "symbol",
     "side",

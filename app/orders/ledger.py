@@ -14,6 +14,7 @@ them (``queries.database_errors``), the engine lets them fail its step.
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 from decimal import Decimal
 from typing import Final
@@ -24,15 +25,15 @@ from sqlalchemy.engine import RowMapping
 
 from app.db.session import Tx
 from app.models.order import OrderStatusEnum as Status
+from app.orders.fields import SUBMIT_FIELDS
 from app.orders.queries import FILL_COLUMNS, ORDER_COLUMNS
 from app.orders.validation import NewOrder
 
+# The submit fields come from the registry (orders/fields.py): a new one is an insert column
+# without an edit here. asyncpg types each parameter from its column (enums included).
 _INSERT_ORDER: Final = text(
-    "INSERT INTO orders (trader_id, client_order_id, symbol, side, quantity,"
-    " order_type, price, stop_loss, take_profit, expires_at)"
-    " VALUES (:trader_id, :client_order_id, :symbol, :side, :quantity,"
-    " CAST(:order_type AS order_type_enum), :price, :stop_loss, :take_profit,"
-    " :expires_at)"
+    f"INSERT INTO orders (trader_id, {', '.join(SUBMIT_FIELDS)})"
+    f" VALUES (:trader_id, {', '.join(':' + name for name in SUBMIT_FIELDS)})"
     " ON CONFLICT (trader_id, client_order_id) DO NOTHING"
     f" RETURNING {ORDER_COLUMNS}"
 )
@@ -81,17 +82,13 @@ async def insert_order(tx: Tx, trader_id: UUID, order: NewOrder) -> RowMapping |
         _INSERT_ORDER,
         {
             "trader_id": trader_id,
-            "client_order_id": order.client_order_id,
-            "symbol": order.symbol,
-            "side": order.side,
-            "quantity": order.quantity,
-            "order_type": order.order_type.value,
-            "price": order.price,
-            "stop_loss": order.stop_loss,
-            "take_profit": order.take_profit,
-            "expires_at": order.expires_at,
+            **{name: _value(getattr(order, name)) for name in SUBMIT_FIELDS},
         },
     )
+
+
+def _value(value: object) -> object:
+    return value.value if isinstance(value, enum.Enum) else value
 
 
 async def approve(tx: Tx, order_id: UUID) -> RowMapping | None:

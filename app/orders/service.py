@@ -14,7 +14,7 @@ from sqlalchemy.engine import RowMapping
 
 from app.db.session import Tx
 from app.models.order import OrderStatusEnum, OrderTypeEnum
-from app.orders import ledger, lifecycle, limits, queries, validation
+from app.orders import fields, ledger, lifecycle, limits, queries, validation
 from app.orders.errors import (
     Conflict,
     Forbidden,
@@ -25,18 +25,6 @@ from app.orders.errors import (
 )
 from app.orders.lifecycle import Change, State
 from app.orders.limits import OrderLimits
-
-# Fields whose equality makes a repeated clientOrderId the same order.
-_IDEMPOTENCY_FIELDS = (
-    "symbol",
-    "side",
-    "quantity",
-    "order_type",
-    "price",
-    "stop_loss",
-    "take_profit",
-    "expires_at",
-)
 
 
 def _require_role(tx: Tx, *roles: str) -> None:
@@ -99,7 +87,7 @@ def _same_content(row: RowMapping, order: validation.NewOrder) -> bool:
 
     return all(
         normalized(name, row[name]) == normalized(name, getattr(order, name))
-        for name in _IDEMPOTENCY_FIELDS
+        for name in fields.IDEMPOTENCY_FIELDS
     )
 
 
