@@ -31,6 +31,13 @@ ENUMS = {
         "RECOVERED",
     ],
 }
+# Migration 006 adds labels (and a type) on top of the guide's.
+ENUMS_AT_HEAD = {
+    "order_type_enum": [*ENUMS["order_type_enum"], "STOP_LIMIT"],
+    "order_status_enum": [*ENUMS["order_status_enum"], "EXPIRED", "REPLACED"],
+    "action_enum": [*ENUMS["action_enum"], "EXPIRED", "REPLACED"],
+    "time_in_force_enum": ["DAY", "GTC", "IOC", "FOK"],
+}
 INDEXES = {
     "idx_orders_trader_created": "(trader_id, created_at DESC)",
     "idx_orders_status": "(status)",
@@ -97,7 +104,7 @@ async def schema_state(conn: asyncpg.Connection) -> dict[str, object]:
             "SELECT t.typname, array_agg(e.enumlabel ORDER BY e.enumsortorder) AS labels"
             " FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid"
             " WHERE t.typname = ANY($1::text[]) GROUP BY t.typname",
-            list(ENUMS),
+            list(ENUMS_AT_HEAD),
         )
     }
     indexes = {
@@ -116,13 +123,17 @@ async def schema_state(conn: asyncpg.Connection) -> dict[str, object]:
     return {"tables": tables, "enums": enums, "indexes": indexes, "policies": policies}
 
 
-def assert_migrated(state: dict[str, object], policies: set[str] = POLICIES) -> None:
+def assert_migrated(
+    state: dict[str, object],
+    policies: set[str] = POLICIES,
+    enums: dict[str, list[str]] = ENUMS,
+) -> None:
     assert state["tables"] == {
         "orders": (True, True),
         "fills": (True, True),
         "execution_logs": (True, True),
     }
-    assert state["enums"] == ENUMS
+    assert state["enums"] == enums
     indexes = state["indexes"]
     assert isinstance(indexes, dict)
     for name, columns in INDEXES.items():
@@ -170,7 +181,7 @@ async def test_guide_sequence_upgrade_downgrade_upgrade(empty_database: Db) -> N
         head = alembic(empty_database, "upgrade", "head")
         assert head.returncode == 0, head.stderr
         assert "Running upgrade 001 -> 002, Harden database security" in head.stderr
-        assert_migrated(await schema_state(conn), POLICIES_AT_HEAD)
+        assert_migrated(await schema_state(conn), POLICIES_AT_HEAD, ENUMS_AT_HEAD)
         assert "(head)" in alembic(empty_database, "current").stdout
         to_001 = alembic(empty_database, "downgrade", "001")
         assert to_001.returncode == 0, to_001.stderr

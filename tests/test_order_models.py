@@ -394,7 +394,11 @@ BAD_ROWS: list[tuple[str, dict[str, Any], str]] = [
         {"order_type": "STOP_LIMIT", "stop_price": Decimal("9.505")},
         "ck_orders_stop_price_money",
     ),
-    ("orders", {"order_type": "STOP_LIMIT", "stop_price": Decimal("0")}, "ck_orders_stop_price_money"),
+    (
+        "orders",
+        {"order_type": "STOP_LIMIT", "stop_price": Decimal("0")},
+        "ck_orders_stop_price_money",
+    ),
     (
         "orders",
         {"order_type": "STOP", "time_in_force": "FOK", "expires_at": None},
