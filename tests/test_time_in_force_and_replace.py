@@ -32,15 +32,17 @@ BOB = uuid.UUID("b0b00000-0000-4000-8000-000000000006")
 class World:
     owner: asyncpg.Connection
     api: asyncpg.Connection
+    login_dsn: str
 
 
 @pytest.fixture(scope="module")
 async def world(cluster: pg.Cluster) -> AsyncIterator[World]:
     name = await pg.create_test_database(cluster)
     owner = await asyncpg.connect(cluster.dsn(name))
-    api = await asyncpg.connect(cluster.dsn(name, "authenticator"))
+    login_dsn = cluster.dsn(name, "authenticator")
+    api = await asyncpg.connect(login_dsn)
     try:
-        yield World(owner, api)
+        yield World(owner, api, login_dsn)
     finally:
         await api.close()
         await owner.close()
@@ -649,3 +651,69 @@ async def test_the_audit_chain_verifies_after_every_new_kind_of_write(world: Wor
     )
     assert mismatched == 0
     assert {"EXPIRED", "REPLACED"} <= set(actions)
+
+
+# --- replace racing a fill ----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def second_api(world: World) -> AsyncIterator[asyncpg.Connection]:
+    """Another session of the API's login role, for writes that race."""
+    conn = await asyncpg.connect(world.login_dsn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+FILL = (
+    "INSERT INTO fills (order_id, quantity_filled, price_at_fill, venue)"
+    " VALUES ($1, $2, 10.00, 'XNAS')"
+)
+
+
+async def test_a_fill_racing_a_replacement_request_is_seen_by_its_confirmation(
+    world: World, second_api: asyncpg.Connection
+) -> None:
+    old = await working(world, filled=10)
+    # The replacement is requested first (uncommitted); the venue's fill arrives meanwhile.
+    async with as_role(world.api, "authenticated", ALICE, commit=True) as trader:
+        new = await trader.fetchval(
+            "INSERT INTO orders (trader_id, symbol, side, quantity, order_type, price,"
+            " replaces_id) VALUES ($1, 'ACME', 'BUY', 100, 'LIMIT', 10.00, $2) RETURNING id",
+            ALICE,
+            old,
+        )
+
+        async def venue_fill() -> None:
+            async with as_role(second_api, "service_role", commit=True) as engine:
+                await engine.execute(FILL, old, 5)
+
+        racing = asyncio.ensure_future(venue_fill())
+        await asyncio.sleep(0.2)
+        assert not racing.done(), "the fill must wait for the replacement's lock on the order"
+    await racing
+    assert (await row_of(world, new))["quantity"] == 90  # counted against 10 filled
+    error = await refused(world, CONFIRM, old, new)
+    assert "filled after replacement" in str(error)
+
+
+async def test_a_replacement_requested_while_a_fill_commits_counts_that_fill(
+    world: World, second_api: asyncpg.Connection
+) -> None:
+    old = await working(world, filled=10)
+    async with as_role(second_api, "service_role", commit=True) as engine:
+        await engine.execute(FILL, old, 5)  # uncommitted: holds the order's row
+
+        async def request_replacement() -> uuid.UUID:
+            stored = await replace(world, old)
+            order_id: uuid.UUID = stored["id"]
+            return order_id
+
+        racing = asyncio.ensure_future(request_replacement())
+        await asyncio.sleep(0.2)
+        assert not racing.done(), "the replacement must wait for the fill"
+    new = await racing
+    assert (await row_of(world, new))["quantity"] == 85  # total 100: 15 filled
+    await confirm(world, old, new)
+    assert (await row_of(world, old))["status"] == "REPLACED"
