@@ -507,6 +507,16 @@ async def test_one_replacement_at_a_time_waits_for_the_venue(world: World) -> No
     await confirm(world, old, third["id"])
 
 
+async def test_an_unconfirmed_replacement_cannot_itself_be_replaced(world: World) -> None:
+    old = await working(world)
+    new = await replace(world, old)
+    error = await refused_insert(world, order(replaces_id=new["id"]))
+    assert error.sqlstate == "OA409"
+    assert "waits for the venue to confirm" in str(error)
+    await confirm(world, old, new["id"])
+    assert (await replace(world, new["id"]))["quantity"] == 100
+
+
 async def test_an_unconfirmed_replacement_is_not_approved(world: World) -> None:
     old = await working(world)
     new = await replace(world, old)

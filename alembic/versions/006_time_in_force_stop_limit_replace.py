@@ -41,8 +41,8 @@ Replace, step by step (the contract's replaceOrder):
 1. The trader (authenticated, or service_role on its behalf) inserts the new order N
    with ``replaces_id`` = O. ``orders_check_terms`` locks O and refuses: O missing or
    another trader's (SQLSTATE 23503, as if missing), O not PENDING/PARTIAL (OA409),
-   O already having a replacement waiting (OA409; a partial unique index backs it
-   against races), a different symbol, side or order type (OA422), and a quantity not
+   O itself an unconfirmed replacement (OA409), O already having a replacement
+   waiting (OA409; a partial unique index backs it), a different symbol, side or order type (OA422), and a quantity not
    above what is already filled (OA422 quantity).
    Quantity semantics: the quantity written is the *total* wanted across O, the orders
    O replaced and N (FIX's OrderQty on a cancel/replace); what is stored as
@@ -233,6 +233,16 @@ BEGIN
         IF replaced.status NOT IN ('PENDING', 'PARTIAL') THEN
             RAISE EXCEPTION 'order % is %: only a PENDING or PARTIAL order can be replaced',
                 replaced.id, replaced.status USING ERRCODE = 'OA409';
+        END IF;
+        -- An unconfirmed replacement is a request, not yet an order of its own: the order it
+        -- would replace may still fill, so nothing can be counted on top of it.
+        IF replaced.replaces_id IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM public.orders p
+             WHERE p.id = replaced.replaces_id AND p.replaced_by_id = replaced.id
+        ) THEN
+            RAISE EXCEPTION 'order % waits for the venue to confirm it replaces order %: it can '
+                            'be replaced once confirmed', replaced.id, replaced.replaces_id
+                USING ERRCODE = 'OA409';
         END IF;
         IF EXISTS (SELECT 1 FROM public.orders r
                     WHERE r.replaces_id = replaced.id AND r.status = 'PENDING') THEN
