@@ -3,7 +3,8 @@
 On Supabase a trader writes ``orders`` past this API (Data API, pg_graphql, plain SQL as
 ``authenticated``), and the engine writes as service_role: every rule below must hold for
 whoever writes, so each is tried here as the roles the API can assume (tests.sql.as_role,
-logged in as ``authenticator``). Refusals are the SQLSTATEs the API maps: OA422 naming the
+logged in as the API's login role), on plain PostgreSQL and on the Supabase-like cluster
+(where service_role has BYPASSRLS). Refusals are the SQLSTATEs the API maps: OA422 naming the
 input field (BAD_USER_INPUT), OA409 (an illegal change), 23503 (not found: another
 trader's order looks missing), 42501 (the role may not).
 """
@@ -21,7 +22,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests import pg
+from tests import pg, supabase
+from tests.conftest import Db, SupabaseSession
 from tests.sql import as_role
 
 ALICE = uuid.UUID("a11ce000-0000-4000-8000-000000000006")
@@ -35,18 +37,31 @@ class World:
     login_dsn: str
 
 
-@pytest.fixture(scope="module")
-async def world(cluster: pg.Cluster) -> AsyncIterator[World]:
-    name = await pg.create_test_database(cluster)
-    owner = await asyncpg.connect(cluster.dsn(name))
-    login_dsn = cluster.dsn(name, "authenticator")
+@pytest.fixture(scope="module", params=["postgresql", "supabase"])
+async def world(
+    request: pytest.FixtureRequest, cluster: pg.Cluster, supabase_cluster: SupabaseSession
+) -> AsyncIterator[World]:
+    # On the Supabase-like cluster service_role has BYPASSRLS: only the triggers' own checks
+    # keep its writes to one trader's orders.
+    if request.param == "supabase":
+        name = await supabase.create_database(supabase_cluster.cluster)
+        db: Any = supabase.SupabaseDb(supabase_cluster.cluster, name)
+        login_dsn = db.dsn(supabase.LOGIN)
+    else:
+        name = await pg.create_test_database(cluster)
+        db = Db(cluster, name)
+        login_dsn = db.dsn("authenticator")
+    owner = await asyncpg.connect(db.dsn())
     api = await asyncpg.connect(login_dsn)
     try:
         yield World(owner, api, login_dsn)
     finally:
         await api.close()
         await owner.close()
-        await pg.drop_test_database(cluster, name)
+        if request.param == "supabase":
+            await supabase.drop_database(db.cluster, name)
+        else:
+            await pg.drop_test_database(db.cluster, name)
 
 
 def order(**changes: Any) -> dict[str, Any]:
