@@ -42,8 +42,9 @@ Replace, step by step (the contract's replaceOrder):
    with ``replaces_id`` = O. ``orders_check_terms`` locks O and refuses: O missing or
    another trader's (SQLSTATE 23503, as if missing), O not PENDING/PARTIAL (OA409),
    O itself an unconfirmed replacement (OA409), O already having a replacement
-   waiting (OA409; a partial unique index backs it), a different symbol, side or order type (OA422), and a quantity not
-   above what is already filled (OA422 quantity).
+   waiting (OA409; a partial unique index backs it), a different symbol, side or
+   order type (OA422), and a quantity not above what is already filled (OA422
+   quantity). 003's rules (limits included) judge it first, with the total.
    Quantity semantics: the quantity written is the *total* wanted across O, the orders
    O replaced and N (FIX's OrderQty on a cancel/replace); what is stored as
    N.quantity is what remains to trade: total - fills of O and its predecessors.
