@@ -38,8 +38,12 @@ EXPOSED_SCHEMAS = ("public",)
 # What the policies call as each API role, and nothing else.
 EXECUTABLE = ("auth.uid()", "auth.role()", "auth.jwt()")
 """What every API role may call; the roles that write orders may call more (see below)."""
-EXECUTABLE_BY_WRITERS = ("orders_checked_money(text,numeric)",)
-"""003's price check, called by its invoker trigger as whoever inserts an order."""
+EXECUTABLE_BY_WRITERS = (
+    "orders_checked_money(text,numeric)",
+    "session_close(timestamp with time zone)",
+)
+"""003's price check and 006's session close, called by invoker triggers as whoever inserts
+an order (and by the API and the engine for DAY orders)."""
 ORDER_WRITERS = ("authenticated", "service_role")
 
 # Schemas of the system, and of extensions' own objects, are not ours to lint.

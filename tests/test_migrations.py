@@ -31,6 +31,13 @@ ENUMS = {
         "RECOVERED",
     ],
 }
+# Migration 006 adds labels (and a type) on top of the guide's.
+ENUMS_AT_HEAD = {
+    "order_type_enum": [*ENUMS["order_type_enum"], "STOP_LIMIT"],
+    "order_status_enum": [*ENUMS["order_status_enum"], "EXPIRED", "REPLACED"],
+    "action_enum": [*ENUMS["action_enum"], "EXPIRED", "REPLACED"],
+    "time_in_force_enum": ["DAY", "GTC", "IOC", "FOK"],
+}
 INDEXES = {
     "idx_orders_trader_created": "(trader_id, created_at DESC)",
     "idx_orders_status": "(status)",
@@ -97,7 +104,7 @@ async def schema_state(conn: asyncpg.Connection) -> dict[str, object]:
             "SELECT t.typname, array_agg(e.enumlabel ORDER BY e.enumsortorder) AS labels"
             " FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid"
             " WHERE t.typname = ANY($1::text[]) GROUP BY t.typname",
-            list(ENUMS),
+            list(ENUMS_AT_HEAD),
         )
     }
     indexes = {
@@ -116,13 +123,17 @@ async def schema_state(conn: asyncpg.Connection) -> dict[str, object]:
     return {"tables": tables, "enums": enums, "indexes": indexes, "policies": policies}
 
 
-def assert_migrated(state: dict[str, object], policies: set[str] = POLICIES) -> None:
+def assert_migrated(
+    state: dict[str, object],
+    policies: set[str] = POLICIES,
+    enums: dict[str, list[str]] = ENUMS,
+) -> None:
     assert state["tables"] == {
         "orders": (True, True),
         "fills": (True, True),
         "execution_logs": (True, True),
     }
-    assert state["enums"] == ENUMS
+    assert state["enums"] == enums
     indexes = state["indexes"]
     assert isinstance(indexes, dict)
     for name, columns in INDEXES.items():
@@ -170,7 +181,7 @@ async def test_guide_sequence_upgrade_downgrade_upgrade(empty_database: Db) -> N
         head = alembic(empty_database, "upgrade", "head")
         assert head.returncode == 0, head.stderr
         assert "Running upgrade 001 -> 002, Harden database security" in head.stderr
-        assert_migrated(await schema_state(conn), POLICIES_AT_HEAD)
+        assert_migrated(await schema_state(conn), POLICIES_AT_HEAD, ENUMS_AT_HEAD)
         assert "(head)" in alembic(empty_database, "current").stdout
         to_001 = alembic(empty_database, "downgrade", "001")
         assert to_001.returncode == 0, to_001.stderr
@@ -217,6 +228,9 @@ def test_offline_sql_needs_no_database() -> None:
     assert "CREATE TABLE orders" in sql
     assert "CREATE POLICY execution_logs_immutable ON execution_logs" in sql
     assert "SET search_path = pg_catalog, pg_temp" in sql
+    # 006 adds enum labels without using them before commit: no COMMIT splits the script.
+    assert "ALTER TYPE public.order_status_enum ADD VALUE 'EXPIRED'" in sql
+    assert sql.count("COMMIT;") == 1
     assert "INSERT INTO alembic_version (version_num) VALUES ('001')" in sql
     assert (
         f"UPDATE alembic_version SET version_num='{head_revision()}'" in sql
@@ -405,3 +419,78 @@ async def test_a_migrating_role_that_does_not_own_the_database_says_temporary_st
         await owner.close()
         await pg.drop_test_database(cluster, name)
         await pg.admin_execute(cluster, f"DROP OWNED BY {migrator}", f"DROP ROLE {migrator}")
+
+
+async def _structure(conn: asyncpg.Connection) -> list[str]:
+    """What privileges.render leaves out: columns, constraints, indexes, enum labels."""
+    rows = await conn.fetch(
+        "SELECT format('column %s.%s %s %s %s', c.relname, a.attname,"
+        "  format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid))"
+        " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+        " LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum"
+        " WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r'"
+        "   AND a.attnum > 0 AND NOT a.attisdropped"
+        " UNION ALL SELECT format('constraint %s %s %s', conrelid::regclass, conname,"
+        "  pg_get_constraintdef(oid)) FROM pg_constraint"
+        " WHERE connamespace = 'public'::regnamespace"
+        " UNION ALL SELECT format('index %s', indexdef) FROM pg_indexes WHERE schemaname = 'public'"
+        " UNION ALL SELECT format('enum %s %s', t.typname, array_agg(e.enumlabel"
+        "  ORDER BY e.enumsortorder)) FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid"
+        " GROUP BY t.typname"
+        " UNION ALL SELECT format('function %s %s', p.oid::regprocedure, md5(p.prosrc))"
+        " FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace"
+        " ORDER BY 1"
+    )
+    return [r[0] for r in rows]
+
+
+async def test_downgrade_of_006_gives_back_exactly_what_005_made(
+    cluster: pg.Cluster, empty_database: Db
+) -> None:
+    only_005 = await pg.create_empty_database(cluster)
+    try:
+        assert alembic(Db(cluster, only_005), "upgrade", "005").returncode == 0
+        up = alembic(empty_database, "upgrade", "head")
+        assert up.returncode == 0, up.stderr
+        down = alembic(empty_database, "downgrade", "-1")
+        assert down.returncode == 0, down.stderr
+        assert "Running downgrade 006 -> 005" in down.stderr
+        facts = {}
+        for name in (only_005, empty_database.name):
+            conn = await asyncpg.connect(cluster.dsn(name))
+            try:
+                facts[name] = await privileges.render(conn) + await _structure(conn)
+            finally:
+                await conn.close()
+        assert facts[empty_database.name] == facts[only_005], privileges.diff(
+            facts[only_005], facts[empty_database.name]
+        )
+        again = alembic(empty_database, "upgrade", "head")
+        assert again.returncode == 0, again.stderr
+    finally:
+        await pg.drop_test_database(cluster, only_005)
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        "'STOP_LIMIT', 10.00, 9.00, 'GTC'",  # a type 005 does not know
+        "'MARKET', NULL, NULL, 'IOC'",  # a time in force it cannot honour
+    ],
+)
+async def test_downgrade_of_006_refuses_to_lose_what_005_cannot_hold(
+    empty_database: Db, row: str
+) -> None:
+    assert alembic(empty_database, "upgrade", "head").returncode == 0
+    conn = await asyncpg.connect(empty_database.dsn())
+    try:
+        await conn.execute(
+            "INSERT INTO orders (trader_id, symbol, side, quantity, order_type, price, stop_price,"
+            f" time_in_force) VALUES (gen_random_uuid(), 'ACME', 'BUY', 1, {row})"
+        )
+        down = alembic(empty_database, "downgrade", "-1")
+        assert down.returncode != 0
+        assert "revision 005 cannot represent: downgrade refused" in down.stderr
+        assert alembic(empty_database, "current").stdout.split() == ["006", "(head)"]
+    finally:
+        await conn.close()

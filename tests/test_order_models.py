@@ -171,7 +171,11 @@ async def test_models_and_database_agree_that_deleting_an_order_is_restricted(
     }
 
     expected = {
-        "orders": set(),
+        # Migration 006: a replacement and the order it replaced point at each other.
+        "orders": {
+            (("replaces_id",), "orders", "RESTRICT"),
+            (("replaced_by_id",), "orders", "RESTRICT"),
+        },
         "fills": {(("order_id",), "orders", "RESTRICT")},
         "execution_logs": {(("order_id",), "orders", "RESTRICT")},
     }
@@ -324,6 +328,16 @@ GOOD_VARIANTS = [
         id="optional-columns-empty",
     ),
     pytest.param("orders", {"symbol": "X", "side": "SELL"}, id="one-letter-symbol-sell"),
+    pytest.param(
+        "orders",
+        {"order_type": "STOP_LIMIT", "stop_price": Decimal("9.50"), "time_in_force": "DAY"},
+        id="stop-limit-day",
+    ),
+    pytest.param(
+        "orders",
+        {"order_type": "MARKET", "price": None, "time_in_force": "IOC", "expires_at": None},
+        id="market-ioc",
+    ),
     pytest.param("fills", {"commission": Decimal("0.01"), "venue": "Mock"}, id="fill-commission"),
     pytest.param("execution_logs", {"retry_attempt": None, "status": None}, id="log-no-retry"),
 ]
@@ -372,6 +386,28 @@ BAD_ROWS: list[tuple[str, dict[str, Any], str]] = [
     ("orders", {"price": Decimal("10.005")}, "ck_orders_prices_cents"),
     ("orders", {"stop_loss": Decimal("9.001")}, "ck_orders_prices_cents"),
     ("orders", {"status_reason": "x" * 501}, "ck_orders_status_reason_length"),
+    # orders: migration 006 (stop-limit, time in force, replacement links)
+    ("orders", {"order_type": "STOP_LIMIT"}, "ck_orders_stop_price_by_type"),
+    ("orders", {"stop_price": Decimal("9.50")}, "ck_orders_stop_price_by_type"),
+    (
+        "orders",
+        {"order_type": "STOP_LIMIT", "stop_price": Decimal("9.505")},
+        "ck_orders_stop_price_money",
+    ),
+    (
+        "orders",
+        {"order_type": "STOP_LIMIT", "stop_price": Decimal("0")},
+        "ck_orders_stop_price_money",
+    ),
+    (
+        "orders",
+        {"order_type": "STOP", "time_in_force": "FOK", "expires_at": None},
+        "ck_orders_time_in_force_by_type",
+    ),
+    ("orders", {"time_in_force": "IOC"}, "ck_orders_time_in_force_expiry"),
+    ("orders", {"replaces_id": ORDER_ID}, "ck_orders_replaces_another"),
+    ("orders", {"replaced_by_id": ORDER_ID, "status": "REPLACED"}, "ck_orders_replaced_by_another"),
+    ("orders", {"status": "REPLACED"}, "ck_orders_replaced_status"),
     # orders: what the fills made of it
     ("orders", {"filled_quantity": 101}, "ck_orders_filled_quantity_range"),
     ("orders", {"filled_quantity": -1, "status": "CANCELLED"}, "ck_orders_filled_quantity_range"),

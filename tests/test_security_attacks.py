@@ -19,6 +19,7 @@ migration cannot revoke it), so that the search_path defence is proven on its ow
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -177,6 +178,28 @@ WRITES: dict[str, Write] = {
         " VALUES ($1, 40, 101.50, 'XNAS')",
         given="routed",
     ),
+    # Migration 006: a replacement, its confirmation, an expiry.
+    "replace": Write(
+        "INSERT INTO public.orders (trader_id, symbol, side, quantity, order_type, replaces_id)"
+        " VALUES ('" + str(TRADER) + "', 'ACME', 'BUY', 100, 'MARKET', $1)",
+        given="pending",
+    ),
+    "confirm a replacement": Write(
+        "UPDATE public.orders SET status = 'REPLACED',"
+        " replaced_by_id = (SELECT r.id FROM public.orders r WHERE r.replaces_id = $1)"
+        " WHERE id = $1",
+        given="replacement requested",
+    ),
+    "expire": Write(
+        "UPDATE public.orders SET status = 'EXPIRED' WHERE id = $1",
+        given="past its expiry",
+    ),
+    "submit expiring": Write(
+        "INSERT INTO public.orders (id, trader_id, symbol, side, quantity, order_type, expires_at)"
+        " VALUES ($1, '" + str(TRADER) + "', 'ACME', 'BUY', 100, 'MARKET',"
+        " now() + interval '20 milliseconds')",
+        given="nothing",
+    ),
     # No API role may change the audit trail or the fills: the privileges refuse it before
     # execution_logs_refuse_change could run (it guards the owner; see UNREACHABLE).
     "rewrite the audit trail": Write(
@@ -209,6 +232,8 @@ ARRANGE: dict[str, tuple[str, ...]] = {
     "routed": ("submit", "approve", "route"),
     "partially filled": ("submit", "approve", "route", "fill"),
     "cancelled after routing": ("submit", "approve", "route", "cancel"),
+    "replacement requested": ("submit", "replace"),
+    "past its expiry": ("submit expiring",),
 }
 
 
@@ -242,6 +267,8 @@ async def arrange(db: Db, given: str) -> uuid.UUID:
     for step in ARRANGE[given]:
         async with as_role(db.api, "service_role", TRADER, commit=True) as conn:
             await conn.execute(WRITES[step].sql, order_id)
+        if step == "submit expiring":
+            await asyncio.sleep(0.05)  # past its expiry for the next transaction's now()
     return order_id
 
 
@@ -370,8 +397,11 @@ async def test_the_writes_above_fire_every_trigger_and_definer_function(db: Db) 
 async def test_the_writes_above_succeed_for_their_writers(db: Db) -> None:
     """The attack compares outcomes: make sure the interesting ones are successes."""
     for role, names in {
-        "authenticated": ("submit", "cancel"),
-        "service_role": ("submit", "approve", "route", "reject", "re-derive", "fill"),
+        "authenticated": ("submit", "cancel", "replace"),
+        "service_role": (
+            *("submit", "approve", "route", "reject", "re-derive", "fill"),
+            *("replace", "confirm a replacement", "expire"),
+        ),
     }.items():
         for name in names:
             write = WRITES[name]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import datetime
+from datetime import datetime, time
 from decimal import Decimal
 
 from sqlalchemy import (
@@ -26,6 +26,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    Time,
     UniqueConstraint,
     text,
 )
@@ -58,6 +59,16 @@ class OrderStatusEnum(enum.StrEnum):
     CANCELLED = "CANCELLED"
 
 
+class TimeInForceEnum(enum.StrEnum):
+    """Migration 006. (Its new labels of the three enums above are served with the API in
+    wave 2 of issue 13: the GraphQL enums are these classes.)"""
+
+    DAY = "DAY"
+    GTC = "GTC"
+    IOC = "IOC"
+    FOK = "FOK"
+
+
 class ActionEnum(enum.StrEnum):
     SUBMITTED = "SUBMITTED"
     APPROVED = "APPROVED"
@@ -80,6 +91,7 @@ def _pg_enum(enum_cls: type[enum.Enum], name: str) -> Enum:
 ORDER_TYPE = _pg_enum(OrderTypeEnum, "order_type_enum")
 ORDER_STATUS = _pg_enum(OrderStatusEnum, "order_status_enum")
 ACTION = _pg_enum(ActionEnum, "action_enum")
+TIME_IN_FORCE = _pg_enum(TimeInForceEnum, "time_in_force_enum")
 TIMESTAMPTZ = DateTime(timezone=True)
 PRICE = Numeric(10, 2)
 ORDER_PRICE = Numeric()
@@ -128,9 +140,38 @@ class Order(Base):
             name="ck_orders_prices_cents",
         ),
         CheckConstraint("char_length(status_reason) <= 500", name="ck_orders_status_reason_length"),
+        # Migration 006: stop-limit, time in force and replacement links.
+        CheckConstraint(
+            "(order_type::text = 'STOP_LIMIT') = (stop_price IS NOT NULL)",
+            name="ck_orders_stop_price_by_type",
+        ),
+        CheckConstraint(
+            "stop_price > 0 AND stop_price <= 99999999.99 AND scale(stop_price) <= 2",
+            name="ck_orders_stop_price_money",
+        ),
+        CheckConstraint(
+            "time_in_force NOT IN ('IOC', 'FOK') OR order_type::text NOT IN ('STOP', 'STOP_LIMIT')",
+            name="ck_orders_time_in_force_by_type",
+        ),
+        CheckConstraint(
+            "time_in_force NOT IN ('IOC', 'FOK') OR expires_at IS NULL",
+            name="ck_orders_time_in_force_expiry",
+        ),
+        CheckConstraint("replaces_id <> id", name="ck_orders_replaces_another"),
+        CheckConstraint("replaced_by_id <> id", name="ck_orders_replaced_by_another"),
+        CheckConstraint(
+            "(status::text = 'REPLACED') = (replaced_by_id IS NOT NULL)",
+            name="ck_orders_replaced_status",
+        ),
         Index("idx_orders_trader_created", "trader_id", text("created_at DESC")),
         Index("idx_orders_status", "status"),
         Index("idx_orders_trader_status", "trader_id", "status"),
+        Index(
+            "uq_orders_pending_replacement",
+            "replaces_id",
+            unique=True,
+            postgresql_where=text("status = 'PENDING'"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(
@@ -158,6 +199,16 @@ class Order(Base):
     created_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, server_default=text("now()"))
     updated_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, server_default=text("now()"))
     expires_at: Mapped[datetime | None] = mapped_column(TIMESTAMPTZ)
+    stop_price: Mapped[Decimal | None] = mapped_column(ORDER_PRICE)
+    time_in_force: Mapped[TimeInForceEnum] = mapped_column(TIME_IN_FORCE, server_default="GTC")
+    replaces_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("orders.id", ondelete="RESTRICT")
+    )
+    """The order this one replaced (migration 006)."""
+    replaced_by_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("orders.id", ondelete="RESTRICT")
+    )
+    """The order that replaced this one, set when the venue confirmed (status REPLACED)."""
 
 
 class Fill(Base):
@@ -244,4 +295,22 @@ class OrderLimitsRow(Base):
         Numeric(16, 2), server_default=text("5000000")
     )
     symbols: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    updated_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, server_default=text("now()"))
+
+
+class TradingSessionRow(Base):
+    """The one row of the trading session: when a DAY order ends (migration 006)."""
+
+    __tablename__ = "trading_session"
+    __table_args__ = (
+        CheckConstraint("id", name="ck_trading_session_one_row"),
+        CheckConstraint(
+            "(TIMESTAMPTZ '2000-01-01 00:00+00' AT TIME ZONE time_zone) IS NOT NULL",
+            name="ck_trading_session_time_zone",
+        ),
+    )
+
+    id: Mapped[bool] = mapped_column(Boolean, primary_key=True, server_default=text("true"))
+    close_time: Mapped[time] = mapped_column(Time, server_default=text("'16:00:00'"))
+    time_zone: Mapped[str] = mapped_column(Text, server_default=text("'America/New_York'"))
     updated_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, server_default=text("now()"))
