@@ -26,22 +26,20 @@ def uuid(text: str) -> UUID:
 
 
 def positive_seconds(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 1 second, got {value}")
-    return value
+    return _at_least_one(text, number="whole number of seconds", one="1 second")
 
 
 def positive_count(text: str) -> int:
+    return _at_least_one(text, number="whole number", one="1")
+
+
+def _at_least_one(text: str, *, number: str, one: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a {number}: {text!r}") from None
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+        raise argparse.ArgumentTypeError(f"must be at least {one}, got {value}")
     return value
 
 
