@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         command.add_parser(sub)
     args = parser.parse_args(argv)
     try:
-        if "check" in args:
+        if "check" in args:  # only commands with combinations to refuse set one
             args.check(args)
     except UsageError as error:
         parser.error(str(error))
