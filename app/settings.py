@@ -2,12 +2,15 @@
 
 Nothing else in the application reads ``os.environ``; everything receives a
 ``Settings`` (tests build their own with ``Settings.from_env(overrides)``).
+
+This module is the table: which variables exist, their defaults, and the combinations
+refused. How one variable's text is parsed is ``app/env_parsing.py``; what a Supabase
+project's URL and key names imply is ``app/supabase.py``.
 """
 
 from __future__ import annotations
 
 import os
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -15,17 +18,26 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+
+from app import supabase
+from app.env_parsing import SettingsError as SettingsError  # raised here, caught by importers
+from app.env_parsing import (
+    parse_bool,
+    parse_choice,
+    parse_csv,
+    parse_decimal,
+    parse_float,
+    parse_int,
+    parse_one_of,
+    parse_origins,
+    parse_postgres_url,
+    parse_str,
+)
 
 APP_ROLES = ("anon", "authenticated", "service_role", "compliance_auditor")
 """The database roles a request may run as; the token's ``role`` claim picks one of them."""
 
 MIN_HS256_SECRET_LENGTH = 32
-
-SUPABASE_AUTH_PATH = "/auth/v1"
-"""Where a Supabase project serves Auth: its tokens' ``iss``, and its JWKS below it."""
-SUPABASE_JWKS_PATH = SUPABASE_AUTH_PATH + "/.well-known/jwks.json"
 
 LOG_FORMATS = ("text", "json")
 
@@ -34,162 +46,6 @@ PoolerMode = Literal["none", "session", "transaction"]
 pooler (one server session per client connection), or a transaction-mode pooler
 (PgBouncer ``pool_mode = transaction``, Supavisor on port 6543), which hands each
 *transaction* to whichever server session is free."""
-
-
-class SettingsError(ValueError):
-    """A variable is missing or malformed; the message names it."""
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{name} must be true or false, got {raw!r}")
-
-
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-
-
-def _decimal(env: Mapping[str, str], name: str, default: Decimal) -> Decimal:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return Decimal(raw)
-    except ArithmeticError:
-        raise SettingsError(f"{name} must be a decimal number, got {raw!r}") from None
-
-
-def _str(env: Mapping[str, str], name: str) -> str | None:
-    raw = env.get(name)
-    return raw if raw else None
-
-
-def _postgres_url(env: Mapping[str, str], name: str) -> str | None:
-    """A PostgreSQL connection URL, refused here when malformed. The message never repeats the
-    value: it may hold a password."""
-    raw = _str(env, name)
-    if raw is None:
-        return None
-    try:
-        backend = make_url(raw).get_backend_name()
-    except (ValueError, ArgumentError):  # unparsable, or a port that is not a number
-        backend = None
-    if backend not in ("postgresql", "postgres"):
-        raise SettingsError(
-            f"{name} is not a PostgreSQL URL; expected postgresql://user:password@host:port/database"
-        )
-    return raw
-
-
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    raw = (env.get(name) or "").strip().lower()
-    if raw == "":
-        return default
-    if raw not in choices:
-        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {env.get(name)!r}")
-    return raw
-
-
-def _csv(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
-
-
-def _supabase_url(env: Mapping[str, str]) -> str | None:
-    raw = _str(env, "SUPABASE_URL")
-    if raw is None:
-        return None
-    url = urllib.parse.urlsplit(raw)
-    if url.scheme not in ("http", "https") or not url.hostname or url.path.strip("/"):
-        raise SettingsError(
-            f"SUPABASE_URL must be the project URL, like https://<ref>.supabase.co, got {raw!r}"
-        )
-    if url.query or url.fragment or url.username or url.password:
-        raise SettingsError(f"SUPABASE_URL must be a bare project URL, got {raw!r}")
-    return f"{url.scheme}://{url.netloc}"
-
-
-def _one_of(env: Mapping[str, str], name: str, derived: str | None, source: str) -> str | None:
-    """``name``'s value, or the one ``source`` implies; both given and different is an error."""
-    explicit = _str(env, name)
-    if explicit is not None and derived is not None and explicit != derived:
-        raise SettingsError(
-            f"{name} ({explicit!r}) contradicts {source} (which implies {derived!r}); set one"
-        )
-    return explicit if explicit is not None else derived
-
-
-def _jwt_secret(env: Mapping[str, str]) -> str | None:
-    # Supabase names the project's HS256 secret SUPABASE_JWT_SECRET; accept either name.
-    ours, theirs = _str(env, "JWT_SECRET"), _str(env, "SUPABASE_JWT_SECRET")
-    if ours is not None and theirs is not None and ours != theirs:
-        raise SettingsError("JWT_SECRET and SUPABASE_JWT_SECRET are both set and differ; set one")
-    return ours if ours is not None else theirs
-
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    """Exact origins (``scheme://host[:port]``, as browsers send them), or ``*`` alone."""
-    entries = _csv(env, name, ())
-    if "*" in entries:
-        if len(entries) > 1:
-            raise SettingsError(f"{name}: '*' allows every origin; list no others beside it")
-        return entries
-    origins = []
-    for entry in entries:
-        try:
-            url = urllib.parse.urlsplit(entry)
-            port = url.port
-        except ValueError:
-            port, url = None, urllib.parse.urlsplit("")
-        scheme = url.scheme.lower()
-        if (
-            scheme not in _DEFAULT_PORTS
-            or not url.hostname
-            or url.path not in ("", "/")
-            or url.query
-            or url.fragment
-            or url.username
-        ):
-            raise SettingsError(
-                f"{name}: {entry!r} is not an origin like https://app.example.com[:port]"
-            )
-        host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
-        if port is not None and port != _DEFAULT_PORTS[scheme]:
-            host = f"{host}:{port}"
-        origins.append(f"{scheme}://{host}")
-    return tuple(origins)
-
 
 MOVED_TO_ORDER_LIMITS = {
     "MAX_ORDER_QUANTITY": "max_quantity",
@@ -311,64 +167,66 @@ class Settings:
         if overrides:
             env.update(overrides)
         _refuse_moved_limits(env)
-        data_dir = _str(env, "ORDER_API_DATA_DIR")
-        prices_csv = _str(env, "VENUE_PRICES_CSV")
-        supabase_url = _supabase_url(env)
-        auth_url = None if supabase_url is None else supabase_url + SUPABASE_AUTH_PATH
-        jwks_url = None if supabase_url is None else supabase_url + SUPABASE_JWKS_PATH
+        data_dir = parse_str(env, "ORDER_API_DATA_DIR")
+        prices_csv = parse_str(env, "VENUE_PRICES_CSV")
+        supabase_url = supabase.project_url(env)
+        auth_url = None if supabase_url is None else supabase_url + supabase.AUTH_PATH
+        jwks_url = None if supabase_url is None else supabase_url + supabase.JWKS_PATH
         return cls(
-            database_url=_postgres_url(env, "DATABASE_URL"),
-            api_database_url=_postgres_url(env, "API_DATABASE_URL"),
-            engine_database_url=_postgres_url(env, "ENGINE_DATABASE_URL"),
+            database_url=parse_postgres_url(env, "DATABASE_URL"),
+            api_database_url=parse_postgres_url(env, "API_DATABASE_URL"),
+            engine_database_url=parse_postgres_url(env, "ENGINE_DATABASE_URL"),
             db_pooler=_pooler(env, "DB_POOLER"),
             data_dir=Path(data_dir) if data_dir else Path(platformdirs.user_data_dir("order-api")),
-            authenticator_password=_str(env, "AUTHENTICATOR_PASSWORD"),
-            db_pool_size=_int(env, "DB_POOL_SIZE", 10, minimum=1),
-            db_pool_timeout=_float(env, "DB_POOL_TIMEOUT", 5.0),
-            db_connect_timeout=_float(env, "DB_CONNECT_TIMEOUT", 3.0),
-            statement_timeout_ms=_int(env, "STATEMENT_TIMEOUT_MS", 5000),
-            change_feed_poll_ms=_int(env, "CHANGE_FEED_POLL_MS", 5, minimum=1),
+            authenticator_password=parse_str(env, "AUTHENTICATOR_PASSWORD"),
+            db_pool_size=parse_int(env, "DB_POOL_SIZE", 10, minimum=1),
+            db_pool_timeout=parse_float(env, "DB_POOL_TIMEOUT", 5.0),
+            db_connect_timeout=parse_float(env, "DB_CONNECT_TIMEOUT", 3.0),
+            statement_timeout_ms=parse_int(env, "STATEMENT_TIMEOUT_MS", 5000),
+            change_feed_poll_ms=parse_int(env, "CHANGE_FEED_POLL_MS", 5, minimum=1),
             supabase_url=supabase_url,
-            jwt_secret=_jwt_secret(env),
-            jwt_jwks=_one_of(env, "JWT_JWKS", jwks_url, "SUPABASE_URL"),
+            jwt_secret=supabase.jwt_secret(env),
+            jwt_jwks=parse_one_of(env, "JWT_JWKS", jwks_url, "SUPABASE_URL"),
             jwt_audience=env.get("JWT_AUDIENCE") or "authenticated",
-            jwt_issuer=_one_of(env, "JWT_ISSUER", auth_url, "SUPABASE_URL"),
-            jwt_algorithms=_csv(env, "JWT_ALGORITHMS", ("HS256", "RS256", "ES256")),
-            jwt_leeway_seconds=_int(env, "JWT_LEEWAY_SECONDS", 30),
-            jwks_cache_seconds=_int(env, "JWKS_CACHE_SECONDS", 600),
+            jwt_issuer=parse_one_of(env, "JWT_ISSUER", auth_url, "SUPABASE_URL"),
+            jwt_algorithms=parse_csv(env, "JWT_ALGORITHMS", ("HS256", "RS256", "ES256")),
+            jwt_leeway_seconds=parse_int(env, "JWT_LEEWAY_SECONDS", 30),
+            jwks_cache_seconds=parse_int(env, "JWKS_CACHE_SECONDS", 600),
             host=env.get("HOST") or "127.0.0.1",
-            port=_int(env, "PORT", 8000, minimum=1),
-            graphiql=_bool(env, "GRAPHIQL", True),
-            introspection=_bool(env, "GRAPHQL_INTROSPECTION", True),
-            cors_origins=_origins(env, "CORS_ORIGINS"),
-            max_query_depth=_int(env, "MAX_QUERY_DEPTH", 10, minimum=1),
-            max_aliases=_int(env, "MAX_ALIASES", 30, minimum=1),
-            max_tokens=_int(env, "MAX_TOKENS", 2000, minimum=1),
-            max_document_bytes=_int(env, "MAX_DOCUMENT_BYTES", 20_000, minimum=100),
-            compiled_queries=_bool(env, "COMPILED_QUERIES", True),
-            compiled_queries_strict=_bool(env, "COMPILED_QUERIES_STRICT", False),
-            metrics=_bool(env, "METRICS", True),
-            log_format=_choice(env, "LOG_FORMAT", "text", LOG_FORMATS),
+            port=parse_int(env, "PORT", 8000, minimum=1),
+            graphiql=parse_bool(env, "GRAPHIQL", True),
+            introspection=parse_bool(env, "GRAPHQL_INTROSPECTION", True),
+            cors_origins=parse_origins(env, "CORS_ORIGINS"),
+            max_query_depth=parse_int(env, "MAX_QUERY_DEPTH", 10, minimum=1),
+            max_aliases=parse_int(env, "MAX_ALIASES", 30, minimum=1),
+            max_tokens=parse_int(env, "MAX_TOKENS", 2000, minimum=1),
+            max_document_bytes=parse_int(env, "MAX_DOCUMENT_BYTES", 20_000, minimum=100),
+            compiled_queries=parse_bool(env, "COMPILED_QUERIES", True),
+            compiled_queries_strict=parse_bool(env, "COMPILED_QUERIES_STRICT", False),
+            metrics=parse_bool(env, "METRICS", True),
+            log_format=parse_choice(env, "LOG_FORMAT", "text", LOG_FORMATS),
             worker_metrics_port=(
-                _int(env, "WORKER_METRICS_PORT", 0, minimum=1)
-                if _str(env, "WORKER_METRICS_PORT")
+                parse_int(env, "WORKER_METRICS_PORT", 0, minimum=1)
+                if parse_str(env, "WORKER_METRICS_PORT")
                 else None
             ),
-            otel_traces_exporter=_str(env, "OTEL_TRACES_EXPORTER"),
-            request_read_timeout_seconds=_float(env, "REQUEST_READ_TIMEOUT_SECONDS", 10.0),
-            engine_poll_seconds=_float(env, "ENGINE_POLL_SECONDS", 0.2),
-            engine_max_retries=_int(env, "ENGINE_MAX_RETRIES", 5),
-            engine_retry_base_seconds=_float(env, "ENGINE_RETRY_BASE_SECONDS", 0.2),
-            venue_seed=_int(env, "VENUE_SEED", 42),
+            otel_traces_exporter=parse_str(env, "OTEL_TRACES_EXPORTER"),
+            request_read_timeout_seconds=parse_float(env, "REQUEST_READ_TIMEOUT_SECONDS", 10.0),
+            engine_poll_seconds=parse_float(env, "ENGINE_POLL_SECONDS", 0.2),
+            engine_max_retries=parse_int(env, "ENGINE_MAX_RETRIES", 5),
+            engine_retry_base_seconds=parse_float(env, "ENGINE_RETRY_BASE_SECONDS", 0.2),
+            venue_seed=parse_int(env, "VENUE_SEED", 42),
             venue_prices_csv=Path(prices_csv) if prices_csv else None,
-            venue_liquidity=_int(env, "VENUE_LIQUIDITY", 500, minimum=1),
-            venue_tick_seconds=_float(env, "VENUE_TICK_SECONDS", 0.25),
-            venue_commission_per_share=_decimal(
+            venue_liquidity=parse_int(env, "VENUE_LIQUIDITY", 500, minimum=1),
+            venue_tick_seconds=parse_float(env, "VENUE_TICK_SECONDS", 0.25),
+            venue_commission_per_share=parse_decimal(
                 env, "VENUE_COMMISSION_PER_SHARE", Decimal("0.005")
             ),
-            venue_commission_minimum=_decimal(env, "VENUE_COMMISSION_MINIMUM", Decimal("1.00")),
-            venue_transient_failure_rate=_float(env, "VENUE_TRANSIENT_FAILURE_RATE", 0.0),
-            venue_permanent_failure_rate=_float(env, "VENUE_PERMANENT_FAILURE_RATE", 0.0),
+            venue_commission_minimum=parse_decimal(
+                env, "VENUE_COMMISSION_MINIMUM", Decimal("1.00")
+            ),
+            venue_transient_failure_rate=parse_float(env, "VENUE_TRANSIENT_FAILURE_RATE", 0.0),
+            venue_permanent_failure_rate=parse_float(env, "VENUE_PERMANENT_FAILURE_RATE", 0.0),
         )
 
     def check_token_config(self) -> None:

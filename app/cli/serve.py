@@ -1,0 +1,54 @@
+"""``python -m app serve``: the API in production mode, one or more worker processes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import logging
+from typing import Any
+
+from app.cli import arguments
+from app.cli.connections import api_settings, check_api_login, connecting
+from app.settings import Settings
+
+log = logging.getLogger("app")
+
+
+def add_parser(sub: Any) -> None:
+    serve = sub.add_parser(
+        "serve", help="the API in production mode, configured from the environment"
+    )
+    serve.add_argument(
+        "--workers",
+        type=arguments.positive_count,
+        default=None,
+        help="worker processes, each with its own pool of DB_POOL_SIZE connections"
+        " (default: one per CPU this process may use)",
+    )
+    serve.set_defaults(run=run)
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    from app import serving, supervisor
+    from app.main import create_app
+    from app.serving import uvicorn_options
+
+    sock = serving.bind(settings.host, settings.port)
+    try:
+        settings = api_settings(settings)
+        with connecting("API_DATABASE_URL", settings.api_database_url):
+            asyncio.run(check_api_login(settings))
+        where = f"http://{settings.host}:{settings.port}/graphql"
+        workers = args.workers or supervisor.default_workers()
+        plural = "s" if workers > 1 else ""
+        return supervisor.run(
+            functools.partial(create_app, settings),
+            sock,
+            workers=workers,
+            on_ready=lambda: log.info("Order API ready: %s (%d worker%s)", where, workers, plural),
+            proxy_headers=True,
+            **uvicorn_options(settings),
+        )
+    finally:
+        sock.close()

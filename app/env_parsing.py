@@ -1,0 +1,148 @@
+"""How one environment variable's text becomes a typed value, or a ``SettingsError`` naming it.
+
+Each reader takes the environment as a mapping (``Settings.from_env`` reads ``os.environ``
+once and passes it here) and answers its default when the variable is unset or empty. Which
+variables exist, and their defaults, is ``app/settings.py``'s table.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Mapping
+from decimal import Decimal
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+
+class SettingsError(ValueError):
+    """A variable is missing or malformed; the message names it."""
+
+
+def parse_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def parse_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def parse_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
+def parse_decimal(env: Mapping[str, str], name: str, default: Decimal) -> Decimal:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return Decimal(raw)
+    except ArithmeticError:
+        raise SettingsError(f"{name} must be a decimal number, got {raw!r}") from None
+
+
+def parse_str(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    return raw if raw else None
+
+
+def parse_postgres_url(env: Mapping[str, str], name: str) -> str | None:
+    """A PostgreSQL connection URL, refused here when malformed. The message never repeats the
+    value: it may hold a password."""
+    raw = parse_str(env, name)
+    if raw is None:
+        return None
+    try:
+        backend = make_url(raw).get_backend_name()
+    except (ValueError, ArgumentError):  # unparsable, or a port that is not a number
+        backend = None
+    if backend not in ("postgresql", "postgres"):
+        raise SettingsError(
+            f"{name} is not a PostgreSQL URL; expected postgresql://user:password@host:port/database"
+        )
+    return raw
+
+
+def parse_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {env.get(name)!r}")
+    return raw
+
+
+def parse_csv(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def parse_one_of(env: Mapping[str, str], name: str, derived: str | None, source: str) -> str | None:
+    """``name``'s value, or the one ``source`` implies; both given and different is an error."""
+    explicit = parse_str(env, name)
+    if explicit is not None and derived is not None and explicit != derived:
+        raise SettingsError(
+            f"{name} ({explicit!r}) contradicts {source} (which implies {derived!r}); set one"
+        )
+    return explicit if explicit is not None else derived
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def parse_origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Exact origins (``scheme://host[:port]``, as browsers send them), or ``*`` alone."""
+    entries = parse_csv(env, name, ())
+    if "*" in entries:
+        if len(entries) > 1:
+            raise SettingsError(f"{name}: '*' allows every origin; list no others beside it")
+        return entries
+    origins = []
+    for entry in entries:
+        try:
+            url = urllib.parse.urlsplit(entry)
+            port = url.port
+        except ValueError:
+            port, url = None, urllib.parse.urlsplit("")
+        scheme = url.scheme.lower()
+        if (
+            scheme not in _DEFAULT_PORTS
+            or not url.hostname
+            or url.path not in ("", "/")
+            or url.query
+            or url.fragment
+            or url.username
+        ):
+            raise SettingsError(
+                f"{name}: {entry!r} is not an origin like https://app.example.com[:port]"
+            )
+        host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+        if port is not None and port != _DEFAULT_PORTS[scheme]:
+            host = f"{host}:{port}"
+        origins.append(f"{scheme}://{host}")
+    return tuple(origins)
