@@ -118,7 +118,7 @@ def load_seed(owner_url: str) -> None:
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from app import serving
     from app.auth.jwt import mint_token
-    from app.db import embedded
+    from app.db import embedded, trading_session
     from app.db.migrations import upgrade_to_head
     from app.main import create_app
     from app.serving import uvicorn_options
@@ -136,6 +136,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         owner, api = ("DATABASE_URL", "API_DATABASE_URL") if configured else ("embedded", "")
         with _connecting(owner, settings.database_url if configured else None):
             upgrade_to_head(settings.database_url)
+            trading_session.apply(settings.database_url, settings.market_close)
         load_seed(settings.database_url)
         with _connecting(api or owner, settings.api_database_url if configured else None):
             asyncio.run(_check_api_login(settings))
@@ -232,7 +233,7 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
-    from app.db import embedded
+    from app.db import embedded, trading_session
     from app.db.migrations import upgrade_to_head
     from app.db.urls import libpq_url
 
@@ -248,6 +249,7 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     elif args.action == "upgrade":
         with _connecting("DATABASE_URL" if configured else "embedded", configured):
             upgrade_to_head(settings.database_url)
+            trading_session.apply(settings.database_url, settings.market_close)
     elif args.action == "seed":
         load_seed(settings.database_url)
     elif args.action == "psql":
