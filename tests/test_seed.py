@@ -117,8 +117,8 @@ async def test_the_seed_loads_twice_without_error(seeded: Seeded) -> None:
 async def test_loading_the_seed_again_changes_nothing(seeded: Seeded) -> None:
     assert {t: len(rows) for t, rows in seeded.second.items()} == {
         "orders": 18,
-        "fills": 11,
-        "execution_logs": 64,
+        "fills": 12,
+        "execution_logs": 67,
     }
     assert seeded.second == seeded.first
 
@@ -141,7 +141,7 @@ async def test_the_seed_has_orders_of_every_type_and_status(seeded: Seeded) -> N
         ("STOP", "PENDING"),
         ("MARKET", "REJECTED"),
         ("LIMIT", "CANCELLED"),
-        ("STOP_LIMIT", "PENDING"),
+        ("STOP_LIMIT", "FILLED"),
         ("MARKET", "EXPIRED"),
         ("LIMIT", "REPLACED"),
     }

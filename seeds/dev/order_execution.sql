@@ -235,7 +235,7 @@ END
 $$;
 
 -- Alice 5: STOP_LIMIT BUY 20 AAPL, stop 195.00, limit 196.00, DAY (the database sets
--- expires_at to the session close) -> PENDING
+-- expires_at to the session close); triggered, filled on NASDAQ within its limit -> FILLED
 DO $$
 DECLARE
     o constant uuid := 'a1000000-0000-4000-8000-000000000005';
@@ -245,6 +245,11 @@ BEGIN
                         price, stop_price, time_in_force)
     VALUES (o, '11111111-1111-4111-8111-111111111111', 'alice-0005', 'AAPL', 'BUY', 20,
             'STOP_LIMIT', 196.00, 195.00, 'DAY');
+    UPDATE orders SET approved_at = now() WHERE id = o;
+    UPDATE orders SET routed_at = now(), status_reason = 'sent to NASDAQ' WHERE id = o;
+    INSERT INTO fills (id, order_id, quantity_filled, price_at_fill, venue, commission)
+    VALUES ('f1000000-0000-4000-8000-000000000003', o, 20, 195.80, 'NASDAQ', 1.00)
+    ON CONFLICT (id) DO NOTHING;
 END
 $$;
 
