@@ -17,9 +17,9 @@ import asyncpg
 import pytest
 
 from app.db.timestamps import isoformat
-from tests import pg
+from tests import pg, supabase
 from tests.api import Client, api_client, api_settings
-from tests.conftest import Db
+from tests.conftest import Db, SupabaseSession
 from tests.sql import as_role
 from tests.test_subscriptions import harness, subscribed
 
@@ -124,17 +124,29 @@ def refusal(body: dict[str, Any]) -> tuple[str, str | None]:
     return error["extensions"]["code"], error["extensions"].get("field")
 
 
-@pytest.fixture(scope="module")
-async def world(cluster: pg.Cluster) -> AsyncIterator[World]:
-    name = await pg.create_test_database(cluster)
-    db = Db(cluster, name)
-    login = await asyncpg.connect(db.dsn("authenticator"))
+@pytest.fixture(scope="module", params=["postgresql", "supabase"])
+async def world(
+    request: pytest.FixtureRequest, cluster: pg.Cluster, supabase_cluster: SupabaseSession
+) -> AsyncIterator[World]:
+    # On Supabase service_role bypasses row level security: the grants and triggers must
+    # hold the replacement protocol on their own.
+    if request.param == "supabase":
+        name = await supabase.create_database(supabase_cluster.cluster)
+        db: Any = supabase.SupabaseDb(supabase_cluster.cluster, name)
+        login = await asyncpg.connect(db.dsn(supabase.LOGIN))
+    else:
+        name = await pg.create_test_database(cluster)
+        db = Db(cluster, name)
+        login = await asyncpg.connect(db.dsn("authenticator"))
     try:
         async with api_client(api_settings(db)) as client:
             yield World(client, login)
     finally:
         await login.close()
-        await pg.drop_test_database(cluster, name)
+        if request.param == "supabase":
+            await supabase.drop_database(db.cluster, name)
+        else:
+            await pg.drop_test_database(cluster, name)
 
 
 # --- the new fields, as every role -------------------------------------------------------------

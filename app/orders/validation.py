@@ -114,8 +114,8 @@ def new_order(
 
     The database's orders_check_rules and orders_check_terms triggers (migrations 003,
     006) apply the same rules to every writer; keep the two in step
-    (tests/test_order_rules.py and tests/test_api_time_in_force.py check each rule
-    through both). ``session_close`` is the close a DAY order ends at, read from the
+    (tests/test_order_rules.py checks each rule through both; tests/test_api_replace.py
+    the replacements). ``session_close`` is the close a DAY order ends at, read from the
     database (``public.session_close``) in the caller's transaction; None for the other
     times in force. ``expires_at`` stays None for a DAY order without one: the database
     sets it to that close."""
