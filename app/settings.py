@@ -88,6 +88,9 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("order-api")))
     """Where the embedded PostgreSQL keeps its cluster (``ORDER_API_DATA_DIR``)."""
     authenticator_password: str | None = None
+    market_close: str | None = None
+    """``MARKET_CLOSE`` as given: written into the database's trading_session by ``db upgrade``
+    and ``dev`` (app/db/trading_session.py); the API and the engine ask the database."""
     engine_database_url: str | None = None
     """The execution engine's login, which needs a session (its advisory-lock leases): a direct
     or session-mode connection. None: ``api_database_url``."""
@@ -179,6 +182,7 @@ class Settings:
             db_pooler=_pooler(env, "DB_POOLER"),
             data_dir=Path(data_dir) if data_dir else Path(platformdirs.user_data_dir("order-api")),
             authenticator_password=parse_str(env, "AUTHENTICATOR_PASSWORD"),
+            market_close=parse_str(env, "MARKET_CLOSE"),
             db_pool_size=parse_int(env, "DB_POOL_SIZE", 10, minimum=1),
             db_pool_timeout=parse_float(env, "DB_POOL_TIMEOUT", 5.0),
             db_connect_timeout=parse_float(env, "DB_CONNECT_TIMEOUT", 3.0),

@@ -17,6 +17,10 @@ from typing import Any
 
 from graphql import (
     DangerousChangeType,
+    GraphQLEnumType,
+    GraphQLInputObjectType,
+    GraphQLInterfaceType,
+    GraphQLObjectType,
     GraphQLSchema,
     build_client_schema,
     build_schema,
@@ -77,12 +81,62 @@ def test_served_schema_keeps_every_type_field_argument_and_default_of_the_contra
     assert changes(served_schema()) == []
 
 
+def described(schema: GraphQLSchema) -> dict[str, str | None]:
+    """Every description of ``schema``'s named types, fields, arguments, input fields and
+    enum values, by a dotted path."""
+    found: dict[str, str | None] = {}
+    for name, named in schema.type_map.items():
+        if name.startswith("__"):
+            continue
+        found[name] = named.description
+        if isinstance(named, GraphQLObjectType | GraphQLInterfaceType):
+            for field_name, field in named.fields.items():
+                found[f"{name}.{field_name}"] = field.description
+                for arg_name, arg in field.args.items():
+                    found[f"{name}.{field_name}({arg_name})"] = arg.description
+        elif isinstance(named, GraphQLInputObjectType):
+            for field_name, input_field in named.fields.items():
+                found[f"{name}.{field_name}"] = input_field.description
+        elif isinstance(named, GraphQLEnumType):
+            for value_name, value in named.values.items():
+                found[f"{name}.{value_name}"] = value.description
+    return found
+
+
+def description_changes(served: GraphQLSchema) -> list[str]:
+    """Each description the contract gives that the served one does not begin with, word for
+    word (the served schema may say more after it)."""
+    contract = described(build_schema(contract_sdl()))
+    serving = described(served)
+    return [
+        f"{path}: {serving.get(path)!r} instead of {text!r}"
+        for path, text in contract.items()
+        if text is not None and not (serving.get(path) or "").startswith(text)
+    ]
+
+
+def test_served_schema_repeats_every_description_of_the_contract() -> None:
+    assert description_changes(served_schema()) == []
+    # The comparison can fail: a changed description is reported.
+    edited = build_schema(
+        contract_sdl().replace('"The order this one replaced, if any."', '"Replaced."')
+    )
+    assert description_changes(edited) == [
+        "Order.replacesId: 'Replaced.' instead of 'The order this one replaced, if any.'"
+    ]
+
+
 def test_contract_comparison_notices_a_removed_field_and_a_changed_default() -> None:
     # The comparison itself must be able to fail: a served schema missing Order.price and with
     # another page size default is reported.
     mutilated = build_schema(
         contract_sdl()
-        .replace("  price: Decimal\n  stopLoss", "  stopLoss", 1)
+        .replace(
+            '  "Limit price for LIMIT and STOP_LIMIT, trigger price for STOP, null for MARKET."\n'
+            "  price: Decimal\n",
+            "",
+            1,
+        )
         .replace("first: Int = 20", "first: Int = 10")
     )
     found = changes(mutilated)

@@ -44,6 +44,14 @@ STRING_INPUTS: list[tuple[str, str, dict[str, Any], tuple[str, ...], str]] = [
     ),
     (
         TRADER,
+        "mutation($id: UUID!, $input: ReplaceOrderInput!) { replaceOrder(id: $id, input: $input)"
+        " { id } }",
+        {"id": ORDER, "input": {}},
+        ("input", "clientOrderId"),
+        "clientOrderId",
+    ),
+    (
+        TRADER,
         "mutation($id: UUID!, $r: String) { cancelOrder(id: $id, reason: $r) { id } }",
         {"id": ORDER},
         ("r",),
@@ -137,6 +145,7 @@ async def test_the_table_below_covers_every_string_input_of_the_schema(database:
         assert string_inputs_of_the_schema(client) == {
             "SubmitOrderInput.symbol",
             "SubmitOrderInput.clientOrderId",
+            "ReplaceOrderInput.clientOrderId",
             "cancelOrder.reason",
             "rejectOrder.reason",
             "rejectOrder.errorCode",

@@ -38,6 +38,7 @@ STORED = {
     "OrderTypeEnum": {"order_type_enum"},
     "OrderStatusEnum": {"order_status_enum"},
     "ActionEnum": {"action_enum"},
+    "TimeInForceEnum": {"time_in_force_enum"},
 }
 SERVED = {
     "UUID": "UUID",
@@ -49,6 +50,7 @@ SERVED = {
     "OrderTypeEnum": "OrderType",
     "OrderStatusEnum": "OrderStatus",
     "ActionEnum": "ExecutionAction",
+    "TimeInForceEnum": "TimeInForce",
 }
 TABLES = [entity for entity in fields.ENTITIES if entity.table is not None]
 

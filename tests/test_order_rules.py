@@ -1,4 +1,4 @@
-"""Every rule submitOrder and cancelOrder apply holds in the database too (migration 003).
+"""Every rule submitOrder and cancelOrder apply holds in the database too (migrations 003, 006).
 
 On Supabase a trader can write ``orders`` past this API: through the Data API (PostgREST),
 pg_graphql or plain SQL, as ``authenticated`` with their own claims, which is exactly what
@@ -30,6 +30,8 @@ from tests.sql import as_role
 SUBMIT = "mutation($input: SubmitOrderInput!) { submitOrder(input: $input) { id symbol } }"
 CANCEL = "mutation($id: UUID!, $reason: String) { cancelOrder(id: $id, reason: $reason) { id } }"
 PAST = datetime(2020, 1, 1, tzinfo=UTC)
+TOMORROW = datetime.now(UTC) + timedelta(days=1)
+NEXT_WEEK = datetime.now(UTC) + timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,62 @@ RULES: dict[str, Rule] = {
         sqlstate="22001",  # varchar(64) refuses it before any trigger runs
     ),
     "side neither BUY nor SELL": Rule("side", {"side": "HOLD"}, {"side": "HOLD"}, sqlstate="23514"),
+    # Stop-limit and time in force (migration 006's orders_check_terms).
+    "stop price on a LIMIT order": Rule(
+        "stopPrice", {"stop_price": Decimal("9.00")}, {"stopPrice": "9.00"}
+    ),
+    "stop price on a MARKET order": Rule(
+        "stopPrice",
+        {"order_type": "MARKET", "price": None, "stop_price": Decimal("9.00")},
+        {"orderType": "MARKET", "price": None, "stopPrice": "9.00"},
+    ),
+    "STOP_LIMIT without a stop price": Rule(
+        "stopPrice", {"order_type": "STOP_LIMIT"}, {"orderType": "STOP_LIMIT"}
+    ),
+    "STOP_LIMIT without a price": Rule(
+        "price",
+        {"order_type": "STOP_LIMIT", "price": None, "stop_price": Decimal("9.50")},
+        {"orderType": "STOP_LIMIT", "price": None, "stopPrice": "9.50"},
+    ),
+    "stop price with three decimals": Rule(
+        "stopPrice",
+        {"order_type": "STOP_LIMIT", "stop_price": Decimal("9.505")},
+        {"orderType": "STOP_LIMIT", "stopPrice": "9.505"},
+    ),
+    "stop price zero": Rule(
+        "stopPrice",
+        {"order_type": "STOP_LIMIT", "stop_price": Decimal("0")},
+        {"orderType": "STOP_LIMIT", "stopPrice": "0"},
+    ),
+    "IOC on a STOP order": Rule(
+        "timeInForce",
+        {"order_type": "STOP", "time_in_force": "IOC"},
+        {"orderType": "STOP", "timeInForce": "IOC"},
+    ),
+    "FOK on a STOP_LIMIT order": Rule(
+        "timeInForce",
+        {"order_type": "STOP_LIMIT", "stop_price": Decimal("9.50"), "time_in_force": "FOK"},
+        {"orderType": "STOP_LIMIT", "stopPrice": "9.50", "timeInForce": "FOK"},
+    ),
+    "IOC with an expiry": Rule(
+        "expiresAt",
+        {"time_in_force": "IOC", "expires_at": TOMORROW},
+        {"timeInForce": "IOC", "expiresAt": TOMORROW.isoformat()},
+    ),
+    "FOK with an expiry": Rule(
+        "expiresAt",
+        {"time_in_force": "FOK", "expires_at": TOMORROW},
+        {"timeInForce": "FOK", "expiresAt": TOMORROW.isoformat()},
+    ),
+    # The session close is at most 3 days ahead (a Friday evening's is Monday's).
+    "DAY expiring after the session close": Rule(
+        "expiresAt",
+        {"time_in_force": "DAY", "expires_at": NEXT_WEEK},
+        {"timeInForce": "DAY", "expiresAt": NEXT_WEEK.isoformat()},
+    ),
+    "time in force null": Rule(
+        "timeInForce", {"time_in_force": None}, {"timeInForce": None}, sqlstate="OA422"
+    ),
 }
 
 
@@ -171,10 +229,8 @@ def valid_input() -> dict[str, Any]:
 async def insert_as_trader(setup: Setup, row: dict[str, Any]) -> asyncpg.Record:
     """INSERT as the Data API would run it for this trader (rolled back)."""
     columns = ", ".join(row)
-    values = ", ".join(
-        f"${i}::order_type_enum" if column == "order_type" else f"${i}"
-        for i, column in enumerate(row, start=1)
-    )
+    casts = {"order_type": "::order_type_enum", "time_in_force": "::time_in_force_enum"}
+    values = ", ".join(f"${i}{casts.get(column, '')}" for i, column in enumerate(row, start=1))
     async with as_role(setup.login, "authenticated", setup.trader) as conn:
         record: asyncpg.Record = await conn.fetchrow(
             f"INSERT INTO orders ({columns}) VALUES ({values}) RETURNING symbol, price",

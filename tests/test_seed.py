@@ -8,6 +8,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -115,29 +116,67 @@ async def test_the_seed_loads_twice_without_error(seeded: Seeded) -> None:
 
 async def test_loading_the_seed_again_changes_nothing(seeded: Seeded) -> None:
     assert {t: len(rows) for t, rows in seeded.second.items()} == {
-        "orders": 13,
-        "fills": 8,
-        "execution_logs": 47,
+        "orders": 18,
+        "fills": 12,
+        "execution_logs": 67,
     }
     assert seeded.second == seeded.first
 
 
 async def test_the_seed_has_orders_of_every_type_and_status(seeded: Seeded) -> None:
-    assert {o["order_type"] for o in seeded.orders} == {"MARKET", "LIMIT", "STOP"}
+    assert {o["order_type"] for o in seeded.orders} == {"MARKET", "LIMIT", "STOP", "STOP_LIMIT"}
     assert {o["status"] for o in seeded.orders} == {
         "PENDING",
         "PARTIAL",
         "FILLED",
         "REJECTED",
         "CANCELLED",
+        "EXPIRED",
+        "REPLACED",
     }
+    assert {o["time_in_force"] for o in seeded.orders} == {"DAY", "GTC", "IOC", "FOK"}
     assert {(o["order_type"], o["status"]) for o in seeded.orders} >= {
         ("MARKET", "FILLED"),
         ("LIMIT", "PARTIAL"),
         ("STOP", "PENDING"),
         ("MARKET", "REJECTED"),
         ("LIMIT", "CANCELLED"),
+        ("STOP_LIMIT", "FILLED"),
+        ("MARKET", "EXPIRED"),
+        ("LIMIT", "REPLACED"),
     }
+
+
+async def test_the_seed_has_a_confirmed_replacement(seeded: Seeded) -> None:
+    orders = {o["id"]: o for o in seeded.orders}
+    [replaced] = [o for o in seeded.orders if o["status"] == "REPLACED"]
+    replacement = orders[replaced["replaced_by_id"]]
+
+    assert replacement["replaces_id"] == replaced["id"]
+    assert (replacement["status"], replacement["approved_at"] is not None) == ("PENDING", True)
+    # The total written (150) less the 40 the replaced order filled first.
+    assert (replaced["filled_quantity"], replacement["quantity"]) == (40, 110)
+    assert [o["id"] for o in seeded.orders if o["replaces_id"] is not None] == [replacement["id"]]
+
+
+async def test_the_seeds_time_in_force_examples_keep_their_rules(seeded: Seeded) -> None:
+    by_client_id = {o["client_order_id"]: o for o in seeded.orders}
+    day = by_client_id["alice-0005"]
+    async with as_role(seeded.api, "service_role") as conn:
+        close = await conn.fetchval("SELECT public.session_close($1)", day["created_at"])
+    # The database gave the DAY order its session's close.
+    assert (day["time_in_force"], day["expires_at"], day["stop_price"]) == (
+        "DAY",
+        close,
+        Decimal("195.00"),
+    )
+    expired = by_client_id["carol-0005"]
+    assert expired["status"] == "EXPIRED"
+    assert expired["expires_at"] <= expired["updated_at"]
+    for order in seeded.orders:
+        if order["time_in_force"] in ("IOC", "FOK"):
+            assert order["status"] in ("FILLED", "CANCELLED"), order["client_order_id"]
+            assert order["expires_at"] is None
 
 
 async def test_the_seed_has_partial_and_complete_fills_on_every_venue(seeded: Seeded) -> None:
@@ -150,7 +189,7 @@ async def test_the_seed_has_partial_and_complete_fills_on_every_venue(seeded: Se
     assert any(f["commission"] > 0 for f in seeded.fills)
     assert any(f["commission"] == 0 for f in seeded.fills)
     statuses_with_fills = {orders[order_id]["status"] for order_id in by_order}
-    assert statuses_with_fills == {"PARTIAL", "FILLED", "CANCELLED"}
+    assert statuses_with_fills == {"PARTIAL", "FILLED", "CANCELLED", "REPLACED"}
     assert any(len(fills) > 1 for fills in by_order.values())
     for order_id, fills in by_order.items():
         order = orders[order_id]
@@ -175,7 +214,7 @@ async def test_every_seed_order_has_the_audit_trail_of_its_lifecycle(seeded: See
         assert actions.count("FILLED") == fills_per_order.get(order["id"], 0)
         assert trail[-1]["status"] == order["status"], order["client_order_id"]
         assert all(r["trader_id"] == order["trader_id"] for r in trail)
-        if order["status"] in ("REJECTED", "CANCELLED"):
+        if order["status"] in ("REJECTED", "CANCELLED", "EXPIRED", "REPLACED"):
             assert actions[-1] == order["status"]
         if order["approved_at"] is not None:
             assert actions.count("APPROVED") == 1
@@ -187,6 +226,8 @@ async def test_every_seed_order_has_the_audit_trail_of_its_lifecycle(seeded: See
         "REJECTED",
         "CANCELLED",
         "RECOVERED",
+        "EXPIRED",
+        "REPLACED",
     }
     assert any(r["error_code"] and r["action"] == "EXECUTED" for r in seeded.logs)
     assert any(r["error_code"] and r["action"] == "REJECTED" for r in seeded.logs)
@@ -196,9 +237,10 @@ def test_the_seed_leaves_the_audit_trail_to_the_triggers() -> None:
     sql = "\n".join(line.split("--")[0] for line in SEED.read_text().lower().splitlines())
 
     assert "execution_logs" not in sql
-    assert sql.count("insert into orders") == 13
-    assert "set local role service_role" in sql
-    assert sql.count("begin;") == 1
+    assert sql.count("insert into orders") == 18
+    # Two transactions, both as service_role: an order expires only in a transaction after
+    # the one that submitted it (the database's now() must reach its expiresAt).
+    assert sql.count("set local role service_role") == sql.count("begin;") == 2
     assert sql.rstrip().endswith("commit;")
 
 

@@ -27,7 +27,7 @@ def load_seed(owner_url: str) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    from app.db import embedded
+    from app.db import embedded, trading_session
     from app.db.migrations import upgrade_to_head
     from app.db.urls import libpq_url
 
@@ -43,6 +43,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     elif args.action == "upgrade":
         with connecting("DATABASE_URL" if configured else "embedded", configured):
             upgrade_to_head(settings.database_url)
+            trading_session.apply(settings.database_url, settings.market_close)
     elif args.action == "seed":
         load_seed(settings.database_url)
     elif args.action == "psql":

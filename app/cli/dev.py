@@ -33,7 +33,7 @@ def add_parser(sub: Any) -> None:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from app import serving
     from app.auth.jwt import mint_token
-    from app.db import embedded
+    from app.db import embedded, trading_session
     from app.db.migrations import upgrade_to_head
     from app.main import create_app
     from app.serving import uvicorn_options
@@ -51,6 +51,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         owner, api = ("DATABASE_URL", "API_DATABASE_URL") if configured else ("embedded", "")
         with connecting(owner, settings.database_url if configured else None):
             upgrade_to_head(settings.database_url)
+            trading_session.apply(settings.database_url, settings.market_close)
         load_seed(settings.database_url)
         with connecting(api or owner, settings.api_database_url if configured else None):
             asyncio.run(check_api_login(settings))

@@ -1,4 +1,5 @@
-"""The contract's custom scalars as Strawberry's, with two changes.
+"""The contract's custom scalars as Strawberry's (with the contract's descriptions), with two
+changes.
 
 DateTime is written as PostgreSQL writes JSON timestamps (db/timestamps.py):
 compiled queries (graphql/compiled/) put timestamps into the response with
@@ -53,6 +54,7 @@ def _parser(
 
 DATETIME: ScalarDefinition = dataclasses.replace(
     DateTimeDefinition,
+    description="ISO 8601 timestamp with offset.",
     serialize=isoformat,
     parse_value=_parser(dateutil.parser.isoparse, "DateTime", (ValueError, OverflowError)),
 )
@@ -60,13 +62,16 @@ DATETIME: ScalarDefinition = dataclasses.replace(
 
 DECIMAL: ScalarDefinition = dataclasses.replace(
     DecimalDefinition,
+    description='Exact decimal number, serialized as a string such as "187.25"; never a float.',
     parse_value=_parser(
         decimal.Decimal, "Decimal", (decimal.DecimalException,), accept_non_string=True
     ),
 )
 
 UUID: ScalarDefinition = dataclasses.replace(
-    UUIDDefinition, parse_value=_parser(uuid.UUID, "UUID", (ValueError,))
+    UUIDDefinition,
+    description="RFC 4122 UUID in its canonical text form.",
+    parse_value=_parser(uuid.UUID, "UUID", (ValueError,)),
 )
 
 OVERRIDES: dict[object, ScalarDefinition] = {

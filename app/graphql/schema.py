@@ -26,6 +26,7 @@ from app.graphql.types import (
     OrderFilter,
     PageInfo,
     RecordFillInput,
+    ReplaceOrderInput,
     SubmitOrderInput,
     Viewer,
 )
@@ -134,6 +135,8 @@ class Mutation:
             take_profit=input.take_profit,
             expires_at=input.expires_at,
             client_order_id=input.client_order_id,
+            stop_price=input.stop_price,
+            time_in_force=input.time_in_force,
         )
         return Order.from_row(row)
 
@@ -146,6 +149,24 @@ class Mutation:
     ) -> Order:
         return Order.from_row(
             await service.cancel_order(info.context.tx, order_id=id, reason=reason)
+        )
+
+    @strawberry.mutation(
+        description="The owner replaces a working (PENDING or PARTIAL) order: a new order is"
+        " created with replacesId set, and the old one becomes REPLACED once the venue"
+        " confirms. If the old order fills first, the replacement is REJECTED and the old"
+        " order's fills stand. Returns the new order."
+    )
+    async def replace_order(
+        self, info: Info[Context, None], id: UUID, input: ReplaceOrderInput
+    ) -> Order:
+        changes = {
+            name: getattr(input, name)
+            for name in service.REPLACEABLE
+            if getattr(input, name) is not strawberry.UNSET
+        }
+        return Order.from_row(
+            await service.replace_order(info.context.tx, order_id=id, changes=changes)
         )
 
     @strawberry.mutation(description="Execution engine only (role service_role).")

@@ -7,6 +7,7 @@ out because Strawberry and mypy read them statically, and they carry the descrip
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
@@ -23,6 +24,7 @@ from app.models.order import (
     OrderSideEnum,
     OrderStatusEnum,
     OrderTypeEnum,
+    TimeInForceEnum,
 )
 from app.orders import fields, validation
 
@@ -31,10 +33,30 @@ strawberry.enum(OrderSideEnum, name="OrderSide")
 strawberry.enum(OrderTypeEnum, name="OrderType")
 strawberry.enum(OrderStatusEnum, name="OrderStatus")
 strawberry.enum(ActionEnum, name="ExecutionAction")
+strawberry.enum(TimeInForceEnum, name="TimeInForce", description="How long an order keeps working.")
+
+
+def _describe_values(enum_class: type[enum.Enum], described: dict[str, str]) -> None:
+    """Descriptions of an enum's values, which ``strawberry.enum`` only takes from
+    ``strawberry.enum_value`` members: the enums are the database's (app/models), not ours."""
+    for value in enum_class.__strawberry_definition__.values:  # type: ignore[attr-defined]
+        value.description = described[value.name]
+
+
+_describe_values(
+    TimeInForceEnum,
+    {
+        "DAY": "Until the close of the trading day it was accepted on; then EXPIRED.",
+        "GTC": "Until filled or cancelled (or its expiresAt, when given; then EXPIRED).",
+        "IOC": "Fill what can be filled at once; the rest is CANCELLED at once.",
+        "FOK": "Fill the whole quantity at once, or nothing: otherwise CANCELLED at once.",
+    },
+)
 OrderSide = OrderSideEnum
 OrderType = OrderTypeEnum
 OrderStatus = OrderStatusEnum
 ExecutionAction = ActionEnum
+TimeInForce = TimeInForceEnum
 
 
 @strawberry.type
@@ -83,7 +105,15 @@ class Order:
     quantity: int
     order_type: OrderType
     price: Decimal | None = strawberry.field(
-        description="Limit price for LIMIT, trigger price for STOP, null for MARKET."
+        description="Limit price for LIMIT and STOP_LIMIT, trigger price for STOP, null for MARKET."
+    )
+    stop_price: Decimal | None = strawberry.field(
+        description="Trigger price of a STOP_LIMIT order; null otherwise."
+    )
+    time_in_force: TimeInForce
+    replaces_id: UUID | None = strawberry.field(description="The order this one replaced, if any.")
+    replaced_by_id: UUID | None = strawberry.field(
+        description="The order that replaced this one (status REPLACED), if any."
     )
     stop_loss: Decimal | None
     take_profit: Decimal | None
@@ -154,6 +184,13 @@ class Viewer:
 # (orders/validation.py, settings.py), so a description cannot drift from the check.
 _MONEY = f"Decimal string, greater than 0, at most {validation.MAX_PRICE}, at most 2 decimal places"
 _TIMESTAMP = "ISO 8601 with a UTC offset (e.g. 2030-01-01T00:00:00Z)"
+_EXPIRES_AT = (
+    f"Optional; in the future, {_TIMESTAMP}. Unfilled by then: EXPIRED. Not for IOC or FOK;"
+    " for DAY at most the session close (the default)."
+)
+_TIME_IN_FORCE = (
+    "DAY, GTC, IOC or FOK (see TimeInForce); IOC and FOK not for STOP or STOP_LIMIT orders."
+)
 
 
 def _limit(column: str) -> str:
@@ -184,7 +221,8 @@ class OrderFilter:
 
 @strawberry.input(
     description="A new order. Which fields an order type takes: MARKET takes no price;"
-    " LIMIT and STOP need a price (the limit price; the stop's trigger price)."
+    " LIMIT and STOP need a price (the limit price; the stop's trigger price); STOP_LIMIT"
+    " needs a price (the limit) and a stopPrice (the trigger)."
 )
 class SubmitOrderInput:
     symbol: str = strawberry.field(
@@ -200,11 +238,13 @@ class SubmitOrderInput:
         + " (checked here, by the database, and again by the engine before approval)."
     )
     order_type: OrderType = strawberry.field(
-        description="MARKET: no price. LIMIT, STOP: price required."
+        description="MARKET: no price. LIMIT, STOP: price required. STOP_LIMIT: price and"
+        " stopPrice required."
     )
     price: Decimal | None = strawberry.field(
         default=None,
-        description=f"LIMIT and STOP only (required there; refused for MARKET). {_MONEY}.",
+        description="LIMIT, STOP and STOP_LIMIT only (required there; refused for MARKET)."
+        f" {_MONEY}.",
     )
     stop_loss: Decimal | None = strawberry.field(
         default=None,
@@ -216,16 +256,53 @@ class SubmitOrderInput:
         description=f"Optional. {_MONEY}. For a BUY above the price and above stopLoss;"
         " for a SELL below them.",
     )
-    expires_at: datetime | None = strawberry.field(
-        default=None,
-        description=f"Optional; in the future, {_TIMESTAMP}. Unfilled by then: CANCELLED"
-        " with reason 'expired'.",
-    )
+    expires_at: datetime | None = strawberry.field(default=None, description=_EXPIRES_AT)
     client_order_id: str | None = strawberry.field(
         default=None,
         description="Optional idempotency key: 1 to 64 printable ASCII characters, unique per"
         " trader. Submitting the same key with the same content returns the existing order;"
         " with different content it is a CONFLICT.",
+    )
+    stop_price: Decimal | None = strawberry.field(
+        default=None, description=f"Required for STOP_LIMIT, refused otherwise. {_MONEY}."
+    )
+    time_in_force: TimeInForce | None = strawberry.field(
+        default=TimeInForce.GTC, description=f"{_TIME_IN_FORCE} Default GTC; not null."
+    )
+
+
+@strawberry.input(
+    description="What a replacement changes; anything left out is copied from the order it"
+    " replaces."
+)
+class ReplaceOrderInput:
+    quantity: int | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="The TOTAL wanted, shares already filled on the replaced order (and the"
+        " orders it replaced) included: above what is filled; the new order gets the rest."
+        " Left out: the total that leaves exactly the old order's unfilled rest. Same bounds"
+        " as SubmitOrderInput.quantity.",
+    )
+    price: Decimal | None = strawberry.field(
+        default=strawberry.UNSET,
+        description=f"As in SubmitOrderInput (the order type stays the old order's). {_MONEY}.",
+    )
+    stop_price: Decimal | None = strawberry.field(
+        default=strawberry.UNSET,
+        description=f"STOP_LIMIT only, as in SubmitOrderInput. {_MONEY}.",
+    )
+    time_in_force: TimeInForce | None = strawberry.field(
+        default=strawberry.UNSET, description=f"{_TIME_IN_FORCE} May be left out, not null."
+    )
+    expires_at: datetime | None = strawberry.field(
+        default=strawberry.UNSET,
+        description=f"{_EXPIRES_AT} Null: none. Left out: the old order's when the time in"
+        " force stays the same, else the new time in force's default.",
+    )
+    client_order_id: str | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="The new order's idempotency key (never copied), as in SubmitOrderInput:"
+        " the same replacement again returns the same new order; different content, CONFLICT.",
     )
 
 

@@ -25,7 +25,13 @@ from uuid import UUID
 
 from sqlalchemy.engine import RowMapping
 
-from app.models.order import ActionEnum, OrderSideEnum, OrderStatusEnum, OrderTypeEnum
+from app.models.order import (
+    ActionEnum,
+    OrderSideEnum,
+    OrderStatusEnum,
+    OrderTypeEnum,
+    TimeInForceEnum,
+)
 
 # The caller's sub as the database sees it, read from the claims the transaction carries
 # rather than through auth.uid(): on Supabase only anon, authenticated and service_role
@@ -139,6 +145,10 @@ ORDER = Entity(
         Field("quantity", int),
         Field("order_type", OrderTypeEnum),
         Field("price", Decimal | None),
+        Field("stop_price", Decimal | None),
+        Field("time_in_force", TimeInForceEnum),
+        Field("replaces_id", UUID | None),
+        Field("replaced_by_id", UUID | None),
         Field("stop_loss", Decimal | None),
         Field("take_profit", Decimal | None),
         Field("status", OrderStatusEnum),
@@ -222,5 +232,7 @@ IDEMPOTENCY_FIELDS = (
     "stop_loss",
     "take_profit",
     "expires_at",
+    "stop_price",
+    "time_in_force",
 )
 SUBMIT_FIELDS = (*IDEMPOTENCY_FIELDS, "client_order_id")

@@ -37,6 +37,13 @@ _INSERT_ORDER: Final = text(
     " ON CONFLICT (trader_id, client_order_id) DO NOTHING"
     f" RETURNING {ORDER_COLUMNS}"
 )
+# A replacement (migration 006's protocol, step 1): the same fields and the order it replaces.
+# Its quantity is the total wanted; the database stores what is left after the chain's fills.
+_INSERT_REPLACEMENT: Final = text(
+    f"INSERT INTO orders (trader_id, replaces_id, {', '.join(SUBMIT_FIELDS)})"
+    f" VALUES (:trader_id, :replaces_id, {', '.join(':' + name for name in SUBMIT_FIELDS)})"
+    f" RETURNING {ORDER_COLUMNS}"
+)
 _APPROVE: Final = text(
     f"UPDATE orders SET approved_at = now() WHERE id = :id RETURNING {ORDER_COLUMNS}"
 )
@@ -82,6 +89,21 @@ async def insert_order(tx: Tx, trader_id: UUID, order: NewOrder) -> RowMapping |
         _INSERT_ORDER,
         {
             "trader_id": trader_id,
+            **{name: _value(getattr(order, name)) for name in SUBMIT_FIELDS},
+        },
+    )
+
+
+async def insert_replacement(
+    tx: Tx, trader_id: UUID, replaces_id: UUID, order: NewOrder
+) -> RowMapping | None:
+    """The replacement of ``replaces_id``, PENDING until the engine confirms it
+    (``order.quantity`` is the total wanted, fills of the orders it replaces included)."""
+    return await tx.first(
+        _INSERT_REPLACEMENT,
+        {
+            "trader_id": trader_id,
+            "replaces_id": replaces_id,
             **{name: _value(getattr(order, name)) for name in SUBMIT_FIELDS},
         },
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -240,3 +241,34 @@ async def order_by_client_id(tx: Tx, trader_id: UUID, client_order_id: str) -> R
         ),
         {"trader_id": trader_id, "client_order_id": client_order_id},
     )
+
+
+async def session_close(tx: Tx) -> datetime:
+    """The close a DAY order submitted now ends at: the database's one definition
+    (migration 006's trading_session), at the transaction's now(), as its trigger sees it."""
+    closing = await tx.scalar(text("SELECT public.session_close(now())"))
+    assert isinstance(closing, datetime)
+    return closing
+
+
+# The chain of orders ``:id`` replaced, itself included (what migration 006 sums).
+_CHAIN = (
+    "WITH RECURSIVE chain AS ("
+    " SELECT o.id, o.replaces_id FROM orders o WHERE o.id = :id"
+    " UNION ALL SELECT o.id, o.replaces_id FROM orders o JOIN chain c ON o.id = c.replaces_id)"
+)
+
+
+async def chain_filled(tx: Tx, order_id: UUID, *, before: datetime | None = None) -> int:
+    """Shares filled across ``order_id`` and the orders it replaced: what a replacement's
+    total quantity counts from. ``before``: only fills recorded before then."""
+    filled = await tx.scalar(
+        text(
+            f"{_CHAIN} SELECT coalesce(sum(f.quantity_filled), 0)::integer"
+            " FROM chain c JOIN fills f ON f.order_id = c.id"
+            " WHERE CAST(:before AS timestamptz) IS NULL OR f.created_at < :before"
+        ),
+        {"id": order_id, "before": before},
+    )
+    assert isinstance(filled, int)
+    return filled

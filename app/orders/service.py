@@ -6,14 +6,17 @@ the database's grants and policies refuse the same writes on their own.
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy.engine import RowMapping
 
 from app.db.session import Tx
-from app.models.order import OrderStatusEnum, OrderTypeEnum
+from app.models.order import OrderStatusEnum, OrderTypeEnum, TimeInForceEnum
 from app.orders import fields, ledger, lifecycle, limits, queries, validation
 from app.orders.errors import (
     Conflict,
@@ -46,10 +49,14 @@ async def submit_order(
     take_profit: Decimal | None,
     expires_at: datetime | None,
     client_order_id: str | None,
+    stop_price: Decimal | None = None,
+    time_in_force: TimeInForceEnum | None = TimeInForceEnum.GTC,
 ) -> RowMapping:
     _require_role(tx, "authenticated")
     trader_id = tx.claims.sub
     assert trader_id is not None  # token verification requires a sub for authenticated
+    if time_in_force is None:  # nullable in the contract, for its default only
+        raise InvalidInput("timeInForce", "timeInForce may be left out (GTC), not null")
     order = validation.new_order(
         symbol=symbol,
         side=side,
@@ -60,8 +67,11 @@ async def submit_order(
         take_profit=take_profit,
         expires_at=expires_at,
         client_order_id=client_order_id,
+        stop_price=stop_price,
+        time_in_force=time_in_force,
         now=datetime.now(UTC),
         limits=OrderLimits.from_row(await tx.first(limits.READ)),
+        session_close=await _session_close(tx, time_in_force),
     )
     with queries.database_errors():
         row = await ledger.insert_order(tx, trader_id, order)
@@ -77,18 +87,114 @@ async def submit_order(
     return existing
 
 
-def _same_content(row: RowMapping, order: validation.NewOrder) -> bool:
-    def normalized(name: str, value: object) -> object:
-        if isinstance(value, OrderTypeEnum):
-            return value.value
-        if name == "order_type":
-            return str(value)
-        return value
+async def _session_close(tx: Tx, time_in_force: TimeInForceEnum) -> datetime | None:
+    """The close a DAY order ends at, from the database (asked only for DAY orders)."""
+    if time_in_force is not TimeInForceEnum.DAY:
+        return None
+    return await queries.session_close(tx)
 
-    return all(
-        normalized(name, row[name]) == normalized(name, getattr(order, name))
-        for name in fields.IDEMPOTENCY_FIELDS
+
+def _same_content(
+    row: RowMapping, order: validation.NewOrder, *, stored_quantity: int | None = None
+) -> bool:
+    """Whether ``row`` is the order ``order`` describes. ``stored_quantity``: what the
+    database made of ``order.quantity`` (a replacement's total, less the fills before it)."""
+
+    def normalized(value: object) -> object:
+        # The database's enums arrive as text; the order's are the Python enums.
+        return value.value if isinstance(value, enum.Enum) else value
+
+    expected = {name: getattr(order, name) for name in fields.IDEMPOTENCY_FIELDS}
+    if stored_quantity is not None:
+        expected["quantity"] = stored_quantity
+    if order.time_in_force is TimeInForceEnum.DAY and order.expires_at is None:
+        # The database set it to the session close of the day the order was accepted.
+        del expected["expires_at"]
+    return all(normalized(row[name]) == normalized(value) for name, value in expected.items())
+
+
+REPLACEABLE = ("quantity", "price", "stop_price", "time_in_force", "expires_at", "client_order_id")
+"""What a replacement may change (ReplaceOrderInput); the rest is the replaced order's."""
+
+
+async def replace_order(tx: Tx, *, order_id: UUID, changes: Mapping[str, Any]) -> RowMapping:
+    """The owner replaces a working order (migration 006's protocol, step 1): the new order,
+    PENDING with replacesId set, which the engine confirms or rejects.
+
+    ``changes`` holds the fields given (``REPLACEABLE``); one left out is copied from the
+    old order, except clientOrderId (the new order's own idempotency key) and, when the
+    time in force changes, expiresAt (the new time in force's default). ``quantity`` is the
+    total wanted, fills of the replaced orders included; left out, the total that leaves
+    exactly the old order's unfilled rest."""
+    _require_role(tx, "authenticated")
+    trader_id = tx.claims.sub
+    assert trader_id is not None  # token verification requires a sub for authenticated
+    unknown = set(changes) - set(REPLACEABLE)
+    assert not unknown, f"not replaceable: {unknown}"
+    for name, field in (("quantity", "quantity"), ("time_in_force", "timeInForce")):
+        if name in changes and changes[name] is None:
+            raise InvalidInput(field, f"{field} may be left out (to keep it), not null")
+    # Locked first: a repeat of this request waits for the first to commit, then finds it.
+    old = await queries.order_for_update(tx, order_id)
+    if old is None:
+        raise OrderNotFound(order_id)  # RLS: "not yours" and "missing" look the same
+    client_order_id = changes.get("client_order_id")
+    existing = (
+        await queries.order_by_client_id(tx, trader_id, client_order_id)
+        if client_order_id is not None
+        else None
     )
+    status = OrderStatusEnum(old["status"])
+    if existing is None and status not in lifecycle.OPEN:
+        raise Conflict(
+            f"a {status.value} order cannot be replaced: only a PENDING or PARTIAL order can"
+        )
+    filled = await queries.chain_filled(tx, order_id)
+    # Left out: the old order's quantity, counted over the chain (its own fills are in both).
+    total = changes.get("quantity", old["quantity"] - old["filled_quantity"] + filled)
+    old_time_in_force = TimeInForceEnum(old["time_in_force"])
+    time_in_force = changes.get("time_in_force", old_time_in_force)
+    kept_expiry = old["expires_at"] if time_in_force is old_time_in_force else None
+
+    order = validation.new_order(
+        symbol=old["symbol"],
+        side=old["side"],
+        quantity=total,
+        order_type=OrderTypeEnum(old["order_type"]),
+        price=changes.get("price", old["price"]),
+        stop_loss=old["stop_loss"],
+        take_profit=old["take_profit"],
+        expires_at=changes.get("expires_at", kept_expiry),
+        client_order_id=client_order_id,
+        stop_price=changes.get("stop_price", old["stop_price"]),
+        time_in_force=time_in_force,
+        now=datetime.now(UTC),
+        limits=OrderLimits.from_row(await tx.first(limits.READ)),
+        session_close=await _session_close(tx, time_in_force),
+    )
+    if existing is not None:
+        assert client_order_id is not None
+        # A repeat: the same request again, compared with the total the replacement stood
+        # for when it was written (the fills before it; later ones do not change the request).
+        if existing["replaces_id"] != order_id or not _same_content(
+            existing,
+            order,
+            stored_quantity=order.quantity
+            - await queries.chain_filled(tx, order_id, before=existing["created_at"]),
+        ):
+            raise IdempotencyConflict(client_order_id)
+        return existing
+    if order.quantity <= filled:
+        raise InvalidInput(
+            "quantity",
+            f"quantity is the total wanted, fills so far included: it must be above the"
+            f" {filled} already filled",
+        )
+    with queries.database_errors(order_id):
+        row = await ledger.insert_replacement(tx, trader_id, order_id, order)
+    if row is None:  # pragma: no cover - RETURNING always yields the inserted row
+        raise Conflict("the replacement was not written; retry")
+    return row
 
 
 async def cancel_order(tx: Tx, *, order_id: UUID, reason: str | None) -> RowMapping:

@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from uuid import UUID
 
-from app.models.order import OrderTypeEnum
+from app.models.order import OrderTypeEnum, TimeInForceEnum
 from app.orders.errors import InvalidInput
 from app.orders.limits import OrderLimits
 
@@ -36,6 +36,8 @@ class NewOrder:
     take_profit: Decimal | None
     expires_at: datetime | None
     client_order_id: str | None
+    stop_price: Decimal | None
+    time_in_force: TimeInForceEnum
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,14 +104,21 @@ def new_order(
     take_profit: Decimal | None,
     expires_at: datetime | None,
     client_order_id: str | None,
+    stop_price: Decimal | None,
+    time_in_force: TimeInForceEnum,
     now: datetime,
     limits: OrderLimits,
+    session_close: datetime | None,
 ) -> NewOrder:
     """The order as it will be stored, or InvalidInput for the first rule it breaks.
 
-    The database's orders_check_rules trigger (migration 003) applies the same rules
-    to every writer; keep the two in step (tests/test_order_rules.py checks each rule
-    through both)."""
+    The database's orders_check_rules and orders_check_terms triggers (migrations 003,
+    006) apply the same rules to every writer; keep the two in step
+    (tests/test_order_rules.py checks each rule through both; tests/test_api_replace.py
+    the replacements). ``session_close`` is the close a DAY order ends at, read from the
+    database (``public.session_close``) in the caller's transaction; None for the other
+    times in force. ``expires_at`` stays None for a DAY order without one: the database
+    sets it to that close."""
     normalized_symbol = normalized(symbol)
     if limits.symbols and normalized_symbol not in limits.symbols:
         raise InvalidInput(
@@ -123,6 +132,7 @@ def new_order(
     elif price is None:
         raise InvalidInput("price", f"a {order_type.value} order needs a price")
     price = money("price", price)
+    stop_price = _checked_stop_price(order_type, stop_price)
     stop_loss = money("stopLoss", stop_loss)
     take_profit = money("takeProfit", take_profit)
     _check_protective_prices(side, price, stop_loss, take_profit)
@@ -137,6 +147,7 @@ def new_order(
     expires_at = aware("expiresAt", expires_at)
     if expires_at is not None and expires_at <= now:
         raise InvalidInput("expiresAt", "expiresAt must be in the future")
+    _check_time_in_force(order_type, time_in_force, expires_at, session_close)
     if client_order_id is not None and not PRINTABLE.fullmatch(client_order_id):
         raise InvalidInput(
             "clientOrderId", "clientOrderId must be 1 to 64 printable ASCII characters"
@@ -151,7 +162,50 @@ def new_order(
         take_profit=take_profit,
         expires_at=expires_at,
         client_order_id=client_order_id,
+        stop_price=stop_price,
+        time_in_force=time_in_force,
     )
+
+
+def _checked_stop_price(order_type: OrderTypeEnum, stop_price: Decimal | None) -> Decimal | None:
+    if order_type is OrderTypeEnum.STOP_LIMIT:
+        if stop_price is None:
+            raise InvalidInput("stopPrice", "a STOP_LIMIT order needs a stopPrice")
+    elif stop_price is not None:
+        raise InvalidInput(
+            "stopPrice", f"stopPrice is for STOP_LIMIT orders only, not {order_type.value}"
+        )
+    return money("stopPrice", stop_price)
+
+
+_AT_ONCE = frozenset({TimeInForceEnum.IOC, TimeInForceEnum.FOK})
+_TRIGGERED = frozenset({OrderTypeEnum.STOP, OrderTypeEnum.STOP_LIMIT})
+
+
+def _check_time_in_force(
+    order_type: OrderTypeEnum,
+    time_in_force: TimeInForceEnum,
+    expires_at: datetime | None,
+    session_close: datetime | None,
+) -> None:
+    if time_in_force in _AT_ONCE and order_type in _TRIGGERED:
+        raise InvalidInput(
+            "timeInForce",
+            f"a {order_type.value} order waits for its trigger price:"
+            f" it cannot be {time_in_force.value}",
+        )
+    if time_in_force in _AT_ONCE and expires_at is not None:
+        raise InvalidInput(
+            "expiresAt", f"an {time_in_force.value} order is over at once: it takes no expiresAt"
+        )
+    if time_in_force is TimeInForceEnum.DAY:
+        assert session_close is not None, "a DAY order is validated against the session close"
+        if expires_at is not None and expires_at > session_close:
+            raise InvalidInput(
+                "expiresAt",
+                f"a DAY order ends at the session close ({session_close.isoformat()}):"
+                " expiresAt may not be later",
+            )
 
 
 def _check_protective_prices(
