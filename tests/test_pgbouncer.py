@@ -25,6 +25,7 @@ from app.auth.claims import Claims
 from app.db import session
 from app.db.session import STATEMENT_TIMEOUT, DatabaseUnavailable
 from app.db.urls import libpq_url
+from app.engine.leases import LEASE_NAMESPACE
 from app.engine.worker import run_worker
 from app.settings import SettingsError
 from tests import pg
@@ -165,7 +166,7 @@ async def test_the_engine_refuses_a_transaction_pooler_for_its_leases(database: 
 
 
 async def test_the_engine_through_a_session_mode_pooler_fills_what_the_pooled_api_takes(
-    pooled: Db, tmp_path: Path
+    pooled: Db, tmp_path: Path, owner_conn: asyncpg.Connection
 ) -> None:
     # The deployment the README describes: the API on the transaction pooler, the engine on a
     # session-mode one (ENGINE_DATABASE_URL), where its leases, session advisory locks, hold
@@ -208,3 +209,11 @@ async def test_the_engine_through_a_session_mode_pooler_fills_what_the_pooled_ap
             finally:
                 stop.set()
                 await asyncio.wait_for(worker, 10)
+    # Each lease was released on the server session that took it (or with the session, when
+    # the pooler reset it for its next client): none is left held.
+    held = await owner_conn.fetchval(
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+        " WHERE l.locktype = 'advisory' AND l.classid = $1 AND d.datname = current_database()",
+        LEASE_NAMESPACE,
+    )
+    assert held == 0
