@@ -87,7 +87,9 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Starl
         try:
             yield
         finally:
-            await changes.stop()
+            await changes.stop()  # ends every subscription
+            if graphql.feed is not None:
+                await graphql.feed.close()  # their reads in flight give their connections back
             await db.dispose()
 
     async def healthz(request: Request) -> JSONResponse:
@@ -120,6 +122,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Starl
     )
     app.state.database = db
     app.state.changes = changes
+    app.state.feed = graphql.feed
     app.state.settings = settings
     return app
 

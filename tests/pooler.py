@@ -68,10 +68,11 @@ def _unprivileged_user(host: str) -> str:
 
 
 @contextmanager
-def pgbouncer(server: URL, *, pool_size: int = 4) -> Iterator[URL]:
-    """A PgBouncer in transaction mode for every database of ``server`` (its ``[databases]``
-    entry is the wildcard), with ``pool_size`` server connections per database and user;
-    yields its URL (host and port). Skips the test when pgbouncer is not installed."""
+def pgbouncer(server: URL, *, pool_size: int = 4, pool_mode: str = "transaction") -> Iterator[URL]:
+    """A PgBouncer in transaction mode (or ``pool_mode``) for every database of ``server``
+    (its ``[databases]`` entry is the wildcard), with ``pool_size`` server connections per
+    database and user; yields its URL (host and port). Skips the test when pgbouncer is not
+    installed."""
     if not Path(PGBOUNCER).exists():
         pytest.skip("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
     host, port = _server_address(server)
@@ -89,7 +90,7 @@ listen_port = {listen}
 unix_socket_dir =
 auth_type = trust
 auth_file = {directory / "users.txt"}
-pool_mode = transaction
+pool_mode = {pool_mode}
 default_pool_size = {pool_size}
 max_client_conn = 1000
 server_login_retry = 1

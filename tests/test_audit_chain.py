@@ -24,10 +24,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from app.audit import chain, commands
+from app.audit import chain, commands, store
 from app.audit.store import Selection
 from app.db.migrations import PROJECT_ROOT
-from tests import pg, privileges
+from app.settings import PoolerMode
+from tests import pg, pooler, privileges
 from tests.conftest import Db
 from tests.sql import as_role
 from tests.test_migrations import alembic
@@ -49,6 +50,11 @@ class Trail:
     @property
     def api_url(self) -> str:
         return self.db.api_url.render_as_string(hide_password=False)
+
+    @property
+    def pooler(self) -> PoolerMode:
+        """As ``DB_POOLER`` must say for ``api_url`` (through the CI's pooler, if any)."""
+        return "transaction" if self.db.pooler else "none"
 
 
 async def _burn_positions(owner: asyncpg.Connection) -> None:
@@ -145,7 +151,7 @@ async def _rows(trail: Trail, order_id: uuid.UUID | None = None) -> list[dict[st
 
 def _verify(trail: Trail, **selection: Any) -> tuple[int, str]:
     out = io.StringIO()
-    code = commands.verify_database(trail.api_url, "none", Selection(**selection), out)
+    code = commands.verify_database(trail.api_url, trail.pooler, Selection(**selection), out)
     return code, out.getvalue()
 
 
@@ -359,7 +365,7 @@ async def test_verify_since_checks_the_link_into_the_window(trail: Trail) -> Non
 
 
 def _export(trail: Trail, fmt: str, path: Path, **selection: Any) -> None:
-    code = commands.export(trail.api_url, "none", Selection(**selection), fmt, path)  # type: ignore[arg-type]
+    code = commands.export(trail.api_url, trail.pooler, Selection(**selection), fmt, path)  # type: ignore[arg-type]
     assert code == 0
 
 
@@ -460,7 +466,7 @@ async def test_the_commands_against_database_urls(trail: Trail, tmp_path: Path) 
     env = {
         "DATABASE_URL": trail.db.owner_url.render_as_string(hide_password=False),
         "API_DATABASE_URL": trail.api_url,
-        "DB_POOLER": "none",
+        "DB_POOLER": trail.pooler,
     }
     ok = await asyncio.to_thread(_app, "audit", "verify", env=env)
     assert ok.returncode == 0, ok.stderr
@@ -500,6 +506,46 @@ async def test_the_commands_against_database_urls(trail: Trail, tmp_path: Path) 
     assert broken.returncode == 1
     assert str(victim["id"]) in broken.stdout
     assert broken.stdout.splitlines()[-1].startswith("FAILED: 1 problems")
+
+
+async def test_verify_and_export_read_through_a_transaction_pooler(
+    trail: Trail, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server-side cursor is declared and read inside the reading's one transaction, which a
+    # transaction pooler keeps on one server session: a few rows per fetch here, so that the
+    # cursor is read from again and again.
+    monkeypatch.setattr(store, "BATCH", 2)
+    rows = len(await _rows(trail))
+    with pooler.pgbouncer(trail.db.cluster.owner_url, pool_size=1) as bouncer:
+        url = pooler.through(trail.db.cluster.url(trail.db.name, "authenticator"), bouncer)
+        api_url = url.render_as_string(hide_password=False)
+        out = io.StringIO()
+        code = await asyncio.to_thread(
+            commands.verify_database, api_url, "transaction", Selection(), out
+        )
+        assert (code, out.getvalue()) == (0, f"OK: {rows} rows in 4 chains verify (database)\n")
+        path = tmp_path / "audit.jsonl"
+        window = await _window(trail)
+        await asyncio.to_thread(
+            commands.export, api_url, "transaction", Selection(**window), "jsonl", path
+        )
+        assert len(path.read_text().splitlines()) == rows
+        assert _verify_file(path)[0] == 0
+
+        # Not told about the pooler, a run leaves its named prepared statements on the one
+        # server session; the next run collides with them and says which setting is missing.
+        env = {
+            "DATABASE_URL": trail.db.owner_url.render_as_string(hide_password=False),
+            "API_DATABASE_URL": api_url,
+            "DB_POOLER": "none",
+        }
+        first = await asyncio.to_thread(_app, "audit", "verify", env=env)
+        assert first.returncode == 0, first.stderr
+        second = await asyncio.to_thread(_app, "audit", "verify", env=env)
+        assert second.returncode == 1
+        [line] = second.stderr.splitlines()
+        assert "transaction pooler" in line, line
+        assert "set DB_POOLER=transaction" in line, line
 
 
 @pytest.mark.parametrize(

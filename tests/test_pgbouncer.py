@@ -14,6 +14,7 @@ import dataclasses
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -24,12 +25,13 @@ from app.auth.claims import Claims
 from app.db import session
 from app.db.session import STATEMENT_TIMEOUT, DatabaseUnavailable
 from app.db.urls import libpq_url
+from app.engine.leases import LEASE_NAMESPACE
 from app.engine.run import run_worker
 from app.settings import SettingsError
 from tests import pg
 from tests.api import api_client, api_settings
 from tests.conftest import Db
-from tests.pooler import pgbouncer
+from tests.pooler import pgbouncer, through
 
 ORDERS = "{ orders(first: 50) { edges { node { id traderId symbol } } } }"
 # Not compiled (a fragment): the resolvers' path, through SQLAlchemy.
@@ -161,3 +163,57 @@ async def test_the_engine_refuses_a_transaction_pooler_for_its_leases(database: 
     settings = dataclasses.replace(api_settings(database), db_pooler="transaction")
     with pytest.raises(SettingsError, match="ENGINE_DATABASE_URL"):
         await run_worker(settings, asyncio.Event())
+
+
+async def test_the_engine_through_a_session_mode_pooler_fills_what_the_pooled_api_takes(
+    pooled: Db, tmp_path: Path, owner_conn: asyncpg.Connection
+) -> None:
+    # The deployment the README describes: the API on the transaction pooler, the engine on a
+    # session-mode one (ENGINE_DATABASE_URL), where its leases, session advisory locks, hold
+    # because each client connection keeps its server session.
+    with pgbouncer(pooled.cluster.owner_url, pool_size=4, pool_mode="session") as sessions:
+        engine_url = through(pooled.cluster.url(pooled.name, "authenticator"), sessions)
+        settings = api_settings(
+            pooled,
+            engine_database_url=engine_url.render_as_string(hide_password=False),
+            data_dir=tmp_path,
+            venue_tick_seconds=0.05,
+        )
+        trader = uuid.uuid4()
+        stop = asyncio.Event()
+        async with api_client(settings) as client:
+            worker = asyncio.create_task(run_worker(settings, stop))
+            try:
+                body = await client.gql(
+                    SUBMIT,
+                    {
+                        "input": {
+                            "symbol": "AAPL",
+                            "side": "BUY",
+                            "quantity": 5,
+                            "orderType": "MARKET",
+                        }
+                    },
+                    token=client.token(trader),
+                )
+                order_id = body["data"]["submitOrder"]["id"]
+                query = "query($id: UUID!) { order(id: $id) { status filledQuantity } }"
+                async with asyncio.timeout(20):
+                    while True:
+                        seen = await client.gql(query, {"id": order_id}, token=client.token(trader))
+                        assert "errors" not in seen, seen
+                        if seen["data"]["order"]["status"] == "FILLED":
+                            break
+                        await asyncio.sleep(0.05)
+                assert seen["data"]["order"]["filledQuantity"] == 5
+            finally:
+                stop.set()
+                await asyncio.wait_for(worker, 10)
+    # Each lease was released on the server session that took it (or with the session, when
+    # the pooler reset it for its next client): none is left held.
+    held = await owner_conn.fetchval(
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+        " WHERE l.locktype = 'advisory' AND l.classid = $1 AND d.datname = current_database()",
+        LEASE_NAMESPACE,
+    )
+    assert held == 0

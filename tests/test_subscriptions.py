@@ -21,6 +21,7 @@ import jwt
 import pytest
 from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect, aconnect_ws
 from httpx_ws.transport import ASGIWebSocketTransport
+from sqlalchemy import event
 from starlette.applications import Starlette
 
 from alembic import command
@@ -702,3 +703,59 @@ async def test_a_feed_stopped_while_it_connects_leaves_no_connection_behind(
         return count == 0
 
     await until(none_left)
+
+
+async def test_a_read_in_flight_at_shutdown_gives_its_connection_back_before_the_pool_closes(
+    database: Db, owner_conn: asyncpg.Connection
+) -> None:
+    # A subscriber's re-read runs in a task of its own, shielded from the subscribers sharing
+    # it, so it can outlive them all. Through PgBouncer a shutdown used to dispose of the pool
+    # while one still ran (the re-reads after the gap signal in
+    # test_a_change_of_another_traders_order_never_reaches_a_subscriber): its connection then
+    # went back to a pool nobody would close, and stayed open at the pooler until garbage
+    # collection. Here the read is held on a lock until the shutdown has begun.
+    trader = uuid.uuid4()
+    snapshot = UPDATES.replace(
+        "orderUpdates(orderId: $orderId)", "orderUpdates(orderId: $orderId, snapshot: true)"
+    )
+    stack = AsyncExitStack()
+    h = await stack.enter_async_context(harness(database))
+    used: list[Any] = []
+    event.listen(
+        h.app.state.database.engine.sync_engine,
+        "checkout",
+        lambda _dbapi, record, _proxy: used.append(record.driver_connection),
+    )
+    order_id = await h.submit(trader)
+    lock = owner_conn.transaction()
+    await lock.start()
+    await owner_conn.execute("LOCK TABLE fills IN ACCESS EXCLUSIVE MODE")
+
+    async def read_waiting() -> bool:
+        waiting: int = await owner_conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE relation = 'fills'::regclass AND NOT granted"
+        )
+        return waiting == 1
+
+    async def release_once_shutting_down() -> None:
+        await asyncio.sleep(0.3)  # the shutdown has reached the read (before the fix: disposed)
+        await lock.rollback()
+
+    try:
+        async with subscribed(h, h.token(trader), order_id, query=snapshot):
+            await until(read_waiting)
+    except BaseException:
+        await lock.rollback()
+        await stack.aclose()
+        raise
+    release = asyncio.create_task(release_once_shutting_down())
+    async with asyncio.timeout(TIMEOUT):
+        await stack.aclose()  # the harness's lifespan ends: the server shuts down
+        await release
+
+    async def read_done() -> bool:
+        return h.app.state.feed.reading == 0
+
+    await until(read_done)
+    assert used
+    assert all(conn.is_closed() for conn in used), "a connection outlived the pool"

@@ -16,6 +16,7 @@ from app.audit.chain import ChainChecker
 from app.audit.export import ExportError, Format, read_rows, write_header, write_row
 from app.audit.store import Selection, audit_rows
 from app.db.failures import connection_failure
+from app.db.session import prepared_statements_lost
 from app.settings import PoolerMode
 
 PROGRESS_EVERY = 10_000
@@ -35,6 +36,12 @@ def _database_refusals() -> Iterator[None]:
     except sa_exc.DBAPIError as error:
         if connection_failure(error) is not None:
             raise
+        if prepared_statements_lost(error):
+            raise AuditError(
+                "prepared statements vanish or collide between transactions: API_DATABASE_URL"
+                " looks like a transaction pooler (PgBouncer pool_mode=transaction, Supavisor"
+                " on 6543); set DB_POOLER=transaction"
+            ) from None
         detail = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
         raise AuditError(f"the database refused to read the audit trail: {detail}") from None
 

@@ -271,11 +271,17 @@ async def _unavailable_if_away(*, connecting: bool = False) -> AsyncIterator[Non
 _PREPARED_STATEMENT_STATES = {"26000", "42P05"}
 
 
-def _hint_at_a_transaction_pooler(error: Exception) -> None:
-    if any(
+def prepared_statements_lost(error: BaseException) -> bool:
+    """Whether ``error`` is a named prepared statement missing or already there: the mark of a
+    transaction pooler in front of a connection that was not told so (``DB_POOLER``)."""
+    return any(
         isinstance(cause, asyncpg.PostgresError) and cause.sqlstate in _PREPARED_STATEMENT_STATES
         for cause in _chain(error)
-    ):
+    )
+
+
+def _hint_at_a_transaction_pooler(error: Exception) -> None:
+    if prepared_statements_lost(error):
         _log_pooler_hint()
 
 

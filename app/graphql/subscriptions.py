@@ -59,6 +59,9 @@ UPDATES_MISSED = "updates may have been missed; re-query"
 RETRY_READ_SECONDS = 0.5
 """Pause before a subscriber retries a re-read that failed because the database was away."""
 
+SHUTDOWN_GRACE_SECONDS = 5.0
+"""How long shutdown waits for the re-reads in flight before cancelling them."""
+
 
 class UpdatesMissed(OrderError):
     """The gap signal: sent in the stream as an error, after which the stream goes on."""
@@ -101,6 +104,9 @@ class OrderFeed:
     database: Database
     changes: ChangeFeed
     _reads: dict[tuple[str, UUID, bool, bool], _Read] = field(default_factory=dict)
+    _running: set[asyncio.Task[Snapshot | None]] = field(default_factory=set)
+    """Every read still running, shared or not: a newer read of the same key replaces an older
+    one in ``_reads`` while the older one still holds its connection."""
 
     async def read(
         self, claims: Claims, order_id: UUID, *, fresh_from: int, fills: bool, logs: bool
@@ -122,11 +128,32 @@ class OrderFeed:
                 asyncio.create_task(self._read(claims, order_id, fills=fills, logs=logs)),
             )
             self._reads[key] = shared
+            self._running.add(shared.task)
             shared.task.add_done_callback(lambda task: self._forget(key, task))
         # Shielded: one subscriber going away must not cancel the read for the others.
         return await asyncio.shield(shared.task)
 
+    @property
+    def reading(self) -> int:
+        """How many reads are running."""
+        return len(self._running)
+
+    async def close(self) -> None:
+        """Wait for the reads in flight, cancelling those still running after
+        ``SHUTDOWN_GRACE_SECONDS``: called once the change feed has stopped and before the pool
+        is disposed. A read outlives the subscribers that wanted it (it is shielded from them),
+        and a connection it brought back to a disposed pool would never be closed: the
+        database, or a pooler in front of it, would keep it until its own timeout."""
+        while self._running:
+            running = set(self._running)  # a subscriber may still start one while we wait
+            _, late = await asyncio.wait(running, timeout=SHUTDOWN_GRACE_SECONDS)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+
     def _forget(self, key: tuple[str, UUID, bool, bool], task: asyncio.Task[Any]) -> None:
+        self._running.discard(task)
         current = self._reads.get(key)
         if current is not None and current.task is task:
             del self._reads[key]
