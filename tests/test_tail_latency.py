@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from sqlalchemy.util import greenlet_spawn
@@ -16,7 +18,9 @@ from app.db.pool import FairQueue, FairQueuePool
 from app.db.session import DatabaseUnavailable
 from tests.api import api_client, api_settings
 from tests.conftest import Db
+from tests.test_cli_failures import assert_one_line, env_without_database, run_clean
 from tests.test_metrics import value
+from tests.test_serve_workers import children, serving, socket_inodes
 
 # The compiled path (Database.read_json) and the resolvers' (Database.transaction).
 COMPILED = "{ orders(first: 5) { edges { node { id } } } }"
@@ -134,3 +138,34 @@ async def test_metrics_show_event_loop_lag_and_gc_pauses(database: Db) -> None:
     assert value(before, "order_api_event_loop_lag_seconds_count") >= 2
     full = "order_api_gc_pause_seconds_count"
     assert value(after, full, generation="2") > value(before, full, generation="2")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT balances on Linux only")
+def test_each_worker_listens_on_its_own_socket_and_a_second_server_is_still_refused(
+    database: Db, tmp_path: Path
+) -> None:
+    with serving(database, tmp_path, "--workers", "2") as (process, port):
+        workers = children(process.pid)
+        listening = {pid: listening_sockets(pid, port) for pid in workers}
+        assert all(len(inodes) == 1 for inodes in listening.values()), listening
+        assert len(set().union(*listening.values())) == 2  # one each, not one shared
+        assert not listening_sockets(process.pid, port)  # the parent accepts nothing
+        env = env_without_database(
+            tmp_path,
+            API_DATABASE_URL=database.api_url.render_as_string(hide_password=False),
+            PORT=str(port),
+        )
+        second = run_clean("app", "serve", "--workers", "2", env=env)
+    line = assert_one_line(second, f"cannot listen on 127.0.0.1:{port}")
+    assert "address already in use" in line
+    assert second.returncode == 1
+
+
+def listening_sockets(pid: int, port: int) -> set[int]:
+    """The inodes of the sockets ``pid`` holds that listen on ``port``."""
+    listening = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A":  # TCP_LISTEN
+            listening.add(int(fields[9]))
+    return listening & socket_inodes(pid)
