@@ -103,6 +103,9 @@ class FairQueuePool(AsyncAdaptedQueuePool):
     """``AsyncAdaptedQueuePool`` with connections handed out in arrival order."""
 
     _queue_class = FairQueue
+    # Its log lines where SQLAlchemy's pool writes them (the "sqlalchemy" loggers, WARNING
+    # by default), not among the app's: "Pool disposed" is no news to an operator.
+    _sqla_logger_namespace = "sqlalchemy.pool.impl.AsyncAdaptedQueuePool"
 
     def _do_get(self) -> ConnectionPoolEntry:
         started = time.perf_counter()
