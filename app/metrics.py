@@ -5,7 +5,9 @@ Two kinds of series:
 - **Counted as things happen**, process-wide, in prometheus-client's default registry
   (with its process and Python collectors): requests by operation and outcome and their
   latency (app/telemetry.py), the compiled path's outcomes (graphql/compiled/), subscription gap signals (graphql/subscriptions.py), the
-  engine's fills and venue retries (engine/worker.py).
+  engine's fills and venue retries (engine/worker.py), the wait for a pooled connection
+  (db/pool.py), and, while an app serves (``watching_the_process``), the event loop's lag
+  and the garbage collector's pauses.
 - **Read when scraped**, from the objects of one app (``AppCollector``): the connection pool
   (in use, waiting), the change feed (reading, subscribers) and the engine's queue
   (orders waiting, per stage, counted in the database as service_role).
