@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from app import tracing
+from app import metrics, tracing
 from app.auth.jwt import TokenVerifier
 from app.db import migrations, readiness
 from app.db.change_feed import ChangeFeed
@@ -85,7 +85,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Starl
         log.info("serving as database role %s", role.name)
         await changes.start()
         try:
-            yield
+            async with metrics.watching_the_process():
+                yield
         finally:
             await changes.stop()  # ends every subscription
             if graphql.feed is not None:

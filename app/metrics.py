@@ -5,7 +5,9 @@ Two kinds of series:
 - **Counted as things happen**, process-wide, in prometheus-client's default registry
   (with its process and Python collectors): requests by operation and outcome and their
   latency (app/telemetry.py), the compiled path's outcomes (graphql/compiled/), subscription gap signals (graphql/subscriptions.py), the
-  engine's fills and venue retries (engine/worker.py).
+  engine's fills and venue retries (engine/worker.py), the wait for a pooled connection
+  (db/pool.py), and, while an app serves (``watching_the_process``), the event loop's lag
+  and the garbage collector's pauses.
 - **Read when scraped**, from the objects of one app (``AppCollector``): the connection pool
   (in use, waiting), the change feed (reading, subscribers) and the engine's queue
   (orders waiting, per stage, counted in the database as service_role).
@@ -24,9 +26,12 @@ app does not set it up (README, "Operations").
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
-from collections.abc import Iterator, Mapping
-from typing import Final
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -45,10 +50,12 @@ from sqlalchemy.pool import QueuePool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.db.change_feed import ChangeFeed
-from app.db.session import Database
 from app.models.order import OrderStatusEnum as Status
 from app.orders import lifecycle
+
+if TYPE_CHECKING:  # app/db/pool.py, which session imports, counts here
+    from app.db.change_feed import ChangeFeed
+    from app.db.session import Database
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +91,28 @@ COMPILED_QUERIES = Counter(
     " resolvers: should stay 0).",
     ["outcome"],
 )
+# What bounds the tail latency of a busy worker (README, "Tail latency").
+LOOP_SAMPLE_SECONDS: Final = 0.1
+_PAUSE_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+DB_POOL_WAIT_SECONDS = Histogram(
+    f"{PREFIX}_db_pool_wait_seconds",
+    "Time a request waited for a pooled database connection (opening a new one included);"
+    " connections go out in arrival order (app/db/pool.py).",
+    buckets=_PAUSE_BUCKETS,
+)
+EVENT_LOOP_LAG_SECONDS = Histogram(
+    f"{PREFIX}_event_loop_lag_seconds",
+    f"How late the event loop woke a timer (sampled every {LOOP_SAMPLE_SECONDS:g} s):"
+    " the time every request of this process waited for other work (CPU, a GC pause).",
+    buckets=_PAUSE_BUCKETS,
+)
+GC_PAUSE_SECONDS = Histogram(
+    f"{PREFIX}_gc_pause_seconds",
+    "Python garbage collector pauses, by generation (2: a full collection; objects built at"
+    " start-up are frozen out of it, app/serving.py).",
+    ["generation"],
+    buckets=_PAUSE_BUCKETS,
+)
 ENGINE_FILLS = Counter(f"{PREFIX}_engine_fills", "Fills the execution engine recorded.")
 ENGINE_RETRIES = Counter(
     f"{PREFIX}_engine_venue_retries",
@@ -110,11 +139,43 @@ QUEUE_COUNT_SECONDS: Final = 2.0
 
 
 def pool_waiting(engine: AsyncEngine) -> int:
-    """Callers waiting for a pooled connection. SQLAlchemy does not count them; its async
-    queue's waiters do (a private attribute: tests/test_metrics.py notices if it moves)."""
-    queue = getattr(getattr(engine.sync_engine.pool, "_pool", None), "_queue", None)
-    getters = getattr(queue, "_getters", ())
-    return sum(1 for getter in getters if not getter.done())
+    """Callers waiting for a pooled connection (SQLAlchemy does not count them; our pool's
+    queue does, app/db/pool.py)."""
+    return int(getattr(engine.sync_engine.pool, "waiting", 0))
+
+
+_gc_started: list[float] = []
+
+
+def _time_gc(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        _gc_started[:] = [time.perf_counter()]
+    elif _gc_started:
+        GC_PAUSE_SECONDS.labels(str(info["generation"])).observe(
+            time.perf_counter() - _gc_started[0]
+        )
+
+
+async def _sample_event_loop_lag() -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + LOOP_SAMPLE_SECONDS
+        await asyncio.sleep(LOOP_SAMPLE_SECONDS)
+        EVENT_LOOP_LAG_SECONDS.observe(max(0.0, loop.time() - due))
+
+
+@contextlib.asynccontextmanager
+async def watching_the_process() -> AsyncIterator[None]:
+    """While the app serves: time GC pauses and sample the event loop's lag."""
+    if _time_gc not in gc.callbacks:  # once per process, however many apps it builds
+        gc.callbacks.append(_time_gc)
+    sampler = asyncio.create_task(_sample_event_loop_lag())
+    try:
+        yield
+    finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
 
 
 def pool_in_use(engine: AsyncEngine) -> int:

@@ -27,6 +27,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.sql.elements import TextClause
 
 from app.auth.claims import Claims
+from app.db.pool import FairQueuePool
 from app.settings import APP_ROLES, PoolerMode, Settings
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,7 @@ def create_engine(
         connect_args["prepared_statement_cache_size"] = 0
     engine = create_async_engine(
         url,
+        poolclass=FairQueuePool,  # connections in arrival order (app/db/pool.py)
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=pool_timeout,
