@@ -11,10 +11,12 @@ database at once.
 
 Lifecycle, per order
     new (PENDING, not approved)
-        expired -> CANCELLED "expired"; else the pre-trade risk check
+        expiry reached -> EXPIRED; else the pre-trade risk check
         (``app.engine.risk``) -> REJECTED with its code, or approved.
+        An unconfirmed replacement is settled first (``app.engine.replace``).
     in flight (approved, not final)
-        expired -> cancelled at the venue, executions recorded, CANCELLED "expired";
+        expiry reached (``expires_at``; a DAY order's is the session close) -> cancelled
+            at the venue, executions recorded, EXPIRED (its own audit action);
         not routed -> submitted to the venue (idempotent by order id):
             accepted -> ``routed_at`` (EXECUTED "sent to venue");
             transient error -> ``retry_attempt`` + 1 with the venue's code (EXECUTED),
@@ -24,8 +26,11 @@ Lifecycle, per order
             permanent error -> REJECTED with the venue's code;
         routed -> polled: every execution becomes a fill whose id is the venue's
             ``execution_id`` (``ON CONFLICT DO NOTHING``); a venue rejection rejects
-            the order, a venue that stopped working it without a full fill cancels it.
-    final, cancelled by the trader -> cancelled at the venue.
+            the order, a venue that stopped working it without a full fill cancels it
+            (an IOC or FOK order is done at once: what the venue did not fill is
+            cancelled), unless a replacement waits (``app.engine.replace`` settles it).
+    final, cancelled by the trader or expired -> cancelled at the venue (late fills
+        recorded).
 
 The database is the source of truth; the venue call happens between short
 transactions, never inside one that holds row locks.
@@ -75,6 +80,7 @@ from app.engine import ledger
 from app.engine.cancel_sweep import CancelSweep
 from app.engine.leases import FIND_ABANDONED, Leases, lease_key
 from app.engine.ledger import OrderRow, close_order
+from app.engine.replace import Replacements
 from app.engine.risk import RiskLimits, check_order
 from app.engine.venue import (
     Execution,
@@ -98,6 +104,12 @@ __all__ = ["Worker", "lease_key"]
 log = logging.getLogger(__name__)
 
 EXPIRED: Final = "expired"
+VENUE_CANCELLED: Final = "cancelled at the venue"
+UNFILLED_AT_ONCE: Final = {
+    "IOC": "IOC: the venue cancelled what it could not fill at once",
+    "FOK": "FOK: the venue could not fill the whole quantity at once",
+}
+"""The reason an IOC/FOK order the venue ended unfilled (or partly filled) is cancelled."""
 SENT_TO_VENUE: Final = "sent to venue"
 VENUE_UNAVAILABLE: Final = "VENUE_UNAVAILABLE"
 """Recorded when a submit fails with something other than a ``VenueError``."""
@@ -183,6 +195,9 @@ class Worker:
             batch_size=batch_size,
             interval_seconds=cancel_sweep_seconds,
         )
+        self._replacements = Replacements(
+            database, venue, retry_base=settings.engine_retry_base_seconds, batch_size=batch_size
+        )
         self._head = migrations.head_revision()
         self._left_before_start: set[UUID] = set()
         self._looked_for_left = False
@@ -252,6 +267,7 @@ class Worker:
         work = 0
         for stage in (
             self._note_left_before_start,
+            self._replacements.settle_waiting,
             self._admit_new,
             self._adopt_abandoned,
             self._advance_owned,
@@ -316,8 +332,8 @@ class Worker:
         return work
 
     async def _admit(self, tx: Tx, order: OrderRow, limits: RiskLimits) -> int:
-        if order.expired:
-            await close_order(tx, order, Status.CANCELLED, EXPIRED, None)
+        if order.expiry_reached:
+            await close_order(tx, order, Status.EXPIRED, EXPIRED, None)
             log.info("order %s: expired before approval", order.id)
             return 1
         rejection = check_order(
@@ -444,8 +460,9 @@ class Worker:
     async def _step(self, order: OrderRow, to_poll: dict[UUID, OrderRow]) -> int:
         if order.final:
             work = 0
-            if order.status is Status.CANCELLED:
-                # Cancelled by the trader (or by this worker, after cancelling at the venue).
+            if order.status in lifecycle.STOPPED:
+                # Cancelled by the trader (or by this worker, after cancelling at the venue),
+                # or expired: stopped at the venue, late fills recorded.
                 work = await self._cancels.cancel_at_venue(
                     order.id, order.updated_at, order.filled_quantity
                 )
@@ -455,8 +472,8 @@ class Worker:
             # The approval did not commit; the order goes through admission again.
             await self._disown(order.id)
             return 0
-        if order.expired:
-            return await self._finish_at_venue(order, Status.CANCELLED, EXPIRED, None)
+        if order.expiry_reached:
+            return await self._finish_at_venue(order, Status.EXPIRED, EXPIRED, None)
         if order.routed_at is None:
             if order.retry_attempt and not order.retry_due:
                 return 0  # backing off
@@ -591,9 +608,17 @@ class Worker:
                 reason = _refusal_reason(rejection)
                 await close_order(tx, current, Status.REJECTED, reason, rejection.code)
                 outcome, work = f"rejected by the venue ({rejection.code})", work + 1
+            elif report.done and current.replacement_id is not None:
+                # Stopped at the venue for its replacement: app.engine.replace settles both.
+                return work
             elif report.done:
-                outcome = EXPIRED if current.expired else "cancelled at the venue"
-                await close_order(tx, current, Status.CANCELLED, outcome, None)
+                status = Status.EXPIRED if current.expiry_reached else Status.CANCELLED
+                outcome = (
+                    EXPIRED
+                    if status is Status.EXPIRED
+                    else UNFILLED_AT_ONCE.get(current.time_in_force, VENUE_CANCELLED)
+                )
+                await close_order(tx, current, status, outcome, None)
                 work += 1
             else:
                 return work

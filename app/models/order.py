@@ -49,6 +49,7 @@ class OrderTypeEnum(enum.StrEnum):
     MARKET = "MARKET"
     LIMIT = "LIMIT"
     STOP = "STOP"
+    STOP_LIMIT = "STOP_LIMIT"
 
 
 class OrderStatusEnum(enum.StrEnum):
@@ -57,6 +58,8 @@ class OrderStatusEnum(enum.StrEnum):
     PARTIAL = "PARTIAL"
     REJECTED = "REJECTED"
     CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"
+    REPLACED = "REPLACED"
 
 
 class TimeInForceEnum(enum.StrEnum):
@@ -77,6 +80,8 @@ class ActionEnum(enum.StrEnum):
     REJECTED = "REJECTED"
     CANCELLED = "CANCELLED"
     RECOVERED = "RECOVERED"
+    EXPIRED = "EXPIRED"
+    REPLACED = "REPLACED"
 
 
 def _pg_enum(enum_cls: type[enum.Enum], name: str) -> Enum:
