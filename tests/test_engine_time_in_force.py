@@ -9,7 +9,9 @@ to just ahead of it (``trading_session``), so crossing the close takes a second,
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -17,8 +19,10 @@ from typing import Any
 import asyncpg
 
 from app.engine import ledger
+from app.engine.paper import PaperVenue
 from app.engine.replace import ORIGINAL_CLOSED
-from app.engine.worker import UNFILLED_AT_ONCE
+from app.engine.time_in_force import UNFILLED_AT_ONCE
+from app.engine.venue import ExecutionReport, VenueOrder
 from app.orders.ledger import FILLED_FIRST
 from tests import test_engine
 from tests.sql import as_role
@@ -51,15 +55,17 @@ async def submit(
     time_in_force: str = "GTC",
     stop_price: str | None = None,
     replaces: uuid.UUID | None = None,
+    expires_in: float | None = None,
 ) -> uuid.UUID:
     """An order as its trader places it (``replaces``: a replacement, ``quantity`` its total)."""
     async with as_role(conn, "authenticated", TRADER, commit=True):
         order_id: uuid.UUID = await conn.fetchval(
             """
             INSERT INTO orders (trader_id, symbol, side, quantity, order_type, price,
-                                time_in_force, stop_price, replaces_id)
+                                time_in_force, stop_price, replaces_id, expires_at)
             VALUES ($1, $2, $3, $4, $5::order_type_enum, $6::numeric,
-                    $7::time_in_force_enum, $8::numeric, $9)
+                    $7::time_in_force_enum, $8::numeric, $9,
+                    now() + make_interval(secs => $10::double precision))
             RETURNING id
             """,
             TRADER,
@@ -71,6 +77,7 @@ async def submit(
             time_in_force,
             stop_price,
             replaces,
+            expires_in,
         )
     return order_id
 
@@ -276,6 +283,61 @@ async def test_a_day_order_expires_at_the_close_and_the_next_day_order_gets_the_
     tomorrow = await submit(authenticator_conn, "ACME", 1, "LIMIT", "1.00", time_in_force="DAY")
     next_close = (await order_of(owner_conn, tomorrow))["expires_at"]
     assert next_close - close in (timedelta(days=1), timedelta(days=3))
+
+
+class LaggingVenue:
+    """The paper venue, with a broker's lag: the first report after a cancel leaves out the
+    order's last execution (it was made, but is reported later)."""
+
+    def __init__(self, venue: PaperVenue) -> None:
+        self.venue = venue
+        self.name = venue.name
+        self._lagging: set[uuid.UUID] = set()
+
+    async def submit(self, order: VenueOrder) -> None:
+        await self.venue.submit(order)
+
+    async def cancel(self, order_id: uuid.UUID) -> bool:
+        self._lagging.add(order_id)
+        return await self.venue.cancel(order_id)
+
+    async def poll(self, order_ids: Sequence[uuid.UUID]) -> list[ExecutionReport]:
+        reports = await self.venue.poll(order_ids)
+        lagging = [r for r in reports if r.order_id in self._lagging]
+        self._lagging.difference_update(r.order_id for r in lagging)
+        return [
+            dataclasses.replace(r, executions=r.executions[:-1]) if r in lagging else r
+            for r in reports
+        ]
+
+    async def close(self) -> None:
+        await self.venue.close()
+
+
+async def test_a_late_fill_on_an_order_expired_at_the_venue_still_counts(
+    make_worker: MakeWorker,
+    make_venue: MakeVenue,
+    clock: FakeClock,
+    authenticator_conn: asyncpg.Connection,
+    owner_conn: asyncpg.Connection,
+) -> None:
+    worker = make_worker(venue=LaggingVenue(make_venue()))
+    order_id = await submit(authenticator_conn, "DIP", 150, "LIMIT", "95.00", expires_in=0.5)
+    await worker.run_once()  # routed on tick 0 (100.00: no fill)
+    expires_at = (await order_of(owner_conn, order_id))["expires_at"]
+    await wait_for_database_clock(owner_conn, expires_at)
+    clock.tick(3)  # 94.00: the venue fills 100 before the cancel lands, and reports it late
+
+    await worker.run_once()
+    assert await state(owner_conn, order_id) == ("EXPIRED", 0, "expired")
+
+    # Another worker's sweep of stopped orders hears of the execution: it is recorded.
+    await make_worker(worker_id="w2").run_once()
+    assert await state(owner_conn, order_id) == ("EXPIRED", 100, "expired")
+    assert actions(await logs_of(owner_conn, order_id))[-2:] == [
+        ("EXPIRED", "EXPIRED"),
+        ("FILLED", "EXPIRED"),
+    ]
 
 
 # --- replace -------------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ Lifecycle, per order
         (``app.engine.risk``) -> REJECTED with its code, or approved.
         An unconfirmed replacement is settled first (``app.engine.replace``).
     in flight (approved, not final)
-        expiry reached (``expires_at``; a DAY order's is the session close) -> cancelled
-            at the venue, executions recorded, EXPIRED (its own audit action);
+        expiry reached -> cancelled at the venue, executions recorded, EXPIRED
+            (``app.engine.time_in_force``);
         not routed -> submitted to the venue (idempotent by order id):
             accepted -> ``routed_at`` (EXECUTED "sent to venue");
             transient error -> ``retry_attempt`` + 1 with the venue's code (EXECUTED),
@@ -82,6 +82,7 @@ from app.engine.leases import FIND_ABANDONED, Leases, lease_key
 from app.engine.ledger import OrderRow, close_order
 from app.engine.replace import Replacements
 from app.engine.risk import RiskLimits, check_order
+from app.engine.time_in_force import EXPIRED, ended_by_venue
 from app.engine.venue import (
     Execution,
     ExecutionReport,
@@ -103,13 +104,6 @@ __all__ = ["Worker", "lease_key"]
 
 log = logging.getLogger(__name__)
 
-EXPIRED: Final = "expired"
-VENUE_CANCELLED: Final = "cancelled at the venue"
-UNFILLED_AT_ONCE: Final = {
-    "IOC": "IOC: the venue cancelled what it could not fill at once",
-    "FOK": "FOK: the venue could not fill the whole quantity at once",
-}
-"""The reason an IOC/FOK order the venue ended unfilled (or partly filled) is cancelled."""
 SENT_TO_VENUE: Final = "sent to venue"
 VENUE_UNAVAILABLE: Final = "VENUE_UNAVAILABLE"
 """Recorded when a submit fails with something other than a ``VenueError``."""
@@ -612,12 +606,7 @@ class Worker:
                 # Stopped at the venue for its replacement: app.engine.replace settles both.
                 return work
             elif report.done:
-                status = Status.EXPIRED if current.expiry_reached else Status.CANCELLED
-                outcome = (
-                    EXPIRED
-                    if status is Status.EXPIRED
-                    else UNFILLED_AT_ONCE.get(current.time_in_force, VENUE_CANCELLED)
-                )
+                status, outcome = ended_by_venue(current)
                 await close_order(tx, current, status, outcome, None)
                 work += 1
             else:
