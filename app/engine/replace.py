@@ -104,7 +104,7 @@ class Replacements:
                 await writes.confirm_replace(tx, original_id, replacement=replacement_id)
                 outcome = "confirmed"
             else:
-                code, reason = self._refusal(original, replacement_id)
+                code, reason = _refusal(original)
                 await writes.reject_replacement(tx, replacement_id, code=code, reason=reason)
                 if approved and not original.final:
                     await ledger.close_order(
@@ -119,14 +119,15 @@ class Replacements:
         log.info("replacement %s of order %s: %s", replacement_id, original_id, outcome)
         return 1
 
-    @staticmethod
-    def _refusal(original: OrderRow, replacement_id: UUID) -> tuple[str, str]:
-        if original.filled_since_replacement:
-            return (
-                writes.FILLED_FIRST,
-                f"order {original.id} filled after this replacement was requested: its fills stand",
-            )
+
+def _refusal(original: OrderRow) -> tuple[str, str]:
+    """Why a replacement of ``original`` cannot be confirmed: its error code and reason."""
+    if original.filled_since_replacement:
         return (
-            ORIGINAL_CLOSED,
-            f"order {original.id} is {original.status}: it can no longer be replaced",
+            writes.FILLED_FIRST,
+            f"order {original.id} filled after this replacement was requested: its fills stand",
         )
+    return (
+        ORIGINAL_CLOSED,
+        f"order {original.id} is {original.status}: it can no longer be replaced",
+    )
