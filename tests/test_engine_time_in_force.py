@@ -252,7 +252,7 @@ async def test_a_day_order_expires_at_the_close_and_the_next_day_order_gets_the_
 ) -> None:
     venue = make_venue()
     worker = make_worker(venue=venue)
-    close = await close_in_a_moment(owner_conn, 1.5)
+    close = await close_in_a_moment(owner_conn, 2.0)
     resting = await submit(authenticator_conn, "DIP", 10, "LIMIT", "50.00", time_in_force="DAY")
     partial = await submit(authenticator_conn, "ACME", 250, time_in_force="DAY")
     gtc = await submit(authenticator_conn, "DIP", 10, "LIMIT", "50.00")
