@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import pytest
 
 from app.engine import ledger
 from app.engine.paper import PaperVenue
@@ -391,6 +393,31 @@ async def test_an_order_not_yet_at_the_venue_is_replaced_without_reaching_it(
     assert (old["status"], old["approved_at"]) == ("REPLACED", None)
     assert await venue.poll([original]) == []  # never sent
     assert (await state(owner_conn, replacement))[:2] == ("FILLED", 20)
+
+
+async def test_workers_racing_for_one_replacement_confirm_it_once(
+    make_worker: MakeWorker,
+    make_venue: MakeVenue,
+    authenticator_conn: asyncpg.Connection,
+    owner_conn: asyncpg.Connection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first = make_worker(venue=make_venue(), worker_id="w1")
+    second = make_worker(venue=make_venue(), worker_id="w2")
+    original = await submit(authenticator_conn, "DIP", 50, "LIMIT", "50.00")
+    await first.run_once()
+    replacement = await submit(authenticator_conn, "DIP", 30, "LIMIT", "60.00", replaces=original)
+
+    await asyncio.gather(first.run_once(), second.run_once())
+
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert (await order_of(owner_conn, original))["status"] == "REPLACED"
+    assert [a for a, _ in actions(await logs_of(owner_conn, original))].count("REPLACED") == 1
+    assert [a for a, _ in actions(await logs_of(owner_conn, replacement))] == [
+        "SUBMITTED",
+        "APPROVED",
+        "EXECUTED",
+    ]
 
 
 async def routed_dip_order(worker: Any, conn: asyncpg.Connection) -> uuid.UUID:
