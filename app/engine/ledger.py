@@ -29,6 +29,7 @@ from app import metrics
 from app.auth.claims import Claims
 from app.db.session import Database, Tx
 from app.engine.venue import Execution, VenueOrder
+from app.models.order import ActionEnum as Action
 from app.models.order import OrderStatusEnum as Status
 from app.orders import ledger, lifecycle
 from app.orders.lifecycle import State
@@ -80,7 +81,7 @@ _WAITING: Final = f"""
     LEFT JOIN LATERAL (
         SELECT r.id, EXISTS (
             SELECT 1 FROM execution_logs l
-             WHERE l.order_id = o.id AND l.action = 'FILLED'
+             WHERE l.order_id = o.id AND l.action = '{Action.FILLED}'
                AND l.seq > (SELECT min(s.seq) FROM execution_logs s WHERE s.order_id = r.id)
         ) AS filled_since
           FROM orders r WHERE r.replaces_id = o.id AND r.status = '{Status.PENDING}'
