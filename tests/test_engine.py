@@ -529,7 +529,7 @@ async def test_a_large_order_fills_in_parts_across_ticks(
     ]
 
 
-async def test_an_order_past_its_expiry_is_cancelled_as_expired_before_approval(
+async def test_an_order_past_its_expiry_expires_before_approval(
     make_worker: MakeWorker, authenticator_conn: asyncpg.Connection, owner_conn: asyncpg.Connection
 ) -> None:
     worker = make_worker()
@@ -540,17 +540,17 @@ async def test_an_order_past_its_expiry_is_cancelled_as_expired_before_approval(
 
     order = await order_of(owner_conn, order_id)
     assert (order["status"], order["status_reason"], order["approved_at"]) == (
-        "CANCELLED",
+        "EXPIRED",
         "expired",
         None,
     )
     assert await logs_of(owner_conn, order_id) == [
         SUBMITTED,
-        ("CANCELLED", "CANCELLED", "expired", None, None),
+        ("EXPIRED", "EXPIRED", "expired", None, None),
     ]
 
 
-async def test_an_order_expiring_at_the_venue_is_cancelled_there_and_keeps_its_fills(
+async def test_an_order_expiring_at_the_venue_is_cancelled_there_expires_and_keeps_its_fills(
     make_worker: MakeWorker,
     make_venue: MakeVenue,
     authenticator_conn: asyncpg.Connection,
@@ -569,9 +569,9 @@ async def test_an_order_expiring_at_the_venue_is_cancelled_there_and_keeps_its_f
 
     for order_id in (resting, partial):
         order = await order_of(owner_conn, order_id)
-        assert (order["status"], order["status_reason"]) == ("CANCELLED", "expired")
+        assert (order["status"], order["status_reason"]) == ("EXPIRED", "expired")
         logs = await logs_of(owner_conn, order_id)
-        assert logs[-1] == ("CANCELLED", "CANCELLED", "expired", None, None)
+        assert logs[-1] == ("EXPIRED", "EXPIRED", "expired", None, None)
         assert [action for action, _ in actions(logs)].count("EXECUTED") == 1
     assert (await order_of(owner_conn, partial))["filled_quantity"] == 100
     reports = await venue.poll([resting, partial])

@@ -1,15 +1,17 @@
 """One (state, change) table run against the Python rules and against the database's trigger.
 
 ``app.orders.lifecycle`` states the rules the API and the engine act on;
-``orders_enforce_lifecycle`` (migration 002's version) enforces them for every writer. Each
+``orders_enforce_lifecycle`` (migration 006's version) enforces them for every writer. Each
 row here builds an order in a state by legal steps, then attempts one change as
 service_role with plain SQL (rolled back): the trigger's verdict must be ``lifecycle``'s, and
-a fill must leave the status ``lifecycle.status_after_fill`` predicts. Adding a state or a
-change to either side without the other fails here.
+a fill must leave the status ``lifecycle.status_after_fill`` predicts. The state the engine
+reads (``app.engine.ledger.LIFECYCLE_COLUMNS``) must be the one the steps built. Adding a
+state or a change to either side without the other fails here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from app.engine.ledger import LIFECYCLE_COLUMNS, ORDERS_WITH_STATE
 from app.models.order import OrderStatusEnum as Status
 from app.orders import lifecycle
 from app.orders.lifecycle import Change, State
@@ -61,6 +64,26 @@ FILL = (
 )
 
 
+EXPIRE = "UPDATE orders SET status = 'EXPIRED', status_reason = 'expired' WHERE id = $1"
+# The engine's confirmation, naming the replacement waiting for it (none: NULL, refused).
+CONFIRM = (
+    "UPDATE orders SET status = 'REPLACED', replaced_by_id ="
+    " (SELECT r.id FROM orders r WHERE r.replaces_id = $1 AND r.status = 'PENDING')"
+    " WHERE id = $1"
+)
+# Steps on the order that the order under test replaces (see ``AsReplacement``).
+CONFIRM_PREDECESSOR = (
+    "UPDATE orders SET status = 'REPLACED', replaced_by_id = $1"
+    " WHERE id = (SELECT replaces_id FROM orders WHERE id = $1)"
+)
+# Steps the trader takes: a replacement of the order is requested (a total of 120 wanted).
+REQUEST_REPLACEMENT = "request a replacement"
+EXPIRING = "expires now"
+"""First step of an order whose expires_at is reached (inserted with one a moment ahead)."""
+AS_REPLACEMENT = "the order under test is a replacement"
+"""First step: the order under test replaces a fresh order (and waits for confirmation)."""
+
+
 def fill(quantity: int) -> tuple[str, int]:
     return (FILL, quantity)
 
@@ -91,6 +114,59 @@ STATES: dict[str, tuple[list[Any], State]] = {
         [APPROVE, ROUTE, fill(40), CANCEL],
         State(Status.CANCELLED, approved=True, routed=True),
     ),
+    # Expiry (migration 006): only once expires_at is reached; a routed EXPIRED order still
+    # takes late fills, like a cancelled one.
+    "expiry reached": ([EXPIRING], State(Status.PENDING, expiry_reached=True)),
+    "routed, expiry reached": (
+        [EXPIRING, APPROVE, ROUTE],
+        State(Status.PENDING, approved=True, routed=True, expiry_reached=True),
+    ),
+    "partial, expiry reached": (
+        [EXPIRING, APPROVE, ROUTE, fill(40)],
+        State(Status.PARTIAL, approved=True, routed=True, expiry_reached=True),
+    ),
+    "expired": ([EXPIRING, EXPIRE], State(Status.EXPIRED, expiry_reached=True)),
+    "expired at the venue": (
+        [EXPIRING, APPROVE, ROUTE, EXPIRE],
+        State(Status.EXPIRED, approved=True, routed=True, expiry_reached=True),
+    ),
+    "expired partial": (
+        [EXPIRING, APPROVE, ROUTE, fill(40), EXPIRE],
+        State(Status.EXPIRED, approved=True, routed=True, expiry_reached=True),
+    ),
+    # Replace (migration 006): the order a replacement waits for, the replacement itself.
+    "replacement requested": (
+        [REQUEST_REPLACEMENT],
+        State(Status.PENDING, replacement_waiting=True),
+    ),
+    "routed, replacement requested": (
+        [APPROVE, ROUTE, REQUEST_REPLACEMENT],
+        State(Status.PENDING, approved=True, routed=True, replacement_waiting=True),
+    ),
+    "partial, replacement requested": (
+        [APPROVE, ROUTE, fill(40), REQUEST_REPLACEMENT],
+        State(Status.PARTIAL, approved=True, routed=True, replacement_waiting=True),
+    ),
+    "filled after the replacement was requested": (
+        [APPROVE, ROUTE, REQUEST_REPLACEMENT, fill(40)],
+        State(
+            Status.PARTIAL,
+            approved=True,
+            routed=True,
+            replacement_waiting=True,
+            filled_since_replacement=True,
+        ),
+    ),
+    "replaced": ([REQUEST_REPLACEMENT, CONFIRM], State(Status.REPLACED)),
+    "replaced at the venue": (
+        [APPROVE, ROUTE, fill(40), REQUEST_REPLACEMENT, CONFIRM],
+        State(Status.REPLACED, approved=True, routed=True),
+    ),
+    "an unconfirmed replacement": (
+        [AS_REPLACEMENT],
+        State(Status.PENDING, awaiting_confirmation=True),
+    ),
+    "a confirmed replacement": ([AS_REPLACEMENT, CONFIRM_PREDECESSOR], State(Status.PENDING)),
 }
 
 # A change as plain SQL; fills twice: one that leaves the order open, one that completes it.
@@ -104,20 +180,49 @@ CHANGES: dict[str, tuple[Change, str]] = {
     "recover": (Change.RECOVER, "UPDATE orders SET recovered_at = clock_timestamp() WHERE id = $1"),
     "reject": (Change.REJECT, REJECT),
     "cancel": (Change.CANCEL, CANCEL),
+    "expire": (Change.EXPIRE, EXPIRE),
+    "confirm a replacement": (Change.REPLACE, CONFIRM),
     "fill 10": (Change.FILL, FILL),
     "fill the rest": (Change.FILL, FILL),
 }
 
 
-async def build(db: Db, steps: list[Any]) -> uuid.UUID:
+async def submit(
+    db: Db,
+    *,
+    expires_in: float | None = None,
+    replaces: uuid.UUID | None = None,
+    quantity: int = QUANTITY,
+) -> uuid.UUID:
+    """An order as its trader submits it (``quantity``: a replacement's total)."""
     async with as_role(db.api, "authenticated", TRADER, commit=True) as conn:
         order_id: uuid.UUID = await conn.fetchval(
-            "INSERT INTO orders (trader_id, symbol, side, quantity, order_type, price)"
-            " VALUES ($1, 'AAPL', 'BUY', $2, 'LIMIT', 10.50) RETURNING id",
+            "INSERT INTO orders (trader_id, symbol, side, quantity, order_type, price,"
+            " expires_at, replaces_id)"
+            " VALUES ($1, 'AAPL', 'BUY', $2, 'LIMIT', 10.50,"
+            " now() + make_interval(secs => $3::double precision), $4) RETURNING id",
             TRADER,
-            QUANTITY,
+            quantity,
+            expires_in,
+            replaces,
         )
+    return order_id
+
+
+async def build(db: Db, steps: list[Any]) -> uuid.UUID:
+    if steps[:1] == [EXPIRING]:
+        order_id = await submit(db, expires_in=0.05)
+        await asyncio.sleep(0.1)
+    elif steps[:1] == [AS_REPLACEMENT]:
+        order_id = await submit(db, replaces=await submit(db))
+    else:
+        order_id = await submit(db)
     for step in steps:
+        if step in (EXPIRING, AS_REPLACEMENT):
+            continue
+        if step == REQUEST_REPLACEMENT:
+            await submit(db, replaces=order_id, quantity=QUANTITY + 20)
+            continue
         sql, *args = (step,) if isinstance(step, str) else step
         async with as_role(db.api, "service_role", commit=True) as conn:
             await conn.execute(sql, order_id, *args)
@@ -156,31 +261,41 @@ def predicted(state: State, name: str, *, filled: int) -> tuple[bool, Status | N
     if change is Change.FILL:
         filled = filled + 10 if name == "fill 10" else QUANTITY
         return True, lifecycle.status_after_fill(state, filled=filled, quantity=QUANTITY)
-    return True, {Change.REJECT: Status.REJECTED, Change.CANCEL: Status.CANCELLED}.get(
-        change, state.status
-    )
+    return True, lifecycle.TARGET.get(change, state.status)
 
 
 @pytest.mark.parametrize("state_name", list(STATES))
 async def test_the_trigger_and_lifecycle_agree_on_every_change(db: Db, state_name: str) -> None:
     steps, state = STATES[state_name]
     order_id = await build(db, steps)
-    row = await db.owner.fetchrow(
-        "SELECT status::text AS status, approved_at IS NOT NULL AS approved,"
-        " routed_at IS NOT NULL AS routed, filled_quantity FROM orders WHERE id = $1",
-        order_id,
-    )
-    assert State(Status(row["status"]), approved=row["approved"], routed=row["routed"]) == state
+    assert await state_of(db, order_id) == state
+    filled = await db.owner.fetchval("SELECT filled_quantity FROM orders WHERE id = $1", order_id)
 
     disagreements = []
     for name in CHANGES:
-        if name == "fill the rest" and row["filled_quantity"] >= QUANTITY:
+        if name == "fill the rest" and filled >= QUANTITY:
             continue  # nothing left to fill
         verdict = await attempt(db, order_id, name)
-        expected = predicted(state, name, filled=row["filled_quantity"])
+        expected = predicted(state, name, filled=filled)
         if verdict != expected:
             disagreements.append((name, {"trigger": verdict, "lifecycle": expected}))
     assert disagreements == []
+
+
+async def state_of(db: Db, order_id: uuid.UUID) -> State:
+    """The order's state as the engine reads it."""
+    row = await db.owner.fetchrow(
+        f"SELECT {LIFECYCLE_COLUMNS} FROM {ORDERS_WITH_STATE} WHERE o.id = $1", order_id
+    )
+    return State(
+        Status(row["status"]),
+        approved=row["approved"],
+        routed=row["routed"],
+        expiry_reached=row["expiry_reached"],
+        awaiting_confirmation=row["awaiting_confirmation"],
+        replacement_waiting=row["replacement_waiting"],
+        filled_since_replacement=row["filled_since_replacement"],
+    )
 
 
 # The rows the two sides once disagreed on, and the ones the engine depends on, spelled out:
@@ -199,6 +314,22 @@ SPELLED_OUT: list[tuple[str, str, Status | None]] = [
     ("cancelled at the venue", "cancel", None),
     ("filled", "recover", None),
     ("routed", "route", None),
+    ("routed", "expire", None),  # expires_at not reached (none at all here)
+    ("routed, expiry reached", "expire", Status.EXPIRED),
+    ("partial, expiry reached", "expire", Status.EXPIRED),
+    ("expired at the venue", "fill 10", Status.EXPIRED),  # a late fill
+    ("expired partial", "fill the rest", Status.FILLED),  # a late fill completing it
+    ("expired", "fill 10", None),  # never reached the venue
+    ("expired at the venue", "cancel", None),
+    ("replacement requested", "confirm a replacement", Status.REPLACED),
+    ("partial, replacement requested", "confirm a replacement", Status.REPLACED),
+    ("filled after the replacement was requested", "confirm a replacement", None),
+    ("approved", "confirm a replacement", None),  # nothing replaces it
+    ("replaced at the venue", "fill 10", None),  # nothing on REPLACED
+    ("replaced at the venue", "cancel", None),
+    ("an unconfirmed replacement", "approve", None),
+    ("an unconfirmed replacement", "cancel", Status.CANCELLED),  # withdrawn by its trader
+    ("a confirmed replacement", "approve", Status.PENDING),
 ]
 
 

@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import pickle
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -102,6 +103,9 @@ def an_order(
     order_type: str = "MARKET",
     price: Decimal | str | None = None,
     order_id: UUID | None = None,
+    *,
+    stop_price: Decimal | str | None = None,
+    time_in_force: str = "GTC",
 ) -> VenueOrder:
     return VenueOrder(
         order_id=order_id or uuid4(),
@@ -110,6 +114,8 @@ def an_order(
         quantity=quantity,
         order_type=order_type,
         price=Decimal(price) if isinstance(price, str) else price,
+        stop_price=Decimal(stop_price) if isinstance(stop_price, str) else stop_price,
+        time_in_force=time_in_force,
     )
 
 
@@ -332,6 +338,91 @@ async def test_a_stop_sell_triggers_when_the_price_falls_to_the_trigger(
     clock.tick()
     report = await report_for(venue, order.order_id)
     assert (fills(report), report.done) == ([(20, Decimal("98.00"))], True)
+
+
+async def test_a_stop_limit_buy_triggers_at_its_stop_then_fills_only_at_its_limit(
+    make_venue: MakeVenue, tmp_path: Path, clock: FakeClock
+) -> None:
+    csv = series_csv(tmp_path, "ACME", ["100.00", "101.00", "103.00", "100.50", "99.00"])
+    venue = make_venue(prices_csv=csv)
+    order = an_order(order_type="STOP_LIMIT", price="100.50", stop_price="101.00")
+    await venue.submit(order)
+    for _ in range(2):  # tick 0: not triggered (a LIMIT at 100.50 would fill); 1-2: above it
+        assert (await report_for(venue, order.order_id)).executions == ()
+        clock.tick()
+    clock.tick()
+    report = await report_for(venue, order.order_id)
+    assert (fills(report), report.done) == ([(50, Decimal("100.50"))], True)
+
+
+async def test_a_stop_limit_sell_triggers_when_the_price_falls_to_its_stop(
+    make_venue: MakeVenue, tmp_path: Path, clock: FakeClock
+) -> None:
+    csv = series_csv(tmp_path, "ACME", ["100.00", "98.00", "97.00", "99.50"])
+    venue = make_venue(prices_csv=csv)
+    order = an_order(side="SELL", order_type="STOP_LIMIT", price="99.00", stop_price="98.00")
+    await venue.submit(order)
+    clock.tick(2)  # triggered on tick 1; 98 and 97 are below the limit of 99
+    assert (await report_for(venue, order.order_id)).executions == ()
+    clock.tick()
+    assert fills(await report_for(venue, order.order_id)) == [(50, Decimal("99.50"))]
+
+
+async def test_ioc_fills_the_acceptance_ticks_liquidity_and_is_done_at_once(
+    make_venue: MakeVenue, clock: FakeClock
+) -> None:
+    venue = make_venue(liquidity=100)
+    order = an_order(quantity=250, time_in_force="IOC")
+    await venue.submit(order)
+    report = await report_for(venue, order.order_id)
+    assert (len(report.executions), report.done) == (1, True)
+    assert report.executions[0].quantity == 100
+    clock.tick(5)
+    assert (await report_for(venue, order.order_id)).executions == report.executions
+    assert await venue.cancel(order.order_id)  # already stopped: nothing more will execute
+
+
+async def test_an_ioc_limit_not_marketable_when_accepted_is_done_unfilled(
+    make_venue: MakeVenue, tmp_path: Path, clock: FakeClock
+) -> None:
+    csv = series_csv(tmp_path, "ACME", ["100.00", "90.00"])
+    venue = make_venue(prices_csv=csv)
+    order = an_order(order_type="LIMIT", price="95.00", time_in_force="IOC")
+    await venue.submit(order)
+    clock.tick()  # 90.00 would fill a GTC limit at 95
+    report = await report_for(venue, order.order_id)
+    assert (report.executions, report.done, report.rejected) == ((), True, None)
+
+
+@pytest.mark.parametrize(("quantity", "filled"), [(100, [100]), (101, [])])
+async def test_fok_fills_the_whole_quantity_on_the_acceptance_tick_or_nothing(
+    make_venue: MakeVenue, clock: FakeClock, quantity: int, filled: list[int]
+) -> None:
+    venue = make_venue(liquidity=100)
+    order = an_order(quantity=quantity, time_in_force="FOK")
+    await venue.submit(order)
+    clock.tick(3)
+    report = await report_for(venue, order.order_id)
+    assert ([e.quantity for e in report.executions], report.done) == (filled, True)
+
+
+async def test_a_file_from_before_time_in_force_gets_the_columns_and_its_orders_are_gtc(
+    make_venue: MakeVenue, tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "old.sqlite3"
+    venue = make_venue(path=path, liquidity=10)
+    order = an_order(quantity=30)
+    await venue.submit(order)
+    await venue.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE orders DROP COLUMN stop_price")
+        conn.execute("ALTER TABLE orders DROP COLUMN time_in_force")
+    conn.close()
+
+    reopened = make_venue(path=path, liquidity=10)
+    clock.tick(2)
+    report = await report_for(reopened, order.order_id)
+    assert [e.quantity for e in report.executions] == [10, 10, 10]
 
 
 async def test_a_large_order_fills_at_most_liquidity_shares_per_tick(
@@ -728,6 +819,18 @@ async def test_a_rejected_symbol_is_refused_for_good_and_reported_as_rejected(
         ({"order_type": "LIMIT", "price": "10.005"}, "INVALID_PRICE"),
         ({"order_type": "STOP", "price": "0.00"}, "INVALID_PRICE"),
         ({"order_type": "STOP", "price": "NaN"}, "INVALID_PRICE"),
+        ({"order_type": "STOP_LIMIT", "price": "10.00"}, "INVALID_STOP_PRICE"),
+        (
+            {"order_type": "STOP_LIMIT", "price": "10.00", "stop_price": "-1.00"},
+            "INVALID_STOP_PRICE",
+        ),
+        ({"order_type": "STOP_LIMIT", "stop_price": "10.00"}, "INVALID_PRICE"),
+        ({"stop_price": "10.00"}, "INVALID_STOP_PRICE"),
+        ({"time_in_force": "GTD"}, "INVALID_TIME_IN_FORCE"),
+        (
+            {"order_type": "STOP", "price": "10.00", "time_in_force": "IOC"},
+            "INVALID_TIME_IN_FORCE",
+        ),
     ],
 )
 async def test_invalid_orders_are_refused_permanently(

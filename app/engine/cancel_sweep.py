@@ -1,11 +1,12 @@
-"""Stopping cancelled orders at the venue, including those cancelled while unowned.
+"""Stopping cancelled and expired orders at the venue, including those stopped while unowned.
 
 The owner of an order cancelled by its trader cancels it at the venue on its
 next pass (``Worker`` calls ``CancelSweep.cancel_at_venue``). For the case where
-no live worker owns it, every worker sweeps recently cancelled approved orders
-(at startup: the last ``CANCEL_SWEEP_LOOKBACK``) and cancels them at the venue
-(idempotent). Executions the venue made before such a cancel are late fills: the
-database takes them on a routed cancelled order (``app.orders.lifecycle``).
+no live worker owns it, every worker sweeps recently stopped approved orders
+(``lifecycle.STOPPED``: cancelled or expired; at startup: the last
+``CANCEL_SWEEP_LOOKBACK``) and cancels them at the venue (idempotent). Executions the
+venue made before such a cancel are late fills: the database takes them on a routed
+cancelled or expired order (``app.orders.lifecycle``).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class CancelSweep:
         self._venue_cancelled[order_id] = updated_at
 
     async def cancel_at_venue(self, order_id: UUID, updated_at: datetime, filled: int) -> int:
-        """Stop a cancelled order at the venue, once per process."""
+        """Stop a cancelled or expired order at the venue, once per process."""
         if order_id in self._venue_cancelled:
             return 0
         await self.venue.cancel(order_id)
@@ -68,7 +69,7 @@ class CancelSweep:
         executed = sum(e.quantity for e in report.executions) if report is not None else 0
         if report is not None and executed > filled:
             # Executions the venue made before the cancel reached it: the database takes
-            # them on a routed, cancelled order (the order turns FILLED if they complete it).
+            # them on a routed, stopped order (the order turns FILLED if they complete it).
             async with ledger.transaction(self.database) as tx:
                 current = await ledger.lock(tx, order_id, self.retry_base)
                 if current is not None:
@@ -94,13 +95,13 @@ class CancelSweep:
         return await self.sweep()
 
     async def sweep(self) -> int:
-        """Cancel at the venue the orders cancelled while no live worker owned them."""
+        """Cancel at the venue the orders stopped while no live worker owned them."""
         async with ledger.transaction(self.database, read_only=True) as tx:
             db_now: datetime = (await tx.conn.execute(ledger.NOW)).scalar_one()
             since = self._since or db_now - CANCEL_SWEEP_LOOKBACK
             rows = (
                 await tx.conn.execute(
-                    ledger.CANCELLED_SINCE,
+                    ledger.STOPPED_SINCE,
                     {"since": since, "seen": list(self._venue_cancelled), "limit": self.batch_size},
                 )
             ).all()

@@ -29,17 +29,21 @@ from app import metrics
 from app.auth.claims import Claims
 from app.db.session import Database, Tx
 from app.engine.venue import Execution, VenueOrder
+from app.models.order import ActionEnum as Action
 from app.models.order import OrderStatusEnum as Status
 from app.orders import ledger, lifecycle
 from app.orders.lifecycle import State
 
 __all__ = [
-    "CANCELLED_SINCE",
     "CLAIM_NEW",
+    "LIFECYCLE_COLUMNS",
     "LOCK_ONE",
     "NOW",
+    "ORDERS_WITH_STATE",
     "READ_MANY",
     "SERVICE_CLAIMS",
+    "STOPPED_SINCE",
+    "WAITING_REPLACEMENTS",
     "OrderRow",
     "close_order",
     "lock",
@@ -56,39 +60,90 @@ SERVICE_CLAIMS: Final = Claims(
 
 _MAX_BACKOFF_EXPONENT: Final = 20
 
-_COLUMNS: Final = """
+LIFECYCLE_COLUMNS: Final = """
+    o.status::text AS status, o.approved_at IS NOT NULL AS approved,
+    o.routed_at IS NOT NULL AS routed,
+    coalesce(o.expires_at <= now(), false) AS expiry_reached,
+    (o.replaces_id IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM orders p WHERE p.id = o.replaces_id AND p.replaced_by_id = o.id
+    )) AS awaiting_confirmation,
+    waiting.id AS replacement_id,
+    waiting.id IS NOT NULL AS replacement_waiting,
+    coalesce(waiting.filled_since, false) AS filled_since_replacement
+"""
+"""What ``lifecycle.State`` needs of order ``o`` (with ``_WAITING`` joined), decided in the
+database's clock: the same test as the lifecycle trigger's for the expiry, and for a
+waiting replacement whether ``o`` filled after its request's SUBMITTED audit row."""
+
+# The replacement of ``o`` waiting for confirmation (at most one: uq_orders_pending_replacement;
+# once confirmed, ``o`` is REPLACED by it and it is an ordinary order).
+_WAITING: Final = f"""
+    LEFT JOIN LATERAL (
+        SELECT r.id, EXISTS (
+            SELECT 1 FROM execution_logs l
+             WHERE l.order_id = o.id AND l.action = '{Action.FILLED}'
+               AND l.seq > (SELECT min(s.seq) FROM execution_logs s WHERE s.order_id = r.id)
+        ) AS filled_since
+          FROM orders r WHERE r.replaces_id = o.id AND r.status = '{Status.PENDING}'
+           AND o.replaced_by_id IS NULL
+    ) waiting ON true
+"""
+ORDERS_WITH_STATE: Final = f"orders o {_WAITING}"
+"""The ``FROM`` of a statement that selects ``LIFECYCLE_COLUMNS``."""
+
+_COLUMNS: Final = f"""
     o.id, o.symbol, o.side, o.quantity, o.order_type::text AS order_type, o.price,
-    o.status::text AS status, o.filled_quantity, o.retry_attempt, o.approved_at, o.routed_at,
-    o.updated_at,
-    coalesce(o.expires_at < now(), false) AS expired,
+    o.stop_price, o.time_in_force::text AS time_in_force, o.replaces_id,
+    o.filled_quantity, o.retry_attempt, o.approved_at, o.routed_at, o.updated_at,
+    {LIFECYCLE_COLUMNS},
     o.updated_at + make_interval(
         secs => CAST(:retry_base AS double precision)
                 * power(2.0, least(o.retry_attempt, :max_exponent))
     ) <= now() AS retry_due
 """
 
+# New orders to admit. Not an unconfirmed replacement (the replace stage confirms it first),
+# nor an order whose replacement waits (it would be replaced before it reached the venue).
 CLAIM_NEW: Final = text(
     f"""
-    SELECT {_COLUMNS} FROM orders o
+    SELECT {_COLUMNS} FROM {ORDERS_WITH_STATE}
      WHERE o.status = '{Status.PENDING}' AND o.approved_at IS NULL
+       AND (o.replaces_id IS NULL OR EXISTS (
+            SELECT 1 FROM orders p WHERE p.id = o.replaces_id AND p.replaced_by_id = o.id))
+       AND waiting.id IS NULL
      ORDER BY o.created_at, o.id
      LIMIT :limit
-     FOR UPDATE SKIP LOCKED
+     FOR UPDATE OF o SKIP LOCKED
     """
 )
 
-LOCK_ONE: Final = text(f"SELECT {_COLUMNS} FROM orders o WHERE o.id = :id FOR UPDATE")
+LOCK_ONE: Final = text(
+    f"SELECT {_COLUMNS} FROM {ORDERS_WITH_STATE} WHERE o.id = :id FOR UPDATE OF o"
+)
 
-READ_MANY: Final = text(f"SELECT {_COLUMNS} FROM orders o WHERE o.id = ANY(:ids)")
+READ_MANY: Final = text(f"SELECT {_COLUMNS} FROM {ORDERS_WITH_STATE} WHERE o.id = ANY(:ids)")
+
+# Replacements waiting for the engine's confirmation (migration 006's protocol), oldest first.
+WAITING_REPLACEMENTS: Final = text(
+    f"""
+    SELECT o.id, o.replaces_id FROM orders o
+     WHERE o.status = '{Status.PENDING}' AND o.replaces_id IS NOT NULL
+       AND NOT EXISTS (
+            SELECT 1 FROM orders p WHERE p.id = o.replaces_id AND p.replaced_by_id = o.id)
+     ORDER BY o.created_at, o.id
+     LIMIT :limit
+    """
+)
 
 NOW: Final = text("SELECT now()")
 """The database's clock: the transaction's start, like every ``now()`` in these statements."""
 
-CANCELLED_SINCE: Final = text(
+# Orders stopped (cancelled by their trader, or expired) that may still work at the venue.
+STOPPED_SINCE: Final = text(
     f"""
     SELECT o.id, o.updated_at, o.filled_quantity FROM orders o
-     WHERE o.status = '{Status.CANCELLED}' AND o.approved_at IS NOT NULL AND o.updated_at >= :since
-       AND NOT (o.id = ANY(:seen))
+     WHERE o.status IN {lifecycle.sql_list(lifecycle.STOPPED)} AND o.approved_at IS NOT NULL
+       AND o.updated_at >= :since AND NOT (o.id = ANY(:seen))
      ORDER BY o.updated_at, o.id
      LIMIT :limit
     """
@@ -110,13 +165,21 @@ class OrderRow:
     quantity: int
     order_type: str
     price: Decimal | None
+    stop_price: Decimal | None
+    time_in_force: str
+    replaces_id: UUID | None
     status: Status
     filled_quantity: int
     retry_attempt: int
     approved_at: datetime | None
     routed_at: datetime | None
     updated_at: datetime
-    expired: bool
+    expiry_reached: bool
+    """``expires_at`` (a DAY order's: the session close) is reached, in the database's clock."""
+    awaiting_confirmation: bool
+    replacement_id: UUID | None
+    """The replacement of this order waiting for the engine's confirmation, if any."""
+    filled_since_replacement: bool
     retry_due: bool
 
     @classmethod
@@ -127,7 +190,13 @@ class OrderRow:
     @property
     def state(self) -> State:
         return State(
-            self.status, approved=self.approved_at is not None, routed=self.routed_at is not None
+            self.status,
+            approved=self.approved_at is not None,
+            routed=self.routed_at is not None,
+            expiry_reached=self.expiry_reached,
+            awaiting_confirmation=self.awaiting_confirmation,
+            replacement_waiting=self.replacement_id is not None,
+            filled_since_replacement=self.filled_since_replacement,
         )
 
     @property
@@ -147,6 +216,8 @@ class OrderRow:
             quantity=self.quantity,
             order_type=self.order_type,
             price=self.price,
+            stop_price=self.stop_price,
+            time_in_force=self.time_in_force,
         )
 
 
@@ -178,7 +249,10 @@ async def close_order(
     closing = lifecycle.closing_status(order.status, status)
     if closing is not status and code:
         reason = f"{reason} ({code})"  # the venue's code, which only a rejection records
-    row = await ledger.close(tx, order.id, closing, reason=reason, code=code, failed=failed)
+    if closing is Status.EXPIRED:
+        row = await ledger.expire(tx, order.id, reason=reason)
+    else:
+        row = await ledger.close(tx, order.id, closing, reason=reason, code=code, failed=failed)
     assert row is not None  # locked by this transaction, so still there
     closed_at: datetime = row["updated_at"]
     return closed_at

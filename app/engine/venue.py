@@ -44,8 +44,14 @@ __all__ = [
 class VenueOrder:
     """What the venue needs to work an order.
 
-    ``side`` is ``BUY``/``SELL``; ``order_type`` is ``MARKET``/``LIMIT``/``STOP``;
-    ``price`` is the limit price for LIMIT, the trigger for STOP and None for MARKET.
+    ``side`` is ``BUY``/``SELL``; ``order_type`` is ``MARKET``/``LIMIT``/``STOP``/
+    ``STOP_LIMIT``; ``price`` is the limit price for LIMIT and STOP_LIMIT, the trigger for
+    STOP and None for MARKET; ``stop_price`` is STOP_LIMIT's trigger (None otherwise).
+    ``time_in_force``: ``GTC`` and ``DAY`` work until filled or cancelled (the engine
+    cancels them at their expiry); ``IOC`` fills what the venue can fill at once and the
+    venue cancels the rest at once; ``FOK`` fills the whole quantity at once or nothing
+    (then the venue cancels it at once). Either way an IOC/FOK order is done (``poll``)
+    right after it was accepted.
     Validation is the venue's job: it answers with ``PermanentVenueError``.
     """
 
@@ -55,6 +61,8 @@ class VenueOrder:
     quantity: int
     order_type: str
     price: Decimal | None
+    stop_price: Decimal | None = None
+    time_in_force: str = "GTC"
 
 
 @dataclass(frozen=True)

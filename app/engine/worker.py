@@ -11,10 +11,12 @@ database at once.
 
 Lifecycle, per order
     new (PENDING, not approved)
-        expired -> CANCELLED "expired"; else the pre-trade risk check
+        expiry reached -> EXPIRED; else the pre-trade risk check
         (``app.engine.risk``) -> REJECTED with its code, or approved.
+        An unconfirmed replacement is settled first (``app.engine.replace``).
     in flight (approved, not final)
-        expired -> cancelled at the venue, executions recorded, CANCELLED "expired";
+        expiry reached -> cancelled at the venue, executions recorded, EXPIRED
+            (``app.engine.time_in_force``);
         not routed -> submitted to the venue (idempotent by order id):
             accepted -> ``routed_at`` (EXECUTED "sent to venue");
             transient error -> ``retry_attempt`` + 1 with the venue's code (EXECUTED),
@@ -24,8 +26,11 @@ Lifecycle, per order
             permanent error -> REJECTED with the venue's code;
         routed -> polled: every execution becomes a fill whose id is the venue's
             ``execution_id`` (``ON CONFLICT DO NOTHING``); a venue rejection rejects
-            the order, a venue that stopped working it without a full fill cancels it.
-    final, cancelled by the trader -> cancelled at the venue.
+            the order, a venue that stopped working it without a full fill cancels it
+            (an IOC or FOK order is done at once: what the venue did not fill is
+            cancelled), unless a replacement waits (``app.engine.replace`` settles it).
+    final, cancelled by the trader or expired -> cancelled at the venue (late fills
+        recorded).
 
 The database is the source of truth; the venue call happens between short
 transactions, never inside one that holds row locks.
@@ -75,7 +80,9 @@ from app.engine import ledger
 from app.engine.cancel_sweep import CancelSweep
 from app.engine.leases import FIND_ABANDONED, Leases, lease_key
 from app.engine.ledger import OrderRow, close_order
+from app.engine.replace import Replacements
 from app.engine.risk import RiskLimits, check_order
+from app.engine.time_in_force import EXPIRED, ended_by_venue
 from app.engine.venue import (
     Execution,
     ExecutionReport,
@@ -97,7 +104,6 @@ __all__ = ["Worker", "lease_key"]
 
 log = logging.getLogger(__name__)
 
-EXPIRED: Final = "expired"
 SENT_TO_VENUE: Final = "sent to venue"
 VENUE_UNAVAILABLE: Final = "VENUE_UNAVAILABLE"
 """Recorded when a submit fails with something other than a ``VenueError``."""
@@ -183,6 +189,9 @@ class Worker:
             batch_size=batch_size,
             interval_seconds=cancel_sweep_seconds,
         )
+        self._replacements = Replacements(
+            database, venue, retry_base=settings.engine_retry_base_seconds, batch_size=batch_size
+        )
         self._head = migrations.head_revision()
         self._left_before_start: set[UUID] = set()
         self._looked_for_left = False
@@ -252,6 +261,7 @@ class Worker:
         work = 0
         for stage in (
             self._note_left_before_start,
+            self._replacements.settle_waiting,
             self._admit_new,
             self._adopt_abandoned,
             self._advance_owned,
@@ -316,8 +326,8 @@ class Worker:
         return work
 
     async def _admit(self, tx: Tx, order: OrderRow, limits: RiskLimits) -> int:
-        if order.expired:
-            await close_order(tx, order, Status.CANCELLED, EXPIRED, None)
+        if order.expiry_reached:
+            await close_order(tx, order, Status.EXPIRED, EXPIRED, None)
             log.info("order %s: expired before approval", order.id)
             return 1
         rejection = check_order(
@@ -444,8 +454,9 @@ class Worker:
     async def _step(self, order: OrderRow, to_poll: dict[UUID, OrderRow]) -> int:
         if order.final:
             work = 0
-            if order.status is Status.CANCELLED:
-                # Cancelled by the trader (or by this worker, after cancelling at the venue).
+            if order.status in lifecycle.STOPPED:
+                # Cancelled by the trader (or by this worker, after cancelling at the venue),
+                # or expired: stopped at the venue, late fills recorded.
                 work = await self._cancels.cancel_at_venue(
                     order.id, order.updated_at, order.filled_quantity
                 )
@@ -455,8 +466,8 @@ class Worker:
             # The approval did not commit; the order goes through admission again.
             await self._disown(order.id)
             return 0
-        if order.expired:
-            return await self._finish_at_venue(order, Status.CANCELLED, EXPIRED, None)
+        if order.expiry_reached:
+            return await self._finish_at_venue(order, Status.EXPIRED, EXPIRED, None)
         if order.routed_at is None:
             if order.retry_attempt and not order.retry_due:
                 return 0  # backing off
@@ -591,9 +602,12 @@ class Worker:
                 reason = _refusal_reason(rejection)
                 await close_order(tx, current, Status.REJECTED, reason, rejection.code)
                 outcome, work = f"rejected by the venue ({rejection.code})", work + 1
+            elif report.done and current.replacement_id is not None:
+                # Stopped at the venue for its replacement: app.engine.replace settles both.
+                return work
             elif report.done:
-                outcome = EXPIRED if current.expired else "cancelled at the venue"
-                await close_order(tx, current, Status.CANCELLED, outcome, None)
+                status, outcome = ended_by_venue(current)
+                await close_order(tx, current, status, outcome, None)
                 work += 1
             else:
                 return work

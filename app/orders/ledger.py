@@ -71,6 +71,14 @@ _CLOSE: Final = text(
     " error_code = coalesce(:code, error_code), retry_attempt = retry_attempt + :failed"
     f" WHERE id = :id RETURNING {ORDER_COLUMNS}"
 )
+# The engine's confirmation that a replacement took over (migration 006's protocol, step 3).
+_CONFIRM_REPLACE: Final = text(
+    "UPDATE orders SET status = 'REPLACED', replaced_by_id = :replacement"
+    f" WHERE id = :id RETURNING {ORDER_COLUMNS}"
+)
+FILLED_FIRST: Final = "FILLED_FIRST"
+"""The error code of a replacement rejected because the order it would replace filled after
+it was requested (migration 006's protocol, step 4): that order's fills stand."""
 # The engine names a fill by the venue's execution id, which makes recording it again
 # (a poll reports every execution again) a no-op; the API's fills get a new id.
 _INSERT_FILL: Final = text(
@@ -147,6 +155,28 @@ async def close(
     if code is None and not failed:
         return await tx.first(_SET_STATUS, params)
     return await tx.first(_CLOSE, {**params, "code": code, "failed": failed})
+
+
+async def expire(tx: Tx, order_id: UUID, *, reason: str) -> RowMapping | None:
+    """The order reached its ``expires_at`` (the database refuses it earlier): EXPIRED, with
+    its own audit action."""
+    return await tx.first(
+        _SET_STATUS, {"id": order_id, "status": Status.EXPIRED.value, "reason": reason}
+    )
+
+
+async def confirm_replace(tx: Tx, order_id: UUID, *, replacement: UUID) -> RowMapping | None:
+    """The order is REPLACED by ``replacement``, which from now on is an ordinary order; the
+    database refuses it if the order filled since the replacement was requested."""
+    return await tx.first(_CONFIRM_REPLACE, {"id": order_id, "replacement": replacement})
+
+
+async def reject_replacement(
+    tx: Tx, replacement: UUID, *, code: str, reason: str
+) -> RowMapping | None:
+    """The replacement cannot take over (``code``: ``FILLED_FIRST`` when the order it would
+    replace filled first): REJECTED, the other order's fills stand."""
+    return await close(tx, replacement, Status.REJECTED, reason=reason, code=code)
 
 
 async def insert_fill(

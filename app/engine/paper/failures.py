@@ -3,7 +3,8 @@
 In the order checked on submit:
 
 * invalid orders are refused: ``UNKNOWN_SYMBOL`` (checked by the venue against its prices),
-  ``INVALID_SIDE``, ``INVALID_ORDER_TYPE``, ``INVALID_QUANTITY``, ``INVALID_PRICE``;
+  ``INVALID_SIDE``, ``INVALID_ORDER_TYPE``, ``INVALID_QUANTITY``, ``INVALID_PRICE``,
+  ``INVALID_STOP_PRICE``, ``INVALID_TIME_IN_FORCE``;
 * ``reject_symbols``: symbol -> code, every order for it is refused with that code;
 * ``fail_transient_times``: symbol -> n, each order for it fails its first n
   submit attempts with ``VENUE_BUSY``;
@@ -26,7 +27,8 @@ from app.engine.venue import PermanentVenueError, TransientVenueError, VenueErro
 __all__ = ["FailureInjection", "invalid"]
 
 _SIDES: Final = frozenset({"BUY", "SELL"})
-_ORDER_TYPES: Final = frozenset({"MARKET", "LIMIT", "STOP"})
+_ORDER_TYPES: Final = frozenset({"MARKET", "LIMIT", "STOP", "STOP_LIMIT"})
+_TIMES_IN_FORCE: Final = frozenset({"DAY", "GTC", "IOC", "FOK"})
 
 
 def invalid(order: VenueOrder) -> PermanentVenueError | None:
@@ -41,22 +43,45 @@ def invalid(order: VenueOrder) -> PermanentVenueError | None:
         return PermanentVenueError("INVALID_QUANTITY", "quantity must be an integer")
     if order.quantity <= 0:
         return PermanentVenueError("INVALID_QUANTITY", "quantity must be positive")
+    if order.time_in_force not in _TIMES_IN_FORCE:
+        return PermanentVenueError(
+            "INVALID_TIME_IN_FORCE", f"unsupported time in force {order.time_in_force!r}"
+        )
+    if order.time_in_force in ("IOC", "FOK") and order.order_type in ("STOP", "STOP_LIMIT"):
+        return PermanentVenueError(
+            "INVALID_TIME_IN_FORCE",
+            f"a {order.order_type} order waits for its trigger: it cannot be {order.time_in_force}",
+        )
+    if order.order_type == "STOP_LIMIT":
+        if not _is_cents(order.stop_price):
+            return PermanentVenueError(
+                "INVALID_STOP_PRICE",
+                f"a STOP_LIMIT order needs a positive stop price in cents, got {order.stop_price}",
+            )
+    elif order.stop_price is not None:
+        return PermanentVenueError(
+            "INVALID_STOP_PRICE", f"a {order.order_type} order takes no stop price"
+        )
     price = order.price
     if order.order_type == "MARKET":
         if price is not None:
             return PermanentVenueError("INVALID_PRICE", "a MARKET order takes no price")
         return None
-    if (
-        not isinstance(price, Decimal)
-        or not price.is_finite()
-        or price <= 0
-        or price != price.quantize(CENT)
-    ):
+    if not _is_cents(price):
         return PermanentVenueError(
             "INVALID_PRICE",
             f"a {order.order_type} order needs a positive price in cents, got {price}",
         )
     return None
+
+
+def _is_cents(price: object) -> bool:
+    return (
+        isinstance(price, Decimal)
+        and price.is_finite()
+        and price > 0
+        and price == price.quantize(CENT)
+    )
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,9 @@ _SCHEMA: Final = (
         exec_count   INTEGER NOT NULL DEFAULT 0,
         accepted_at  TEXT,
         reject_code  TEXT,
-        reject_message TEXT
+        reject_message TEXT,
+        stop_price   TEXT,
+        time_in_force TEXT NOT NULL DEFAULT 'GTC'
     )
     """,
     """
@@ -83,6 +85,21 @@ _SCHEMA: Final = (
 )
 
 
+# Columns added since the first files were written: (name, definition), added to an older file
+# when it is opened (its orders are GTC and have no stop price).
+_ADDED_COLUMNS: Final = (
+    ("stop_price", "TEXT"),
+    ("time_in_force", "TEXT NOT NULL DEFAULT 'GTC'"),
+)
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    present = {row["name"] for row in conn.execute("PRAGMA table_info(orders)")}
+    for name, definition in _ADDED_COLUMNS:
+        if name not in present:
+            conn.execute(f"ALTER TABLE orders ADD COLUMN {name} {definition}")
+
+
 def _order_state(row: sqlite3.Row) -> OrderState:
     return OrderState(
         order_id=UUID(row["order_id"]),
@@ -93,6 +110,8 @@ def _order_state(row: sqlite3.Row) -> OrderState:
         price=None if row["price"] is None else Decimal(row["price"]),
         status=row["status"],
         filled=row["filled"],
+        stop_price=None if row["stop_price"] is None else Decimal(row["stop_price"]),
+        time_in_force=row["time_in_force"],
         triggered=bool(row["triggered"]),
         next_tick=row["next_tick"],
         exec_count=row["exec_count"],
@@ -124,6 +143,7 @@ class PaperStore:
             try:
                 for statement in _SCHEMA:
                     conn.execute(statement)
+                _add_missing_columns(conn)
                 conn.execute(
                     "INSERT OR IGNORE INTO venue_state (key, value) VALUES ('records_since', ?)",
                     (now().isoformat(),),
@@ -197,8 +217,8 @@ class PaperStore:
     ) -> None:
         conn.execute(
             "INSERT INTO orders (order_id, symbol, side, quantity, order_type, price, status,"
-            " next_tick, accepted_at, reject_code, reject_message)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " next_tick, accepted_at, reject_code, reject_message, stop_price, time_in_force)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 str(order.order_id),
                 order.symbol,
@@ -212,6 +232,8 @@ class PaperStore:
                 accepted_at.isoformat(),
                 None if rejection is None else rejection.code,
                 None if rejection is None else rejection.message,
+                None if order.stop_price is None else str(order.stop_price),
+                str(order.time_in_force),
             ),
         )
 

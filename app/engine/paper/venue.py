@@ -10,6 +10,11 @@ time from the order's acceptance up to the current tick, so fills depend only on
 and the clock, never on how often anybody polls. Commission per execution:
 ``max(minimum, per_share * quantity)``, to the cent.
 
+Time in force: GTC and DAY orders work until filled or cancelled (the engine cancels them at
+their expiry); IOC and FOK orders are matched at once, when accepted, on the acceptance tick
+(``matching``), and are then done: filled, or cancelled with what that tick gave (IOC) or
+nothing (FOK).
+
 Submitting a known order id does nothing (the terms first accepted stay; fills are not
 reset). A refusal is recorded: re-submitting a refused order raises the same
 ``PermanentVenueError`` and polls report it as rejected. Cancelling executes what was
@@ -32,7 +37,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from app.engine.paper.failures import FailureInjection, invalid
-from app.engine.paper.matching import Fill, MatchingTerms, OrderState, simulate
+from app.engine.paper.matching import AT_ONCE, Fill, MatchingTerms, OrderState, simulate
 from app.engine.paper.prices import CENT, ReferencePrices
 from app.engine.paper.storage import BATCH, PaperStore
 from app.engine.venue import ExecutionReport, PermanentVenueError, VenueError, VenueOrder
@@ -203,6 +208,9 @@ class PaperVenue:
         # Raised only after COMMIT: the attempt count and any refusal must be kept.
         if outcome is not None:
             raise outcome
+        if order.time_in_force in AT_ONCE:
+            # At once: matched now, on the acceptance tick, and done (see matching).
+            self._match_orders([order.order_id], tick)
 
     def _refusal(self, order: VenueOrder, attempt: int) -> VenueError | None:
         try:
