@@ -155,15 +155,22 @@ def create_engine(
     pool_timeout: float = 5.0,
     connect_timeout: float = 3.0,
     command_timeout: float | None = None,
+    statement_timeout_ms: int | None = None,
     pooler: PoolerMode = "none",
 ) -> AsyncEngine:
     """The pool. ``command_timeout`` bounds each statement on the client side too (a server
     that stopped answering); ``pooler="transaction"`` turns prepared statements unnamed
     and uncached, since the next transaction may run on another server session."""
-    # Only application_name, which every pooler passes on; TimeZone (UTC, so that timestamps
+    # application_name, which every pooler passes on; TimeZone (UTC, so that timestamps
     # reach clients as PostgreSQL's to_json writes them) is set per transaction, with the role.
+    server_settings = {"application_name": "order-api"}
+    if statement_timeout_ms is not None and pooler != "transaction":
+        # The compiled mutations' autocommit statement has no transaction to set it in; a
+        # transaction pooler refuses it as a startup parameter (there, the client's
+        # command_timeout bounds that statement). Transactions set the same value locally.
+        server_settings["statement_timeout"] = str(statement_timeout_ms)
     connect_args: dict[str, Any] = {
-        "server_settings": {"application_name": "order-api"},
+        "server_settings": server_settings,
         "timeout": connect_timeout,
         "command_timeout": command_timeout,
     }
@@ -215,6 +222,7 @@ def open_database(url: URL, settings: Settings, *, pooler: PoolerMode) -> Databa
             pool_timeout=settings.db_pool_timeout,
             connect_timeout=settings.db_connect_timeout,
             command_timeout=timeout_ms / 1000 + COMMAND_TIMEOUT_MARGIN if timeout_ms else None,
+            statement_timeout_ms=timeout_ms,
             pooler=pooler,
         ),
         statement_timeout_ms=timeout_ms,
@@ -396,6 +404,29 @@ class Database:
                 )
                 raw: str = await conn.fetchval(sql, *args)
             return raw
+        except DatabaseUnavailable:
+            proxied.invalidate()  # its state is unknown: never hand it out again
+            raise
+        finally:
+            proxied.close()
+
+    async def autocommit_row(self, sql: str, args: Sequence[Any]) -> Any:
+        """One statement in autocommit, its own implicit transaction, on a pooled connection:
+        the first row it returns (an asyncpg Record), or None.
+
+        The hot path of compiled mutations (graphql/compiled/mutations.py): one round trip,
+        no BEGIN or COMMIT. The statement sets the caller's role and claims itself (migration
+        007's functions); the statement timeout is the connection's (``create_engine``), or
+        through a transaction pooler the client's command timeout. A write: never sent twice,
+        and a connection that broke is discarded.
+        """
+        async with _unavailable_if_away(connecting=True):
+            proxied = await self.engine.raw_connection()
+        try:
+            conn = proxied.driver_connection
+            assert conn is not None
+            async with _unavailable_if_away():
+                return await conn.fetchrow(sql, *args)
         except DatabaseUnavailable:
             proxied.invalidate()  # its state is unknown: never hand it out again
             raise

@@ -6,12 +6,15 @@ the database's grants and policies refuse the same writes on their own.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy.engine import RowMapping
 
+from app.auth.claims import Claims
 from app.db.session import Tx
 from app.models.order import OrderStatusEnum, OrderTypeEnum
 from app.orders import fields, ledger, lifecycle, limits, queries, validation
@@ -26,12 +29,20 @@ from app.orders.errors import (
 from app.orders.lifecycle import Change, State
 from app.orders.limits import OrderLimits
 
+CANCEL_REASON = "cancelled by trader"
+"""The audit trail's reason for a trader's cancel that gives none."""
+
 
 def _require_role(tx: Tx, *roles: str) -> None:
-    if tx.claims.role == "anon":
+    require_role(tx.claims, *roles)
+
+
+def require_role(claims: Claims, *roles: str) -> None:
+    """The caller's role may do this (the compiled mutations ask it too, before any SQL)."""
+    if claims.role == "anon":
         raise Unauthenticated()
-    if tx.claims.role not in roles:
-        raise Forbidden(f"role {tx.claims.role} may not do this; it needs {' or '.join(roles)}")
+    if claims.role not in roles:
+        raise Forbidden(f"role {claims.role} may not do this; it needs {' or '.join(roles)}")
 
 
 async def submit_order(
@@ -72,12 +83,14 @@ async def submit_order(
     existing = await queries.order_by_client_id(tx, trader_id, order.client_order_id)
     if existing is None:  # pragma: no cover - the conflicting row is committed and visible
         raise Conflict("the order could not be written; retry")
-    if not _same_content(existing, order):
+    if not same_content(existing, order):
         raise IdempotencyConflict(order.client_order_id)
     return existing
 
 
-def _same_content(row: RowMapping, order: validation.NewOrder) -> bool:
+def same_content(row: Mapping[Any, Any], order: validation.NewOrder) -> bool:
+    """A repeated clientOrderId names the same order (the idempotent repeat)."""
+
     def normalized(name: str, value: object) -> object:
         if isinstance(value, OrderTypeEnum):
             return value.value
@@ -98,12 +111,12 @@ async def cancel_order(tx: Tx, *, order_id: UUID, reason: str | None) -> RowMapp
     if order is None:
         # RLS hides other traders' orders: "not yours" and "missing" must look the same.
         raise OrderNotFound(order_id)
-    state = _state(order)
+    state = state_of(order)
     if not lifecycle.allows(state, Change.CANCEL):
-        raise Conflict(f"a {state.status.value} order cannot be cancelled")
+        raise cannot_cancel(state)
     with queries.database_errors(order_id):
         row = await ledger.close(
-            tx, order_id, OrderStatusEnum.CANCELLED, reason=reason or "cancelled by trader"
+            tx, order_id, OrderStatusEnum.CANCELLED, reason=reason or CANCEL_REASON
         )
     if row is None:
         raise OrderNotFound(order_id)
@@ -115,7 +128,7 @@ async def approve_order(tx: Tx, *, order_id: UUID) -> RowMapping:
     order = await queries.order_for_update(tx, order_id)
     if order is None:
         raise OrderNotFound(order_id)
-    state = _state(order)
+    state = state_of(order)
     if not lifecycle.allows(state, Change.APPROVE):
         raise Conflict(
             f"only an unapproved PENDING order can be approved (it is {state.status.value})"
@@ -138,7 +151,7 @@ async def reject_order(
     order = await queries.order_for_update(tx, order_id)
     if order is None:
         raise OrderNotFound(order_id)
-    state = _state(order)
+    state = state_of(order)
     if not lifecycle.allows(state, Change.REJECT):
         # A PARTIAL order too: part of it executed (the engine cancels such an order instead).
         raise Conflict(f"a {state.status.value} order cannot be rejected")
@@ -174,7 +187,7 @@ async def record_fill(
     order = await queries.order_for_update(tx, order_id)
     if order is None:
         raise OrderNotFound(order_id)
-    state = _state(order)
+    state = state_of(order)
     if not lifecycle.allows(state, Change.FILL):
         raise Conflict(
             f"a {state.status.value} order that is not approved and open cannot be filled"
@@ -199,7 +212,11 @@ async def record_fill(
     return row
 
 
-def _state(order: RowMapping) -> State:
+def cannot_cancel(state: State) -> Conflict:
+    return Conflict(f"a {state.status.value} order cannot be cancelled")
+
+
+def state_of(order: Mapping[Any, Any]) -> State:
     return State(
         OrderStatusEnum(order["status"]),
         approved=order["approved_at"] is not None,
