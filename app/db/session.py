@@ -57,7 +57,22 @@ _LOGIN_ROLE_CHECK = text(
                 WHERE c.relnamespace = 'public'::regnamespace
                   AND c.relname IN ('orders', 'fills', 'execution_logs')
                   AND pg_has_role(current_user, c.relowner, 'MEMBER')
-           ) AS owns_tables
+           ) AS owns_tables,
+           -- Migration 007's compiled writes (on Supabase a login role of one's own needs
+           -- the grants of README's step 3); the schema first: without USAGE its functions
+           -- cannot even be looked up.
+           CASE WHEN coalesce(
+                    has_schema_privilege(to_regnamespace('order_api_private')::oid, 'USAGE'), false)
+                THEN coalesce(
+                    has_function_privilege(
+                        to_regprocedure('order_api_private.submit_order(text,text,jsonb)')::oid,
+                        'EXECUTE')
+                    AND has_function_privilege(
+                        to_regprocedure(
+                            'order_api_private.cancel_order(text,text,uuid,text,text[])')::oid,
+                        'EXECUTE'),
+                    false)
+                ELSE false END AS compiled_writes
       FROM pg_roles r WHERE r.rolname = current_user
     """
 )
@@ -99,6 +114,8 @@ class LoginRole:
     superuser: bool
     bypass_rls: bool
     owns_tables: bool
+    compiled_writes: bool = False
+    """May call migration 007's functions (graphql/compiled/mutations.py)."""
 
 
 def _chain(error: BaseException) -> Iterator[BaseException]:
@@ -441,6 +458,7 @@ class Database:
             superuser=row.rolsuper,
             bypass_rls=row.rolbypassrls,
             owns_tables=row.owns_tables,
+            compiled_writes=row.compiled_writes,
         )
 
     async def check_login_role(self) -> LoginRole:

@@ -22,6 +22,8 @@ class Plans:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._plans: dict[Key, CompiledQuery | CompiledMutation] = {}
+        self.mutations = settings.compiled_mutations
+        """Off when the login role may not call migration 007's functions (app/main.py)."""
 
     def __bool__(self) -> bool:
         return bool(self._plans)
@@ -46,7 +48,7 @@ class Plans:
         try:
             if self.settings.compiled_queries:
                 plan = compiler.compile_query(*key)
-            if plan is None and self.settings.compiled_mutations:
+            if plan is None and self.mutations:
                 plan = compile_mutation(*key)
         except Exception:
             # A bug of the compiler: this document keeps taking the resolvers.
