@@ -9,6 +9,7 @@ answered; strict mode (tests/api.py) makes any failure of its statement fail the
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import re
@@ -22,8 +23,10 @@ from prometheus_client import REGISTRY
 
 from app.graphql.compiled.mutations import CANCELLABLE, compile_mutation
 from app.orders import fields
+from tests import pg
 from tests.api import Client, api_client, api_settings, graphql_endpoint
 from tests.conftest import Db
+from tests.pooler import pgbouncer
 
 ORDER_FIELDS = " ".join(f.graphql for f in fields.ORDER.fields)
 SUBMIT = (
@@ -278,3 +281,42 @@ def test_the_cancellable_states_are_the_lifecycle_tables() -> None:
         )
         == CANCELLABLE
     )
+
+
+async def test_through_a_transaction_pooler_each_trader_writes_their_own(
+    cluster: pg.Cluster, database: Db, owner_conn: asyncpg.Connection
+) -> None:
+    """PgBouncer in transaction mode, two server sessions for many traders at once: the
+    autocommit statement carries its own role and claims, never anyone else's."""
+    with pgbouncer(cluster.owner_url, pool_size=2) as bouncer:
+        settings = api_settings(dataclasses.replace(database, pooler=bouncer), db_pool_size=6)
+        assert settings.db_pooler == "transaction"
+        async with api_client(settings) as client:
+            first = uuid.uuid4()
+            await client.gql(SUBMIT, {"input": LIMIT}, token=client.token(first))  # learned
+            placed = await client.gql(SUBMIT, {"input": LIMIT}, token=client.token(first))
+            await client.gql(
+                CANCEL, {"id": placed["data"]["submitOrder"]["id"]}, token=client.token(first)
+            )  # learned
+            traders = [uuid.uuid4() for _ in range(12)]
+            before = compiled("submitOrder", "answered") + compiled("cancelOrder", "answered")
+
+            async def submit_and_cancel(trader: uuid.UUID) -> dict[str, Any]:
+                token = client.token(trader)
+                body = await client.gql(SUBMIT, {"input": LIMIT}, token=token)
+                order = body["data"]["submitOrder"]
+                assert order["traderId"] == str(trader), body
+                cancelled = await client.gql(CANCEL, {"id": order["id"]}, token=token)
+                assert cancelled["data"]["c"]["state"] == "CANCELLED", cancelled
+                return order
+
+            orders = await asyncio.gather(*(submit_and_cancel(t) for t in traders))
+            after = compiled("submitOrder", "answered") + compiled("cancelOrder", "answered")
+            assert after - before == 2 * len(traders)
+    stored = await owner_conn.fetch(
+        "SELECT id, trader_id, status::text FROM orders WHERE id = ANY($1::uuid[])",
+        [o["id"] for o in orders],
+    )
+    assert {(str(r["id"]), str(r["trader_id"]), r["status"]) for r in stored} == {
+        (o["id"], o["traderId"], "CANCELLED") for o in orders
+    }
