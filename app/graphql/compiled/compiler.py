@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
+    DocumentNode,
     FieldNode,
     GraphQLError,
     GraphQLSchema,
@@ -307,8 +308,11 @@ class CompiledQuery:
 # after running it, and a document that never compiles (every mutation) was parsed again
 # on each request, inside its transaction (~0.7 ms of submitOrder's ~8 ms under cProfile).
 # Exceptions are not cached: a compiler bug still fails each time in strict mode.
-@functools.lru_cache(maxsize=512)
-def compile_query(document_text: str, operation_name: str | None) -> CompiledQuery | None:
+def sole_operation(
+    document_text: str, operation_name: str | None, kind: OperationType
+) -> tuple[DocumentNode, OperationDefinitionNode] | None:
+    """The document and its one operation, of ``kind`` and without directives; None for any
+    other document (the compilers' first question)."""
     try:
         document = parse(document_text)
         operation = get_operation_ast(document, operation_name)
@@ -316,11 +320,20 @@ def compile_query(document_text: str, operation_name: str | None) -> CompiledQue
         return None
     if (
         operation is None
-        or operation.operation is not OperationType.QUERY
+        or operation.operation is not kind
         or len(document.definitions) != 1
         or operation.directives
     ):
         return None
+    return document, operation
+
+
+@functools.lru_cache(maxsize=512)
+def compile_query(document_text: str, operation_name: str | None) -> CompiledQuery | None:
+    found = sole_operation(document_text, operation_name, OperationType.QUERY)
+    if found is None:
+        return None
+    _, operation = found
     roots: list[tuple[_Root, FieldNode]] = []
     try:
         for index, selection in enumerate(operation.selection_set.selections):

@@ -47,14 +47,13 @@ from graphql import (
     OperationDefinitionNode,
     OperationType,
     get_named_type,
-    get_operation_ast,
-    parse,
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 
 from app.auth.claims import Claims
 from app.db.session import Database
 from app.graphql import inputs
+from app.graphql.compiled.compiler import sole_operation
 from app.models.order import OrderStatusEnum
 from app.orders import fields, lifecycle, limits, queries, service, validation
 from app.orders.errors import Conflict, IdempotencyConflict, OrderError, OrderNotFound
@@ -320,18 +319,11 @@ def _selection(node: FieldNode) -> tuple[tuple[str, str], ...]:
 def compile_mutation(document_text: str, operation_name: str | None) -> CompiledMutation | None:
     """The plan of a submitOrder or cancelOrder document selecting plain Order fields; None for
     any other document (it stays on the normal path)."""
-    try:
-        document = parse(document_text)
-        operation = get_operation_ast(document, operation_name)
-    except GraphQLError:
+    found = sole_operation(document_text, operation_name, OperationType.MUTATION)
+    if found is None:
         return None
-    if (
-        operation is None
-        or operation.operation is not OperationType.MUTATION
-        or len(document.definitions) != 1
-        or operation.directives
-        or len(operation.selection_set.selections) != 1
-    ):
+    document, operation = found
+    if len(operation.selection_set.selections) != 1:
         return None
     [root] = operation.selection_set.selections
     if (
