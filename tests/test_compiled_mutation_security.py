@@ -12,6 +12,7 @@ the API's connections carry.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from app.db.migrations import PROJECT_ROOT
 from app.graphql.compiled.mutations import CANCELLABLE
 from tests import pg, privileges
 from tests.api import api_client, api_settings
@@ -271,7 +273,10 @@ async def test_the_downgrade_gives_back_exactly_the_revision_below(cluster: pg.C
     """007 on top of the revision below it, then off again: the same catalog facts."""
     from tests.test_migrations import alembic
 
-    below = "005"  # 007's down_revision
+    revision = (PROJECT_ROOT / "alembic/versions/007_compiled_order_writes.py").read_text()
+    match = re.search(r'^down_revision: str \| None = "(\w+)"', revision, re.MULTILINE)
+    assert match is not None
+    below = match.group(1)
     names = [await pg.create_empty_database(cluster) for _ in range(2)]
     try:
         assert alembic(Db(cluster, names[0]), "upgrade", below).returncode == 0
