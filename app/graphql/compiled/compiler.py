@@ -308,16 +308,26 @@ class CompiledQuery:
 # after running it, and a document that never compiles (every mutation) was parsed again
 # on each request, inside its transaction (~0.7 ms of submitOrder's ~8 ms under cProfile).
 # Exceptions are not cached: a compiler bug still fails each time in strict mode.
+@functools.lru_cache(maxsize=512)  # both compilers ask, for the same document
+def _parsed(
+    document_text: str, operation_name: str | None
+) -> tuple[DocumentNode, OperationDefinitionNode | None] | None:
+    try:
+        document = parse(document_text)
+        return document, get_operation_ast(document, operation_name)
+    except GraphQLError:
+        return None
+
+
 def sole_operation(
     document_text: str, operation_name: str | None, kind: OperationType
 ) -> tuple[DocumentNode, OperationDefinitionNode] | None:
     """The document and its one operation, of ``kind`` and without directives; None for any
     other document (the compilers' first question)."""
-    try:
-        document = parse(document_text)
-        operation = get_operation_ast(document, operation_name)
-    except GraphQLError:
+    found = _parsed(document_text, operation_name)
+    if found is None:
         return None
+    document, operation = found
     if (
         operation is None
         or operation.operation is not kind
