@@ -181,10 +181,11 @@ def create_engine(
     # application_name, which every pooler passes on; TimeZone (UTC, so that timestamps
     # reach clients as PostgreSQL's to_json writes them) is set per transaction, with the role.
     server_settings = {"application_name": "order-api"}
-    if statement_timeout_ms is not None and pooler != "transaction":
-        # The compiled mutations' autocommit statement has no transaction to set it in; a
-        # transaction pooler refuses it as a startup parameter (there, the client's
-        # command_timeout bounds that statement). Transactions set the same value locally.
+    if statement_timeout_ms is not None and pooler == "none":
+        # The compiled mutations' autocommit statement has no transaction to set it in. A
+        # pooler (PgBouncer, session or transaction mode) refuses it as a startup parameter:
+        # there the client's command_timeout bounds that statement. Transactions set the
+        # same value locally, as before.
         server_settings["statement_timeout"] = str(statement_timeout_ms)
     connect_args: dict[str, Any] = {
         "server_settings": server_settings,
@@ -434,7 +435,7 @@ class Database:
         The hot path of compiled mutations (graphql/compiled/mutations.py): one round trip,
         no BEGIN or COMMIT. The statement sets the caller's role and claims itself (migration
         007's functions); the statement timeout is the connection's (``create_engine``), or
-        through a transaction pooler the client's command timeout. A write: never sent twice,
+        through a pooler the client's command timeout. A write: never sent twice,
         and a connection that broke is discarded.
         """
         async with _unavailable_if_away(connecting=True):
