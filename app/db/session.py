@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ _SET_CALLER_READ_ONLY = text(
     + _CALLER_SETTINGS.format(role=":role", claims=":claims", timeout=":timeout")
     + ", set_config('transaction_read_only', 'on', true)"
 )
+_SESSION_TIMEOUT = "SELECT set_config('statement_timeout', $1, false)"
 _SET_CALLER_SQL = "SELECT " + _CALLER_SETTINGS.format(role="$1", claims="$2", timeout="$3")
 
 _LOGIN_ROLE_CHECK = text(
@@ -172,23 +174,15 @@ def create_engine(
     pool_timeout: float = 5.0,
     connect_timeout: float = 3.0,
     command_timeout: float | None = None,
-    statement_timeout_ms: int | None = None,
     pooler: PoolerMode = "none",
 ) -> AsyncEngine:
     """The pool. ``command_timeout`` bounds each statement on the client side too (a server
     that stopped answering); ``pooler="transaction"`` turns prepared statements unnamed
     and uncached, since the next transaction may run on another server session."""
-    # application_name, which every pooler passes on; TimeZone (UTC, so that timestamps
+    # Only application_name, which every pooler passes on; TimeZone (UTC, so that timestamps
     # reach clients as PostgreSQL's to_json writes them) is set per transaction, with the role.
-    server_settings = {"application_name": "order-api"}
-    if statement_timeout_ms is not None and pooler == "none":
-        # The compiled mutations' autocommit statement has no transaction to set it in. A
-        # pooler (PgBouncer, session or transaction mode) refuses it as a startup parameter:
-        # there the client's command_timeout bounds that statement. Transactions set the
-        # same value locally, as before.
-        server_settings["statement_timeout"] = str(statement_timeout_ms)
     connect_args: dict[str, Any] = {
-        "server_settings": server_settings,
+        "server_settings": {"application_name": "order-api"},
         "timeout": connect_timeout,
         "command_timeout": command_timeout,
     }
@@ -240,10 +234,10 @@ def open_database(url: URL, settings: Settings, *, pooler: PoolerMode) -> Databa
             pool_timeout=settings.db_pool_timeout,
             connect_timeout=settings.db_connect_timeout,
             command_timeout=timeout_ms / 1000 + COMMAND_TIMEOUT_MARGIN if timeout_ms else None,
-            statement_timeout_ms=timeout_ms,
             pooler=pooler,
         ),
         statement_timeout_ms=timeout_ms,
+        session_timeout=pooler == "none",
     )
 
 
@@ -327,10 +321,17 @@ async def _end_after_failure(conn: AsyncConnection, error: BaseException) -> Non
 class Database:
     """The pool of ``authenticator`` connections and the per-caller transaction."""
 
-    def __init__(self, engine: AsyncEngine, *, statement_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, statement_timeout_ms: int = 5000, session_timeout: bool = True
+    ) -> None:
         self.engine = engine
         self.statement_timeout = str(statement_timeout_ms)
         """Per transaction (``_SET_CALLER``); "0" means none."""
+        self.session_timeout = session_timeout
+        """Give each connection the timeout for its autocommit statements too (no pooler:
+        the session is this connection's own)."""
+        self._timed: weakref.WeakSet[Any] = weakref.WeakSet()
+        """Connections that have it."""
 
     @asynccontextmanager
     async def transaction(self, claims: Claims, *, read_only: bool = False) -> AsyncIterator[Tx]:
@@ -434,7 +435,7 @@ class Database:
 
         The hot path of compiled mutations (graphql/compiled/mutations.py): one round trip,
         no BEGIN or COMMIT. The statement sets the caller's role and claims itself (migration
-        007's functions); the statement timeout is the connection's (``create_engine``), or
+        007's functions); the statement timeout is the connection's session setting, or
         through a pooler the client's command timeout. A write: never sent twice,
         and a connection that broke is discarded.
         """
@@ -444,6 +445,12 @@ class Database:
             conn = proxied.driver_connection
             assert conn is not None
             async with _unavailable_if_away():
+                if self.session_timeout and conn not in self._timed:
+                    # Once per connection: an autocommit statement has no transaction to set
+                    # it in. Not through a pooler (the session is not ours there): the
+                    # client's command timeout bounds the statement instead.
+                    await conn.execute(_SESSION_TIMEOUT, self.statement_timeout)
+                    self._timed.add(conn)
                 return await conn.fetchrow(sql, *args)
         except DatabaseUnavailable:
             proxied.invalidate()  # its state is unknown: never hand it out again
