@@ -83,6 +83,15 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Starl
             await db.dispose()  # refusing to start must not leave the pool's connection open
             raise
         log.info("serving as database role %s", role.name)
+        if settings.compiled_mutations and not role.compiled_writes:
+            # Every mutation is still served, by the resolvers; say what the fast path needs.
+            graphql.compiled.plans.mutations = False
+            log.warning(
+                "compiled mutations are off: the login role %s may not execute the functions"
+                " of schema order_api_private (run the migrations to head; with a login role"
+                " of your own, grant them as README's 'Deploy on Supabase' says)",
+                role.name,
+            )
         await changes.start()
         try:
             async with metrics.watching_the_process():

@@ -113,6 +113,14 @@ GC_PAUSE_SECONDS = Histogram(
     ["generation"],
     buckets=_PAUSE_BUCKETS,
 )
+COMPILED_MUTATIONS = Counter(
+    f"{PREFIX}_compiled_mutations",
+    "submitOrder and cancelOrder requests for a learned document (graphql/compiled/"
+    "mutations.py), by mutation and outcome: answered (by its one statement, with data or"
+    " the contract's error), declined (variables graphql-core refuses, left to the"
+    " resolvers), failed (the database failed; answered with the error).",
+    ["mutation", "outcome"],
+)
 ENGINE_FILLS = Counter(f"{PREFIX}_engine_fills", "Fills the execution engine recorded.")
 ENGINE_RETRIES = Counter(
     f"{PREFIX}_engine_venue_retries",

@@ -133,6 +133,8 @@ class Settings:
     max_document_bytes: int = 20_000
     compiled_queries: bool = True
     """Answer hot read queries with one SQL statement (graphql/compiled/); off = resolvers only."""
+    compiled_mutations: bool = True
+    """Answer learned submitOrder/cancelOrder documents with one statement (migration 007)."""
     compiled_queries_strict: bool = False
     """A query that fails to compile or bind fails its request instead of taking the
     resolvers, so that a compiler bug cannot hide behind the fallback (on in the tests; off,
@@ -206,6 +208,7 @@ class Settings:
             max_tokens=parse_int(env, "MAX_TOKENS", 2000, minimum=1),
             max_document_bytes=parse_int(env, "MAX_DOCUMENT_BYTES", 20_000, minimum=100),
             compiled_queries=parse_bool(env, "COMPILED_QUERIES", True),
+            compiled_mutations=parse_bool(env, "COMPILED_MUTATIONS", True),
             compiled_queries_strict=parse_bool(env, "COMPILED_QUERIES_STRICT", False),
             metrics=parse_bool(env, "METRICS", True),
             log_format=parse_choice(env, "LOG_FORMAT", "text", LOG_FORMATS),

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 
 import asyncpg
 
-SCHEMAS = ("public", "auth")
+SCHEMAS = ("public", "auth", "order_api_private")
 ROLES = (
     "anon",
     "authenticated",

@@ -45,6 +45,13 @@ EXECUTABLE_BY_WRITERS = (
 """003's price check and 006's session close, called by invoker triggers as whoever inserts
 an order (and by the API and the engine for DAY orders)."""
 ORDER_WRITERS = ("authenticated", "service_role")
+LOGIN_ROLE = "authenticator"
+EXECUTABLE_BY_LOGIN = (
+    "order_api_private.become(text,text)",
+    "order_api_private.submit_order(text,text,jsonb)",
+    "order_api_private.cancel_order(text,text,uuid,text,text[])",
+)
+"""007's compiled writes: they switch to the role they are given, so the login role only."""
 
 # Schemas of the system, and of extensions' own objects, are not ours to lint.
 _OURS = """
@@ -112,6 +119,7 @@ async def executable_functions(
     roles: Iterable[str] = API_ROLES,
     allowed: Iterable[str] = EXECUTABLE,
     allowed_to_writers: Iterable[str] = EXECUTABLE_BY_WRITERS,
+    allowed_to_login: Iterable[str] = EXECUTABLE_BY_LOGIN,
 ) -> list[str]:
     """Functions of ours an API role may call (directly or through PUBLIC) beyond the lists."""
     rows = await conn.fetch(
@@ -125,11 +133,14 @@ async def executable_functions(
            AND has_function_privilege(r.oid, p.oid, 'EXECUTE')
            AND NOT p.oid::regprocedure::text = ANY($2::text[])
            AND NOT (r.rolname = ANY($4::text[]) AND p.oid::regprocedure::text = ANY($3::text[]))
+           AND NOT (r.rolname = $5 AND p.oid::regprocedure::text = ANY($6::text[]))
         """,
         list(roles),
         list(allowed),
         list(allowed_to_writers),
         list(ORDER_WRITERS),
+        LOGIN_ROLE,
+        list(allowed_to_login),
     )
     return [
         f"{r['rolname']} may execute {r['name']}{' (SECURITY DEFINER)' if r['prosecdef'] else ''}"

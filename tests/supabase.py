@@ -116,6 +116,9 @@ GRANT SELECT ON alembic_version TO {LOGIN};
 ALTER POLICY alembic_version_readiness ON alembic_version TO authenticator, {LOGIN};
 GRANT SELECT (seq, order_id, trader_id) ON execution_logs TO {LOGIN};
 ALTER POLICY execution_logs_change_feed ON execution_logs TO authenticator, {LOGIN};
+-- What migration 007 gives authenticator: the compiled order writes.
+GRANT USAGE ON SCHEMA order_api_private TO {LOGIN};
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA order_api_private TO {LOGIN};
 """
 
 

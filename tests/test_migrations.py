@@ -450,7 +450,7 @@ async def test_downgrade_of_006_gives_back_exactly_what_005_made(
     only_005 = await pg.create_empty_database(cluster)
     try:
         assert alembic(Db(cluster, only_005), "upgrade", "005").returncode == 0
-        up = alembic(empty_database, "upgrade", "head")
+        up = alembic(empty_database, "upgrade", "006")
         assert up.returncode == 0, up.stderr
         down = alembic(empty_database, "downgrade", "-1")
         assert down.returncode == 0, down.stderr
@@ -481,7 +481,7 @@ async def test_downgrade_of_006_gives_back_exactly_what_005_made(
 async def test_downgrade_of_006_refuses_to_lose_what_005_cannot_hold(
     empty_database: Db, row: str
 ) -> None:
-    assert alembic(empty_database, "upgrade", "head").returncode == 0
+    assert alembic(empty_database, "upgrade", "006").returncode == 0
     conn = await asyncpg.connect(empty_database.dsn())
     try:
         await conn.execute(
@@ -491,6 +491,6 @@ async def test_downgrade_of_006_refuses_to_lose_what_005_cannot_hold(
         down = alembic(empty_database, "downgrade", "-1")
         assert down.returncode != 0
         assert "revision 005 cannot represent: downgrade refused" in down.stderr
-        assert alembic(empty_database, "current").stdout.split() == ["006", "(head)"]
+        assert alembic(empty_database, "current").stdout.split() == ["006"]
     finally:
         await conn.close()

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ _SET_CALLER_READ_ONLY = text(
     + _CALLER_SETTINGS.format(role=":role", claims=":claims", timeout=":timeout")
     + ", set_config('transaction_read_only', 'on', true)"
 )
+_SESSION_TIMEOUT = "SELECT set_config('statement_timeout', $1, false)"
 _SET_CALLER_SQL = "SELECT " + _CALLER_SETTINGS.format(role="$1", claims="$2", timeout="$3")
 
 _LOGIN_ROLE_CHECK = text(
@@ -58,7 +60,22 @@ _LOGIN_ROLE_CHECK = text(
                 WHERE c.relnamespace = 'public'::regnamespace
                   AND c.relname IN ('orders', 'fills', 'execution_logs')
                   AND pg_has_role(current_user, c.relowner, 'MEMBER')
-           ) AS owns_tables
+           ) AS owns_tables,
+           -- Migration 007's compiled writes (on Supabase a login role of one's own needs
+           -- the grants of README's step 3); the schema first: without USAGE its functions
+           -- cannot even be looked up.
+           CASE WHEN coalesce(
+                    has_schema_privilege(to_regnamespace('order_api_private')::oid, 'USAGE'), false)
+                THEN coalesce(
+                    has_function_privilege(
+                        to_regprocedure('order_api_private.submit_order(text,text,jsonb)')::oid,
+                        'EXECUTE')
+                    AND has_function_privilege(
+                        to_regprocedure(
+                            'order_api_private.cancel_order(text,text,uuid,text,text[])')::oid,
+                        'EXECUTE'),
+                    false)
+                ELSE false END AS compiled_writes
       FROM pg_roles r WHERE r.rolname = current_user
     """
 )
@@ -100,6 +117,8 @@ class LoginRole:
     superuser: bool
     bypass_rls: bool
     owns_tables: bool
+    compiled_writes: bool = False
+    """May call migration 007's functions (graphql/compiled/mutations.py)."""
 
 
 def _chain(error: BaseException) -> Iterator[BaseException]:
@@ -220,6 +239,7 @@ def open_database(url: URL, settings: Settings, *, pooler: PoolerMode) -> Databa
             pooler=pooler,
         ),
         statement_timeout_ms=timeout_ms,
+        session_timeout=pooler == "none",
     )
 
 
@@ -309,10 +329,17 @@ async def _end_after_failure(conn: AsyncConnection, error: BaseException) -> Non
 class Database:
     """The pool of ``authenticator`` connections and the per-caller transaction."""
 
-    def __init__(self, engine: AsyncEngine, *, statement_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, statement_timeout_ms: int = 5000, session_timeout: bool = True
+    ) -> None:
         self.engine = engine
         self.statement_timeout = str(statement_timeout_ms)
         """Per transaction (``_SET_CALLER``); "0" means none."""
+        self.session_timeout = session_timeout
+        """Give each connection the timeout for its autocommit statements too (no pooler:
+        the session is this connection's own)."""
+        self._timed: weakref.WeakSet[Any] = weakref.WeakSet()
+        """Connections that have it."""
 
     @asynccontextmanager
     async def transaction(self, claims: Claims, *, read_only: bool = False) -> AsyncIterator[Tx]:
@@ -410,6 +437,35 @@ class Database:
         finally:
             proxied.close()
 
+    async def autocommit_row(self, sql: str, args: Sequence[Any]) -> Any:
+        """One statement in autocommit, its own implicit transaction, on a pooled connection:
+        the first row it returns (an asyncpg Record), or None.
+
+        The hot path of compiled mutations (graphql/compiled/mutations.py): one round trip,
+        no BEGIN or COMMIT. The statement sets the caller's role and claims itself (migration
+        007's functions); the statement timeout is the connection's session setting, or
+        through a pooler the client's command timeout. A write: never sent twice,
+        and a connection that broke is discarded.
+        """
+        async with _unavailable_if_away(connecting=True):
+            proxied = await self.engine.raw_connection()
+        try:
+            conn = proxied.driver_connection
+            assert conn is not None
+            async with _unavailable_if_away():
+                if self.session_timeout and conn not in self._timed:
+                    # Once per connection: an autocommit statement has no transaction to set
+                    # it in. Not through a pooler (the session is not ours there): the
+                    # client's command timeout bounds the statement instead.
+                    await conn.execute(_SESSION_TIMEOUT, self.statement_timeout)
+                    self._timed.add(conn)
+                return await conn.fetchrow(sql, *args)
+        except DatabaseUnavailable:
+            proxied.invalidate()  # its state is unknown: never hand it out again
+            raise
+        finally:
+            proxied.close()
+
     async def login_role(self) -> LoginRole:
         async with self.engine.connect() as conn:
             row = (await conn.execute(_LOGIN_ROLE_CHECK)).one()
@@ -418,6 +474,7 @@ class Database:
             superuser=row.rolsuper,
             bypass_rls=row.rolbypassrls,
             owns_tables=row.owns_tables,
+            compiled_writes=row.compiled_writes,
         )
 
     async def check_login_role(self) -> LoginRole:

@@ -39,7 +39,8 @@ from app.models.order import (
 CLAIMED_SUB = "(nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')::uuid"
 
 
-def _camel(snake: str) -> str:
+def camel(snake: str) -> str:
+    """The GraphQL name of a Python one (Strawberry's rule)."""
     head, *rest = snake.split("_")
     return head + "".join(word.title() for word in rest)
 
@@ -70,7 +71,7 @@ class Field:
 
     @cached_property
     def graphql(self) -> str:
-        return _camel(self.name)
+        return camel(self.name)
 
     @cached_property
     def nullable(self) -> bool:

@@ -109,23 +109,23 @@ def database_errors(order_id: UUID | None = None) -> Iterator[None]:
         yield
     except sa_exc.DBAPIError as error:
         state = getattr(error.orig, "sqlstate", None)
-        translated = _translate(state, order_id, error)
+        translated = translate(state, order_id, getattr(error.orig, "__cause__", None))
         if translated is None:
             raise
         raise translated from error
 
 
-def _translate(state: str | None, order_id: UUID | None, error: Exception) -> OrderError | None:
+def translate(state: str | None, order_id: UUID | None, cause: object) -> OrderError | None:
+    """The API's error for SQLSTATE ``state``; ``cause`` is the driver's (asyncpg's) error."""
     if state == "OA422":
         # orders_check_rules (migration 003) names the API's field as the error's column.
-        cause = getattr(getattr(error, "orig", None), "__cause__", None)
         field = getattr(cause, "column_name", None) or "input"
         return InvalidInput(
             field, getattr(cause, "message", None) or "a value breaks an order rule"
         )
     if state == "OA409":
         # The trigger's message names the order and the refused change; it carries no internals.
-        message = str(getattr(getattr(error, "orig", None), "__cause__", None) or "")
+        message = str(cause or "")
         detail = message.split("\n")[0] if message else "illegal state change"
         return Conflict(detail)
     if state in ("42501", "OA403"):

@@ -15,6 +15,7 @@ from uuid import UUID
 
 from sqlalchemy.engine import RowMapping
 
+from app.auth.claims import Claims
 from app.db.session import Tx
 from app.models.order import OrderStatusEnum, OrderTypeEnum, TimeInForceEnum
 from app.orders import fields, ledger, lifecycle, limits, queries, validation
@@ -29,12 +30,20 @@ from app.orders.errors import (
 from app.orders.lifecycle import Change, State
 from app.orders.limits import OrderLimits
 
+CANCEL_REASON = "cancelled by trader"
+"""The audit trail's reason for a trader's cancel that gives none."""
+
 
 def _require_role(tx: Tx, *roles: str) -> None:
-    if tx.claims.role == "anon":
+    require_role(tx.claims, *roles)
+
+
+def require_role(claims: Claims, *roles: str) -> None:
+    """The caller's role may do this (the compiled mutations ask it too, before any SQL)."""
+    if claims.role == "anon":
         raise Unauthenticated()
-    if tx.claims.role not in roles:
-        raise Forbidden(f"role {tx.claims.role} may not do this; it needs {' or '.join(roles)}")
+    if claims.role not in roles:
+        raise Forbidden(f"role {claims.role} may not do this; it needs {' or '.join(roles)}")
 
 
 async def submit_order(
@@ -55,8 +64,6 @@ async def submit_order(
     _require_role(tx, "authenticated")
     trader_id = tx.claims.sub
     assert trader_id is not None  # token verification requires a sub for authenticated
-    if time_in_force is None:  # nullable in the contract, for its default only
-        raise InvalidInput("timeInForce", "timeInForce may be left out (GTC), not null")
     order = validation.new_order(
         symbol=symbol,
         side=side,
@@ -82,20 +89,20 @@ async def submit_order(
     existing = await queries.order_by_client_id(tx, trader_id, order.client_order_id)
     if existing is None:  # pragma: no cover - the conflicting row is committed and visible
         raise Conflict("the order could not be written; retry")
-    if not _same_content(existing, order):
+    if not same_content(existing, order):
         raise IdempotencyConflict(order.client_order_id)
     return existing
 
 
-async def _session_close(tx: Tx, time_in_force: TimeInForceEnum) -> datetime | None:
+async def _session_close(tx: Tx, time_in_force: TimeInForceEnum | None) -> datetime | None:
     """The close a DAY order ends at, from the database (asked only for DAY orders)."""
     if time_in_force is not TimeInForceEnum.DAY:
         return None
     return await queries.session_close(tx)
 
 
-def _same_content(
-    row: RowMapping, order: validation.NewOrder, *, stored_quantity: int | None = None
+def same_content(
+    row: Mapping[Any, Any], order: validation.NewOrder, *, stored_quantity: int | None = None
 ) -> bool:
     """Whether ``row`` is the order ``order`` describes. ``stored_quantity``: what the
     database made of ``order.quantity`` (a replacement's total, less the fills before it)."""
@@ -176,7 +183,7 @@ async def replace_order(tx: Tx, *, order_id: UUID, changes: Mapping[str, Any]) -
         assert client_order_id is not None
         # A repeat: the same request again, compared with the total the replacement stood
         # for when it was written (the fills before it; later ones do not change the request).
-        if existing["replaces_id"] != order_id or not _same_content(
+        if existing["replaces_id"] != order_id or not same_content(
             existing,
             order,
             stored_quantity=order.quantity
@@ -204,12 +211,12 @@ async def cancel_order(tx: Tx, *, order_id: UUID, reason: str | None) -> RowMapp
     if order is None:
         # RLS hides other traders' orders: "not yours" and "missing" must look the same.
         raise OrderNotFound(order_id)
-    state = _state(order)
+    state = state_of(order)
     if not lifecycle.allows(state, Change.CANCEL):
-        raise Conflict(f"a {state.status.value} order cannot be cancelled")
+        raise cannot_cancel(state)
     with queries.database_errors(order_id):
         row = await ledger.close(
-            tx, order_id, OrderStatusEnum.CANCELLED, reason=reason or "cancelled by trader"
+            tx, order_id, OrderStatusEnum.CANCELLED, reason=reason or CANCEL_REASON
         )
     if row is None:
         raise OrderNotFound(order_id)
@@ -221,7 +228,7 @@ async def approve_order(tx: Tx, *, order_id: UUID) -> RowMapping:
     order = await queries.order_for_update(tx, order_id)
     if order is None:
         raise OrderNotFound(order_id)
-    state = _state(order)
+    state = state_of(order)
     if not lifecycle.allows(state, Change.APPROVE):
         raise Conflict(
             f"only an unapproved PENDING order can be approved (it is {state.status.value})"
@@ -244,7 +251,7 @@ async def reject_order(
     order = await queries.order_for_update(tx, order_id)
     if order is None:
         raise OrderNotFound(order_id)
-    state = _state(order)
+    state = state_of(order)
     if not lifecycle.allows(state, Change.REJECT):
         # A PARTIAL order too: part of it executed (the engine cancels such an order instead).
         raise Conflict(f"a {state.status.value} order cannot be rejected")
@@ -280,7 +287,7 @@ async def record_fill(
     order = await queries.order_for_update(tx, order_id)
     if order is None:
         raise OrderNotFound(order_id)
-    state = _state(order)
+    state = state_of(order)
     if not lifecycle.allows(state, Change.FILL):
         raise Conflict(
             f"a {state.status.value} order that is not approved and open cannot be filled"
@@ -305,7 +312,11 @@ async def record_fill(
     return row
 
 
-def _state(order: RowMapping) -> State:
+def cannot_cancel(state: State) -> Conflict:
+    return Conflict(f"a {state.status.value} order cannot be cancelled")
+
+
+def state_of(order: Mapping[Any, Any]) -> State:
     return State(
         OrderStatusEnum(order["status"]),
         approved=order["approved_at"] is not None,

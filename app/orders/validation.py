@@ -105,7 +105,7 @@ def new_order(
     expires_at: datetime | None,
     client_order_id: str | None,
     stop_price: Decimal | None,
-    time_in_force: TimeInForceEnum,
+    time_in_force: TimeInForceEnum | None,
     now: datetime,
     limits: OrderLimits,
     session_close: datetime | None,
@@ -119,6 +119,8 @@ def new_order(
     database (``public.session_close``) in the caller's transaction; None for the other
     times in force. ``expires_at`` stays None for a DAY order without one: the database
     sets it to that close."""
+    if time_in_force is None:  # nullable in the contract, for its default only
+        raise InvalidInput("timeInForce", "timeInForce may be left out (GTC), not null")
     normalized_symbol = normalized(symbol)
     if limits.symbols and normalized_symbol not in limits.symbols:
         raise InvalidInput(

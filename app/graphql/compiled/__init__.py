@@ -8,6 +8,8 @@ the response.
 
 - compiler.py: document -> statement, from the field registry (orders/fields.py) and the
   lists' ordering and cursor (orders/pages.py), so both paths answer from the same facts;
+- mutations.py: submitOrder and cancelOrder documents -> one autocommit statement calling
+  migration 007's functions, with the service's own rules in Python;
 - plans.py: the documents learned so far (the plan cache);
 - http.py: the HTTP shortcut graphql/endpoint.py tries before Strawberry.
 
@@ -21,8 +23,8 @@ Nothing is skipped:
 - the statement runs in the caller's transaction, so row level security applies to every
   table it reads, exactly as for the resolvers.
 
-Documents with fragments, directives, mutations, subscriptions or fields the compiler does
-not know are simply not compiled. A compiler bug (compiling or binding raises) fails the
+Documents with fragments, directives, other mutations, subscriptions or fields the compiler
+does not know are simply not compiled. A compiler bug (compiling or binding raises) fails the
 request under ``COMPILED_QUERIES_STRICT`` (the tests), and is otherwise logged, counted
 (``order_api_compiled_queries_total{outcome="fallback"}``) and answered by the resolvers.
 """

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
+    DocumentNode,
     FieldNode,
     GraphQLError,
     GraphQLSchema,
@@ -307,20 +308,42 @@ class CompiledQuery:
 # after running it, and a document that never compiles (every mutation) was parsed again
 # on each request, inside its transaction (~0.7 ms of submitOrder's ~8 ms under cProfile).
 # Exceptions are not cached: a compiler bug still fails each time in strict mode.
-@functools.lru_cache(maxsize=512)
-def compile_query(document_text: str, operation_name: str | None) -> CompiledQuery | None:
+@functools.lru_cache(maxsize=512)  # both compilers ask, for the same document
+def _parsed(
+    document_text: str, operation_name: str | None
+) -> tuple[DocumentNode, OperationDefinitionNode | None] | None:
     try:
         document = parse(document_text)
-        operation = get_operation_ast(document, operation_name)
+        return document, get_operation_ast(document, operation_name)
     except GraphQLError:
         return None
+
+
+def sole_operation(
+    document_text: str, operation_name: str | None, kind: OperationType
+) -> tuple[DocumentNode, OperationDefinitionNode] | None:
+    """The document and its one operation, of ``kind`` and without directives; None for any
+    other document (the compilers' first question)."""
+    found = _parsed(document_text, operation_name)
+    if found is None:
+        return None
+    document, operation = found
     if (
         operation is None
-        or operation.operation is not OperationType.QUERY
+        or operation.operation is not kind
         or len(document.definitions) != 1
         or operation.directives
     ):
         return None
+    return document, operation
+
+
+@functools.lru_cache(maxsize=512)
+def compile_query(document_text: str, operation_name: str | None) -> CompiledQuery | None:
+    found = sole_operation(document_text, operation_name, OperationType.QUERY)
+    if found is None:
+        return None
+    _, operation = found
     roots: list[tuple[_Root, FieldNode]] = []
     try:
         for index, selection in enumerate(operation.selection_set.selections):

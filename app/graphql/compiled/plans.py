@@ -7,6 +7,7 @@ import logging
 from app import metrics
 from app.graphql.compiled import compiler
 from app.graphql.compiled.compiler import CompiledQuery
+from app.graphql.compiled.mutations import CompiledMutation, compile_mutation
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,9 @@ Key = tuple[str, str | None]
 class Plans:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._plans: dict[Key, CompiledQuery] = {}
+        self._plans: dict[Key, CompiledQuery | CompiledMutation] = {}
+        self.mutations = settings.compiled_mutations
+        """Off when the login role may not call migration 007's functions (app/main.py)."""
 
     def __bool__(self) -> bool:
         return bool(self._plans)
@@ -28,7 +31,7 @@ class Plans:
     def __contains__(self, key: Key) -> bool:
         return key in self._plans
 
-    def get(self, key: Key) -> CompiledQuery | None:
+    def get(self, key: Key) -> CompiledQuery | CompiledMutation | None:
         return self._plans.get(key)
 
     def learn(self, query: object, operation_name: object, *, succeeded: bool) -> None:
@@ -36,13 +39,17 @@ class Plans:
 
         Only a document that passed every limit and validation rule once gets compiled:
         those checks depend on its text alone, so their verdict holds for its reuse."""
-        if not (self.settings.compiled_queries and succeeded and isinstance(query, str)):
+        if not (succeeded and isinstance(query, str)):
             return
         key = (query, operation_name if isinstance(operation_name, str) else None)
         if key in self._plans:
             return
+        plan: CompiledQuery | CompiledMutation | None = None
         try:
-            plan = compiler.compile_query(*key)
+            if self.settings.compiled_queries:
+                plan = compiler.compile_query(*key)
+            if plan is None and self.mutations:
+                plan = compile_mutation(*key)
         except Exception:
             # A bug of the compiler: this document keeps taking the resolvers.
             if self.settings.compiled_queries_strict:

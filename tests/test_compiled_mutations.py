@@ -1,0 +1,322 @@
+"""Compiled submitOrder and cancelOrder (graphql/compiled/mutations.py) against the resolvers.
+
+Two apps share one database: one with compiled mutations off (the resolvers), one that has
+learned the documents. The same story is told through each, by a trader of its own, for every
+outcome a caller can meet: each answer must be the same body (ids and timestamps normalized),
+and the traders' orders and audit rows the same. The compiled counter proves the fast path
+answered; strict mode (tests/api.py) makes any failure of its statement fail the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+from prometheus_client import REGISTRY
+
+from app.graphql.compiled.mutations import CANCELLABLE, compile_mutation
+from app.orders import fields
+from tests import pg
+from tests.api import Client, api_client, api_settings, graphql_endpoint
+from tests.conftest import Db
+from tests.pooler import pgbouncer
+
+ORDER_FIELDS = " ".join(f.graphql for f in fields.ORDER.fields)
+SUBMIT = (
+    "mutation Submit($input: SubmitOrderInput!) {"
+    f" submitOrder(input: $input) {{ {ORDER_FIELDS} __typename }} }}"
+)
+CANCEL = (
+    "mutation($id: UUID!, $reason: String) {"
+    " c: cancelOrder(id: $id, reason: $reason) { id state: status updatedAt } }"
+)
+LIMIT = {"symbol": "AAPL", "side": "BUY", "quantity": 10, "orderType": "LIMIT", "price": "10.00"}
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
+
+
+def normalized(value: object) -> str:
+    """Ids become their order of appearance, timestamps a placeholder, request ids go."""
+    text = _TIMESTAMP.sub("<ts>", json.dumps(value, sort_keys=True, default=str))
+    seen: dict[str, str] = {}
+    return _UUID.sub(lambda m: seen.setdefault(m.group(), f"<id{len(seen)}>"), text)
+
+
+def compiled(name: str, outcome: str) -> float:
+    sample = REGISTRY.get_sample_value(
+        "order_api_compiled_mutations_total", {"mutation": name, "outcome": outcome}
+    )
+    return sample or 0.0
+
+
+@dataclasses.dataclass
+class Side:
+    """One path: its client, its trader, and what it answered."""
+
+    client: Client
+    trader: uuid.UUID
+    answers: list[tuple[int, dict[str, Any]]] = dataclasses.field(default_factory=list)
+
+    def token(self, role: str = "trader") -> str | None:
+        if role == "anon":
+            return None
+        if role == "trader":
+            return self.client.token(self.trader)
+        return self.client.token(None, role)
+
+    async def ask(self, document: str, variables: dict[str, Any], role: str = "trader") -> Any:
+        response = await self.client.post(document, variables, token=self.token(role))
+        body = response.json()
+        self.answers.append((response.status_code, body))
+        return body
+
+
+Story = Callable[[Side, uuid.UUID], Awaitable[None]]
+"""Told once per side; the second argument is an order of a third trader."""
+
+
+@dataclasses.dataclass
+class Pair:
+    resolvers: Side
+    fast: Side
+    stranger_order: uuid.UUID
+    owner: asyncpg.Connection
+
+    async def rows(self, trader: uuid.UUID) -> str:
+        orders = await self.owner.fetch(
+            "SELECT symbol, side, quantity, order_type, price, stop_loss, take_profit, status,"
+            " status_reason, filled_quantity, client_order_id, expires_at, error_code"
+            " FROM orders WHERE trader_id = $1 ORDER BY created_at, id",
+            trader,
+        )
+        logs = await self.owner.fetch(
+            "SELECT l.action, l.status, l.reason, l.error_code, l.retry_attempt,"
+            " o.client_order_id, l.hash IS NOT NULL AS hashed,"
+            " l.prev_hash IS NOT DISTINCT FROM (SELECT p.hash FROM execution_logs p"
+            "   WHERE p.order_id = l.order_id AND p.seq < l.seq ORDER BY p.seq DESC LIMIT 1)"
+            "   AS chained"
+            " FROM execution_logs l JOIN orders o ON o.id = l.order_id"
+            " WHERE l.trader_id = $1 ORDER BY l.seq",
+            trader,
+        )
+        return normalized([[dict(r) for r in orders], [dict(r) for r in logs]])
+
+    async def tell(self, story: Story, *, compiled_answers: int) -> None:
+        """The story through both paths: the same answers, the same rows."""
+        before = sum(compiled(name, "answered") for name in ("submitOrder", "cancelOrder"))
+        await story(self.resolvers, self.stranger_order)
+        await story(self.fast, self.stranger_order)
+        after = sum(compiled(name, "answered") for name in ("submitOrder", "cancelOrder"))
+        assert after - before == compiled_answers, "the compiled path did not answer each"
+        assert len(self.fast.answers) == len(self.resolvers.answers)
+        for got, expected in zip(self.fast.answers, self.resolvers.answers, strict=True):
+            assert got[0] == expected[0], (got, expected)
+            assert normalized(got[1]) == normalized(expected[1]), (got, expected)
+        assert await self.rows(self.fast.trader) == await self.rows(self.resolvers.trader)
+
+
+@pytest.fixture
+async def pair(database: Db, owner_conn: asyncpg.Connection) -> AsyncIterator[Pair]:
+    resolvers_only = api_settings(database, compiled_mutations=False)
+    async with api_client(resolvers_only) as slow, api_client(api_settings(database)) as fast:
+        # The fast app learns both documents from a third trader's requests (resolvers).
+        stranger = uuid.uuid4()
+        learned = await fast.gql(SUBMIT, {"input": LIMIT}, token=fast.token(stranger))
+        order_id = learned["data"]["submitOrder"]["id"]
+        other = await fast.gql(SUBMIT, {"input": LIMIT}, token=fast.token(stranger))
+        assert "errors" not in await fast.gql(
+            CANCEL, {"id": other["data"]["submitOrder"]["id"]}, token=fast.token(stranger)
+        )
+        plans = graphql_endpoint(fast.app).compiled.plans
+        assert (SUBMIT, None) in plans
+        assert (CANCEL, None) in plans
+        yield Pair(
+            Side(slow, uuid.uuid4()), Side(fast, uuid.uuid4()), uuid.UUID(order_id), owner_conn
+        )
+
+
+async def test_submit_success_every_field_and_idempotency(pair: Pair) -> None:
+    async def story(side: Side, _: uuid.UUID) -> None:
+        await side.ask(SUBMIT, {"input": LIMIT})
+        full = {
+            "symbol": " msft ",
+            "side": "SELL",
+            "quantity": 3,
+            "orderType": "LIMIT",
+            "price": "20.5",
+            "stopLoss": "25.00",
+            "takeProfit": "15",
+            "expiresAt": "2031-02-03T04:05:06+02:00",
+            "clientOrderId": "k-1",
+        }
+        await side.ask(SUBMIT, {"input": full})
+        await side.ask(SUBMIT, {"input": full})  # the idempotent repeat: the same order
+        await side.ask(SUBMIT, {"input": {**full, "quantity": 4}})  # a conflict
+        await side.ask(SUBMIT, {"input": {**LIMIT, "orderType": "MARKET", "price": None}})
+
+    await pair.tell(story, compiled_answers=5)
+
+
+INVALID = [
+    {"symbol": "not a symbol"},
+    {"quantity": 0},
+    {"orderType": "MARKET"},  # with a price
+    {"price": None},
+    {"price": "10.001"},
+    {"price": "0"},
+    {"price": "100000000"},
+    {"stopLoss": "11.00"},
+    {"takeProfit": "9.00"},
+    {"side": "SELL", "stopLoss": "9.00"},
+    {"stopLoss": "5.00", "takeProfit": "4.00", "price": None, "orderType": "MARKET"},
+    {"expiresAt": "2001-01-01T00:00:00Z"},
+    {"clientOrderId": "tab\tinside"},
+    {"clientOrderId": "x" * 65},
+]
+
+
+async def test_submit_each_validation_error(pair: Pair) -> None:
+    async def story(side: Side, _: uuid.UUID) -> None:
+        for change in INVALID:
+            await side.ask(SUBMIT, {"input": {**LIMIT, **change}})
+
+    await pair.tell(story, compiled_answers=len(INVALID))
+
+
+async def test_submit_against_the_limits_in_force(pair: Pair) -> None:
+    await pair.owner.execute(
+        "UPDATE order_limits SET max_quantity = 1000, max_notional = 50000, symbols = '{AAPL,MSFT}'"
+    )
+    cases = [
+        {"quantity": 1001},
+        {"symbol": "TSLA"},
+        {"quantity": 1000, "price": "50.01"},  # notional
+        {"symbol": "TSLA", "orderType": "MARKET"},  # a limit before a rule: the limit's error
+        {"quantity": 2000, "price": "10.001"},
+        {"quantity": 1000, "price": "50.00"},  # exactly at the limits
+    ]
+
+    async def story(side: Side, _: uuid.UUID) -> None:
+        for change in cases:
+            await side.ask(SUBMIT, {"input": {**LIMIT, **change}})
+
+    await pair.tell(story, compiled_answers=len(cases))
+
+
+@pytest.mark.parametrize("role", ["anon", "service_role", "compliance_auditor"])
+async def test_submit_and_cancel_by_a_role_that_may_not(pair: Pair, role: str) -> None:
+    async def story(side: Side, stranger_order: uuid.UUID) -> None:
+        await side.ask(SUBMIT, {"input": LIMIT}, role)
+        await side.ask(CANCEL, {"id": str(stranger_order)}, role)
+
+    await pair.tell(story, compiled_answers=2)
+    assert (
+        await pair.owner.fetchval("SELECT status FROM orders WHERE id = $1", pair.stranger_order)
+        == "PENDING"
+    )
+
+
+async def test_cancel_every_outcome(pair: Pair) -> None:
+    async def story(side: Side, stranger_order: uuid.UUID) -> None:
+        placed = await side.ask(SUBMIT, {"input": LIMIT})
+        mine = placed["data"]["submitOrder"]["id"]
+        await side.ask(CANCEL, {"id": mine, "reason": "r" * 501})  # too long
+        await side.ask(CANCEL, {"id": str(stranger_order)})  # another trader's: not found
+        await side.ask(CANCEL, {"id": str(uuid.uuid4())})  # missing: the same answer
+        await side.ask(CANCEL, {"id": mine, "reason": "changed my mind"})
+        await side.ask(CANCEL, {"id": mine})  # a terminal order
+        second = await side.ask(SUBMIT, {"input": LIMIT})
+        await side.ask(CANCEL, {"id": second["data"]["submitOrder"]["id"]})  # default reason
+
+    await pair.tell(story, compiled_answers=8)
+    assert (
+        await pair.owner.fetchval("SELECT status FROM orders WHERE id = $1", pair.stranger_order)
+        == "PENDING"
+    )
+
+
+async def test_variables_graphql_core_refuses_are_the_resolvers_to_report(pair: Pair) -> None:
+    async def story(side: Side, _: uuid.UUID) -> None:
+        await side.ask(SUBMIT, {"input": {**LIMIT, "price": "abc"}})
+        await side.ask(SUBMIT, {"input": {**LIMIT, "symbol": "A\x00"}})
+        await side.ask(SUBMIT, {"input": {**LIMIT, "side": "HOLD"}})
+        await side.ask(CANCEL, {"id": "not-a-uuid"})
+
+    declined = compiled("submitOrder", "declined")
+    await pair.tell(story, compiled_answers=0)
+    assert compiled("submitOrder", "declined") == declined + 3
+
+
+def test_only_plain_order_selections_of_the_two_mutations_are_compiled() -> None:
+    assert compile_mutation(SUBMIT, None) is not None
+    assert compile_mutation(CANCEL, None) is not None
+    for document in (
+        "mutation($id: UUID!) { approveOrder(id: $id) { id } }",
+        "mutation($i: SubmitOrderInput!) { submitOrder(input: $i) { id fills { id } } }",
+        "mutation($i: SubmitOrderInput!) { submitOrder(input: $i) { ...o } }"
+        " fragment o on Order { id }",
+        "mutation($i: SubmitOrderInput!) { submitOrder(input: $i) { id @skip(if: true) } }",
+        "mutation($i: SubmitOrderInput!) { a: submitOrder(input: $i) { id }"
+        " b: submitOrder(input: $i) { id } }",
+        "query { viewer { role } }",
+    ):
+        assert compile_mutation(document, None) is None, document
+
+
+def test_the_cancellable_states_are_the_lifecycle_tables() -> None:
+    assert (
+        sorted(
+            f"{status}:{approved}:{routed}"
+            for status in ("PENDING", "PARTIAL")
+            for approved in ("false", "true")
+            for routed in ("false", "true")
+        )
+        == CANCELLABLE
+    )
+
+
+async def test_through_a_transaction_pooler_each_trader_writes_their_own(
+    cluster: pg.Cluster, database: Db, owner_conn: asyncpg.Connection
+) -> None:
+    """PgBouncer in transaction mode, two server sessions for many traders at once: the
+    autocommit statement carries its own role and claims, never anyone else's."""
+    with pgbouncer(cluster.owner_url, pool_size=2) as bouncer:
+        settings = api_settings(dataclasses.replace(database, pooler=bouncer), db_pool_size=6)
+        assert settings.db_pooler == "transaction"
+        async with api_client(settings) as client:
+            first = uuid.uuid4()
+            await client.gql(SUBMIT, {"input": LIMIT}, token=client.token(first))  # learned
+            placed = await client.gql(SUBMIT, {"input": LIMIT}, token=client.token(first))
+            await client.gql(
+                CANCEL, {"id": placed["data"]["submitOrder"]["id"]}, token=client.token(first)
+            )  # learned
+            traders = [uuid.uuid4() for _ in range(12)]
+            before = compiled("submitOrder", "answered") + compiled("cancelOrder", "answered")
+
+            async def submit_and_cancel(trader: uuid.UUID) -> dict[str, Any]:
+                token = client.token(trader)
+                body = await client.gql(SUBMIT, {"input": LIMIT}, token=token)
+                order = body["data"]["submitOrder"]
+                assert order["traderId"] == str(trader), body
+                cancelled = await client.gql(CANCEL, {"id": order["id"]}, token=token)
+                assert cancelled["data"]["c"]["state"] == "CANCELLED", cancelled
+                return order
+
+            orders = await asyncio.gather(*(submit_and_cancel(t) for t in traders))
+            after = compiled("submitOrder", "answered") + compiled("cancelOrder", "answered")
+            assert after - before == 2 * len(traders)
+    stored = await owner_conn.fetch(
+        "SELECT id, trader_id, status::text FROM orders WHERE id = ANY($1::uuid[])",
+        [o["id"] for o in orders],
+    )
+    assert {(str(r["id"]), str(r["trader_id"]), r["status"]) for r in stored} == {
+        (o["id"], o["traderId"], "CANCELLED") for o in orders
+    }
