@@ -211,6 +211,31 @@ async def test_submit_against_the_limits_in_force(pair: Pair) -> None:
     await pair.tell(story, compiled_answers=len(cases))
 
 
+# Migration 006's terms (time in force, stop-limit): what each path takes and refuses.
+TERMS = [
+    {"orderType": "STOP_LIMIT", "stopPrice": "9.50", "timeInForce": "GTC"},
+    {"timeInForce": "DAY"},  # the database sets expiresAt to the session close
+    {"timeInForce": "IOC", "clientOrderId": "ioc-1"},
+    {"timeInForce": "IOC", "clientOrderId": "ioc-1"},  # the idempotent repeat
+    {"timeInForce": "FOK", "clientOrderId": "ioc-1"},  # a conflict: another time in force
+    {"stopPrice": "9.50"},  # a stop price without STOP_LIMIT
+    {"orderType": "STOP_LIMIT"},  # STOP_LIMIT without its stop price
+    {"orderType": "STOP", "timeInForce": "IOC"},  # a stop cannot be over at once
+    {"timeInForce": "FOK", "expiresAt": "2031-01-01T00:00:00Z"},
+    {"timeInForce": "DAY", "expiresAt": "2031-01-01T00:00:00Z"},  # after the close: the
+    # compiled path leaves the close to the trigger, then reads it for the service's words
+    {"timeInForce": None},
+]
+
+
+async def test_submit_with_each_time_in_force_and_stop_limit(pair: Pair) -> None:
+    async def story(side: Side, _: uuid.UUID) -> None:
+        for change in TERMS:
+            await side.ask(SUBMIT, {"input": {**LIMIT, **change}})
+
+    await pair.tell(story, compiled_answers=len(TERMS))
+
+
 @pytest.mark.parametrize("role", ["anon", "service_role", "compliance_auditor"])
 async def test_submit_and_cancel_by_a_role_that_may_not(pair: Pair, role: str) -> None:
     async def story(side: Side, stranger_order: uuid.UUID) -> None:
