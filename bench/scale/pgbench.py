@@ -7,8 +7,9 @@ zone: app/db/session.py's statement), then the work, then COMMIT.
 - W1 and W3: the statement the API's compiled path sends, taken from app/graphql/compiled.py
   for the benchmark's own document (so it follows the code), its parameters spliced in as
   pgbench variables.
-- W2: order_limits, then the insert of app/orders/queries.py (insert_order), copied here:
-  keep it in step.
+- W2: the one autocommit statement the API's compiled submitOrder sends
+  (app/graphql/compiled/mutations.py, migration 007's function), taken from that module,
+  with the submit fields of the registry (app/orders/fields.py).
 
 pgbench has no string variables, so the trader's uuid, its claims and W3's order id are SQL
 expressions of integers (``dataset.TRADER_SQL``, ``ORDER_SQL``): the trader is one of the
@@ -27,23 +28,17 @@ from pathlib import Path
 from app.auth.claims import Claims
 from app.db.session import _SET_CALLER_SQL
 from app.graphql import compiled
+from app.graphql.compiled import mutations
 from app.graphql.schema import build_schema
+from app.orders import fields
 from app.settings import Settings
 from bench.scale import workloads
 from bench.scale.dataset import ORDER_SQL, TRADER_SQL, Shape
 from bench.scale.traders import SECRET, numbers
 
 STATEMENT_TIMEOUT = "5000"  # Settings' default STATEMENT_TIMEOUT_MS, as the API sends it
-INSERT_ORDER = (
-    "INSERT INTO orders (trader_id, client_order_id, symbol, side, quantity,"
-    " order_type, price, stop_loss, take_profit, expires_at)"
-    " VALUES ({trader}, NULL, 'AAPL', 'BUY', :quantity,"
-    " CAST('LIMIT' AS order_type_enum), 100.25, NULL, NULL, NULL)"
-    " ON CONFLICT (trader_id, client_order_id) DO NOTHING"
-    " RETURNING id, trader_id, client_order_id, symbol, side, quantity, order_type, price,"
-    " stop_loss, take_profit, status, filled_quantity, average_fill_price, created_at,"
-    " updated_at, expires_at"
-)
+# The benchmark's order (workloads.py's W2 input), as the API's document for the function.
+W2_ORDER = {"symbol": "'AAPL'", "side": "'BUY'", "order_type": "'LIMIT'", "price": "'100.25'"}
 # The claims the API sets: the token's payload as app/auth/claims.py serializes it.
 CLAIMS = (
     '\'{{"aud":"authenticated","exp":4102444800,"iat":1700000000,"role":"authenticated",'
@@ -109,14 +104,21 @@ def scripts(workdir: Path, shape: Shape) -> dict[str, Path]:
         + _splice(w3_sql, {1: order})
         + ";\nCOMMIT;\n"
     )
+    document = {name: W2_ORDER.get(name, "NULL") for name in fields.SUBMIT_FIELDS}
+    document |= {"quantity": ":quantity", "time_in_force": "'GTC'"}
+    pairs = ", ".join(f"'{name}', {value}" for name, value in document.items())
     w2 = (
         trader_number
         + "\\set quantity random(1, 100)\n"
-        + "BEGIN;\n"
-        + f"{_caller(trader)};\n"
-        + "SELECT max_quantity, max_notional, symbols FROM order_limits;\n"
-        + INSERT_ORDER.format(trader=trader)
-        + ";\nCOMMIT;\n"
+        + _splice(
+            mutations.SUBMIT_SQL,
+            {
+                1: "'authenticated'",
+                2: CLAIMS.format(trader=f"({trader})::text"),
+                3: f"(jsonb_build_object('trader_id', ({trader})::text, {pairs})::text)",
+            },
+        )
+        + ";\n"
     )
     paths = {}
     for name, text in {"W1": w1, "W2": w2, "W3": w3}.items():

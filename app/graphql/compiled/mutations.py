@@ -74,7 +74,7 @@ OPEN_CLOSE = datetime.max.replace(tzinfo=UTC)
 _ORDER_OF = (
     f"SELECT s.{{flag}}, {fields.ORDER.columns} FROM {{call}} s, LATERAL (SELECT (s.placed).*) o"
 )
-_SUBMIT_SQL = _ORDER_OF.format(
+SUBMIT_SQL = _ORDER_OF.format(
     flag="inserted", call="order_api_private.submit_order($1, $2, $3::jsonb)"
 )
 # With what the lifecycle looks at (service.state_of), for a refused cancel's message.
@@ -219,7 +219,7 @@ async def _submit(database: Database, claims: Claims, data: Any) -> Any:
     }
     try:
         row = await database.autocommit_row(
-            _SUBMIT_SQL, (claims.role, claims.to_json(), json.dumps(document))
+            SUBMIT_SQL, (claims.role, claims.to_json(), json.dumps(document))
         )
     except asyncpg.PostgresError as error:
         if error.sqlstate == "OA422":
