@@ -105,7 +105,7 @@ def scripts(workdir: Path, shape: Shape) -> dict[str, Path]:
         + ";\nCOMMIT;\n"
     )
     document = {name: W2_ORDER.get(name, "NULL") for name in fields.SUBMIT_FIELDS}
-    document |= {"quantity": ":quantity", "time_in_force": "'GTC'"}
+    document |= {"quantity": "(:quantity)::int", "time_in_force": "'GTC'"}
     pairs = ", ".join(f"'{name}', {value}" for name, value in document.items())
     w2 = (
         trader_number
