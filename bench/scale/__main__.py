@@ -16,7 +16,7 @@ from pathlib import Path
 
 import asyncpg
 
-from bench.scale import checks, dataset, pgbench, servers, wrk
+from bench.scale import checks, cpu, dataset, pgbench, servers, wrk
 from bench.scale.database import Database, database
 from bench.scale.report import Measurement, write
 from bench.scale.traders import Trader, traders
@@ -117,7 +117,7 @@ def requests_for(server: servers.Server, workload: str, people: list[Trader]) ->
 
 def measure_http(
     server: servers.Server, target: str, db: Database, people: list[Trader], args: argparse.Namespace,
-    workdir: Path,
+    workdir: Path, postmaster: int | None,
 ) -> list[Measurement]:  # fmt: skip
     results = []
     for workload in args.workloads:
@@ -128,19 +128,30 @@ def measure_http(
             wrk.run(script, server.port, 10, args.warmup)
         for c in args.concurrency:
             before = asyncio.run(order_count(db))
+            meter = cpu.Meter(server.proc.pid, postmaster)
+            meter.start()
             result = wrk.run(script, server.port, c, args.seconds)
+            used = meter.per_request(result.requests)
             errors = result.errors + asyncio.run(unwritten(db, workload, result, c, before))
             results.append(
                 Measurement(target, workload, c, result.requests, result.seconds, result.rate,
-                            result.p50_ms, result.p99_ms, errors)
+                            result.p50_ms, result.p99_ms, errors, **used)
             )  # fmt: skip
             say(f"  {target} {workload} c={c}: {result.rate:,.0f} req/s,"
-                f" p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms"
+                f" p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, {_cpu(used)}"
                 + (f", {errors} ERRORS" if errors else ""))  # fmt: skip
     return results
 
 
-def measure_raw(db: Database, args: argparse.Namespace, workdir: Path) -> list[Measurement]:
+def _cpu(used: dict[str, float | None]) -> str:
+    return "CPU ms/request " + ", ".join(
+        f"{who.removesuffix('_cpu_ms')} {ms:.2f}" for who, ms in used.items() if ms is not None
+    )
+
+
+def measure_raw(
+    db: Database, args: argparse.Namespace, workdir: Path, postmaster: int | None
+) -> list[Measurement]:
     shape = dataset.Shape(args.orders, args.traders, args.big_trader_orders)
     paths = pgbench.scripts(workdir, shape)
     results = []
@@ -148,13 +159,16 @@ def measure_raw(db: Database, args: argparse.Namespace, workdir: Path) -> list[M
         if args.warmup > 0:
             pgbench.run(db.api_dsn, paths, workload, 10, args.warmup, workdir)
         for c in args.concurrency:
+            meter = cpu.Meter(None, postmaster)
+            meter.start()
             r = pgbench.run(db.api_dsn, paths, workload, c, args.seconds, workdir)
+            used = meter.per_request(r.requests)
             results.append(
                 Measurement("raw", workload, c, r.requests, r.seconds, r.rate, r.p50_ms,
-                            r.p99_ms, r.errors)
+                            r.p99_ms, r.errors, **used)
             )  # fmt: skip
             say(f"  raw {workload} c={c}: {r.rate:,.0f} tps, p50 {r.p50_ms:.1f} ms,"
-                f" p99 {r.p99_ms:.1f} ms")  # fmt: skip
+                f" p99 {r.p99_ms:.1f} ms, {_cpu(used)}")  # fmt: skip
     return results
 
 
@@ -171,10 +185,14 @@ def main() -> int:
     started = time.monotonic()
     with database() as db:
         counts, people = asyncio.run(prepare(db, args))
+        postmaster = db.postmaster or cpu.postmaster(asyncio.run(cpu.data_directory(db.owner_dsn)))
+        if postmaster is None:
+            say("the database's CPU is not measured: its server is not on this machine"
+                " or its data directory is not readable here")  # fmt: skip
         results: list[Measurement] = []
         if "raw" in args.targets:
             say("raw database (pgbench, the API's transactions)")
-            results += measure_raw(db, args, workdir)
+            results += measure_raw(db, args, workdir, postmaster)
         configurations: list[tuple[str, Callable[[], servers.Server]]] = []
         if "postgraphile" in args.targets:
             for n in args.postgraphile_processes:
@@ -192,7 +210,7 @@ def main() -> int:
                 say(f"{server.label}: checking answers")
                 checked = asyncio.run(checks.check(server, db.owner_dsn, people))
                 say(f"{server.label}: {checked} answers right; measuring")
-                results += measure_http(server, target, db, people, args, workdir)
+                results += measure_http(server, target, db, people, args, workdir, postmaster)
             finally:
                 server.stop()
     meta = {

@@ -23,6 +23,10 @@ class Measurement:
     p50_ms: float
     p99_ms: float
     errors: int
+    # CPU per request in ms (bench/scale/cpu.py); None where not measured.
+    server_cpu_ms: float | None = None
+    db_cpu_ms: float | None = None
+    client_cpu_ms: float | None = None
 
 
 def _best_postgraphile(results: list[Measurement], workload: str, c: int) -> Measurement | None:
@@ -80,13 +84,55 @@ def table(results: list[Measurement]) -> str:
     return "\n".join(lines)
 
 
+def _spent(m: Measurement | None) -> str:
+    if m is None or (m.server_cpu_ms is None and m.db_cpu_ms is None):
+        return "n/a"
+    parts = [
+        f"{ms:.2f}" if ms is not None else "?"
+        for ms in (m.server_cpu_ms, m.db_cpu_ms, m.client_cpu_ms)
+    ]
+    total = sum(ms or 0.0 for ms in (m.server_cpu_ms, m.db_cpu_ms, m.client_cpu_ms))
+    return f"{' + '.join(parts)} = {total:.2f}"
+
+
+def cpu_table(results: list[Measurement]) -> str:
+    """Where each request's CPU went (bench/scale/cpu.py): with every core busy, the cores
+    divided by the sum is the most a target can serve on this machine."""
+    if all(m.db_cpu_ms is None and m.server_cpu_ms is None for m in results):
+        return ""
+    lines = [
+        "| workload | c | raw: pgbench + database | PostGraphile 5 (as above) | this API |",
+        "|---|---|---|---|---|",
+    ]
+    for workload, c in sorted({(m.workload, m.concurrency) for m in results}):
+        raw = _find(results, "raw", workload, c)
+        raw_cell = "n/a"
+        if raw is not None and raw.db_cpu_ms is not None:
+            total = raw.db_cpu_ms + (raw.client_cpu_ms or 0.0)
+            raw_cell = f"{raw.client_cpu_ms or 0.0:.2f} + {raw.db_cpu_ms:.2f} = {total:.2f}"
+        lines.append(
+            f"| {workload} | {c} | {raw_cell} | {_spent(_best_postgraphile(results, workload, c))}"
+            f" | {_spent(_find(results, 'ours', workload, c))} |"
+        )
+    lines.append("")
+    lines.append(
+        "CPU per request, ms: server + database + load generator (wrk; pgbench for raw) ="
+        " total. The database's figure counts all its processes, so it includes their"
+        " background work (WAL writer, autovacuum)."
+    )
+    return "\n".join(lines)
+
+
 def write(out: Path, meta: dict[str, Any], results: list[Measurement]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(
         json.dumps({"meta": meta, "results": [asdict(m) for m in results]}, indent=2) + "\n"
     )
     header = "\n".join(f"- {key}: {value}" for key, value in meta.items())
-    (out / "results.md").write_text(f"{header}\n\n{table(results)}\n")
+    spent = cpu_table(results)
+    (out / "results.md").write_text(
+        f"{header}\n\n{table(results)}\n" + (f"\n{spent}\n" if spent else "")
+    )
     chart(out / "results.png", meta, results)
 
 
