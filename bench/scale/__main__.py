@@ -19,7 +19,7 @@ import asyncpg
 from bench.scale import checks, cpu, dataset, pgbench, servers, wrk
 from bench.scale.database import Database, database
 from bench.scale.report import Measurement, write
-from bench.scale.traders import Trader, traders
+from bench.scale.traders import Clients, clients
 from bench.scale.workloads import MIX, WORKLOADS, body
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,29 +94,32 @@ async def unwritten(db: Database, workload: str, result: wrk.Result, c: int, bef
     return max(0, expected - written)
 
 
-async def prepare(db: Database, args: argparse.Namespace) -> tuple[dict[str, int], list[Trader]]:
+async def prepare(db: Database, args: argparse.Namespace) -> tuple[dict[str, int], Clients]:
     """The data set loaded (or reused) and checked; the traders whose tokens wrk rotates."""
     shape = dataset.Shape(args.orders, args.traders, args.big_trader_orders)
     if args.reuse:
         say(f"reusing the data set in the database ({await order_count(db):,} orders)")
     else:
         await dataset.load(db.owner_dsn, shape)
-    return await dataset.verify(db.owner_dsn), await traders(db.owner_dsn, shape)
+    return await dataset.verify(db.owner_dsn), await clients(db.owner_dsn, shape)
 
 
-def requests_for(server: servers.Server, workload: str, people: list[Trader]) -> list[str]:
-    """One request per trader, in turn; W4 mixes W1 and W2 nine to one."""
+def requests_for(server: servers.Server, workload: str, people: Clients) -> list[str]:
+    """One request per trader, in turn (a reader or a writer); W4 mixes W1 and W2 nine to
+    one."""
     mix = MIX.get(workload, (workload,))
-    return [
-        wrk.http_request(
-            server.port, t.token, body(server.name, mix[n % len(mix)], t.id, t.order_id, n)
+    requests = []
+    for n in range(len(people.readers)):
+        kind = mix[n % len(mix)]
+        t = people.for_request(kind, n)
+        requests.append(
+            wrk.http_request(server.port, t.token, body(server.name, kind, t.id, t.order_id, n))
         )
-        for n, t in enumerate(people)
-    ]
+    return requests
 
 
 def measure_http(
-    server: servers.Server, target: str, db: Database, people: list[Trader], args: argparse.Namespace,
+    server: servers.Server, target: str, db: Database, people: Clients, args: argparse.Namespace,
     workdir: Path, postmaster: int | None,
 ) -> list[Measurement]:  # fmt: skip
     results = []
@@ -208,7 +211,7 @@ def main() -> int:
             server = start()
             try:
                 say(f"{server.label}: checking answers")
-                checked = asyncio.run(checks.check(server, db.owner_dsn, people))
+                checked = asyncio.run(checks.check(server, db.owner_dsn, people.readers))
                 say(f"{server.label}: {checked} answers right; measuring")
                 results += measure_http(server, target, db, people, args, workdir, postmaster)
             finally:
@@ -220,7 +223,7 @@ def main() -> int:
         "loaded": counts,
         "traders": args.traders,
         "big trader's orders": args.big_trader_orders,
-        "tokens rotated": len(people),
+        "tokens rotated": f"{len(people.readers)} readers' and {len(people.writers)} writers'",
         "seconds per measurement": args.seconds,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
         "command": "python -m bench.scale " + " ".join(sys.argv[1:]),

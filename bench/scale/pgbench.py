@@ -34,7 +34,7 @@ from app.orders import fields
 from app.settings import Settings
 from bench.scale import workloads
 from bench.scale.dataset import ORDER_SQL, TRADER_SQL, Shape
-from bench.scale.traders import SECRET, numbers
+from bench.scale.traders import SECRET, numbers, step, writer_numbers
 
 STATEMENT_TIMEOUT = "5000"  # Settings' default STATEMENT_TIMEOUT_MS, as the API sends it
 # The benchmark's order (workloads.py's W2 input), as the API's document for the function.
@@ -72,10 +72,14 @@ def _splice(sql: str, values: dict[int, str]) -> str:
 
 
 def scripts(workdir: Path, shape: Shape) -> dict[str, Path]:
-    step = max(1, shape.traders // 999)
+    # The same traders as the HTTP clients': readers for W1 and W3, writers for W2.
+    gap = step(shape, 1000)
     trader_number = (
         f"\\set t random(0, {len(numbers(shape, 1000)) - 1})\n"
-        f"\\set n case when :t = 0 then 0 else 1 + (:t - 1) * {step} end\n"
+        f"\\set n case when :t = 0 then 0 else 1 + (:t - 1) * {gap} end\n"
+    )
+    writer_number = (
+        f"\\set t random(0, {len(writer_numbers(shape, 1000)) - 1})\n\\set n 2 + :t * {gap}\n"
     )
     trader = TRADER_SQL.format(n=":n")
 
@@ -108,7 +112,7 @@ def scripts(workdir: Path, shape: Shape) -> dict[str, Path]:
     document |= {"quantity": "(:quantity)::int", "time_in_force": "'GTC'"}
     pairs = ", ".join(f"'{name}', {value}" for name, value in document.items())
     w2 = (
-        trader_number
+        writer_number
         + "\\set quantity random(1, 100)\n"
         + _splice(
             mutations.SUBMIT_SQL,
