@@ -211,7 +211,7 @@ def main() -> int:
             server = start()
             try:
                 say(f"{server.label}: checking answers")
-                checked = asyncio.run(checks.check(server, db.owner_dsn, people.readers))
+                checked = asyncio.run(checks.check(server, db.owner_dsn, people))
                 say(f"{server.label}: {checked} answers right; measuring")
                 results += measure_http(server, target, db, people, args, workdir, postmaster)
             finally:

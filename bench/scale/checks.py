@@ -18,7 +18,7 @@ import asyncpg
 
 from bench.scale import workloads
 from bench.scale.servers import Server, post
-from bench.scale.traders import Trader
+from bench.scale.traders import Clients, Trader
 
 SAMPLE = 25
 
@@ -63,9 +63,11 @@ def _order(server: Server, data: Any) -> tuple[str, list[str], list[str]] | None
     )
 
 
-async def check(server: Server, owner_dsn: str, traders: list[Trader]) -> int:
+async def check(server: Server, owner_dsn: str, people: Clients) -> int:
     """Raises Mismatch on the first wrong answer; the number of answers checked."""
-    sample = traders[:: max(1, len(traders) // SAMPLE)]
+    every = max(1, len(people.readers) // SAMPLE)
+    sample = people.readers[::every]
+    writers = people.writers[::every]  # submissions go to writers, as the load's do
     checked = 0
     conn = await asyncpg.connect(owner_dsn)
     try:
@@ -101,7 +103,8 @@ async def check(server: Server, owner_dsn: str, traders: list[Trader]) -> int:
             ):
                 raise Mismatch(f"{server.label} W3: {trader.id} read {stranger.id}'s order")
 
-            created = _data(server, "W2", trader, trader.order_id, index)
+            writer = writers[index % len(writers)]
+            created = _data(server, "W2", writer, writer.order_id, index)
             created_id = (
                 created["submitOrder"]["id"]
                 if server.name == "ours"
@@ -115,7 +118,7 @@ async def check(server: Server, owner_dsn: str, traders: list[Trader]) -> int:
                 created_id,
             )
             if owner is None or (owner["trader"], owner["status"], owner["logs"]) != (
-                trader.id,
+                writer.id,
                 "PENDING",
                 ["SUBMITTED"],
             ):

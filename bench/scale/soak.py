@@ -204,7 +204,7 @@ def main() -> int:
         try:
             say(f"{server.label}: checking answers")
             say(
-                f"{server.label}: {asyncio.run(checks.check(server, db.owner_dsn, people.readers))} answers right"
+                f"{server.label}: {asyncio.run(checks.check(server, db.owner_dsn, people))} answers right"
             )
             script = wrk.script(
                 workdir / f"soak-{args.workload}.lua", requests_for(server, args.workload, people)
