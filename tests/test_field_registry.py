@@ -10,6 +10,11 @@ type with the same type (the Strawberry annotation mirrors the registry: see gra
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
+import uuid
+from datetime import datetime
+from decimal import Decimal
 
 import asyncpg
 from graphql import (
@@ -53,6 +58,11 @@ SERVED = {
     "TimeInForceEnum": "TimeInForce",
 }
 TABLES = [entity for entity in fields.ENTITIES if entity.table is not None]
+
+# What the compiled submitOrder calls (migration 008): its INSERT is a static statement over
+# the columns the API's document holds, trader_id and SUBMIT_FIELDS.
+SUBMIT_ORDER = "order_api_private.submit_order(text,text,jsonb)"
+SUBMITTED = ("trader_id", *fields.SUBMIT_FIELDS)
 
 
 def type_name(field: fields.Field) -> str:
@@ -114,6 +124,82 @@ async def test_the_registry_agrees_with_the_served_graphql_schema(database: Db) 
     assert set(fields.SUBMIT_FIELDS) <= {f.name for f in fields.ORDER.fields}
     assert set(fields.SUBMIT_FIELDS) == {f.name for f in dataclasses.fields(NewOrder)}
     assert set(fields.IDEMPOTENCY_FIELDS) == set(fields.SUBMIT_FIELDS) - {"client_order_id"}
+
+
+async def test_submit_order_writes_exactly_the_submit_fields(
+    owner_conn: asyncpg.Connection,
+) -> None:
+    """The function's key list, its static INSERT's columns and the values it reads for them
+    are trader_id and SUBMIT_FIELDS: a field added on one side only fails here (the API's
+    documents would be refused, or take the slow statement of a partial document)."""
+    definition = await owner_conn.fetchval(
+        "SELECT pg_get_functiondef($1::regprocedure)", SUBMIT_ORDER
+    )
+    listed = re.search(r"submitted CONSTANT text\[\] := ARRAY\[([^\]]*)\]", definition)
+    static = re.search(r"INSERT INTO public\.orders \(([^)]*)\)\s+VALUES \(([^)]*)\)", definition)
+    assert listed is not None, definition
+    assert static is not None, definition
+    keys = [key.strip().strip("'") for key in listed.group(1).split(",")]
+    columns = [column.strip() for column in static.group(1).split(",")]
+    values = [value.strip() for value in static.group(2).split(",")]
+    assert sorted(keys) == sorted(columns) == sorted(SUBMITTED)
+    assert values == [f"r.{column}" for column in columns]
+
+
+# Every submit field with a value other than its column's default, over two valid orders
+# (a STOP_LIMIT order cannot be IOC).
+EVERY_FIELD = [
+    {
+        "symbol": "MSFT",
+        "side": "SELL",
+        "quantity": 3,
+        "order_type": "STOP_LIMIT",
+        "price": Decimal("20.50"),
+        "stop_loss": Decimal("25.00"),
+        "take_profit": Decimal("15.00"),
+        "expires_at": datetime.fromisoformat("2031-02-03T04:05:06+00:00"),
+        "stop_price": Decimal("21.00"),
+        "time_in_force": "GTC",
+        "client_order_id": "k-1",
+    },
+    {
+        "symbol": "ACME",
+        "side": "BUY",
+        "quantity": 1,
+        "order_type": "LIMIT",
+        "price": Decimal("10.00"),
+        "stop_loss": None,
+        "take_profit": None,
+        "expires_at": None,
+        "stop_price": None,
+        "time_in_force": "IOC",
+        "client_order_id": None,
+    },
+]
+
+
+async def test_every_submit_field_reaches_the_order(
+    authenticator_conn: asyncpg.Connection,
+) -> None:
+    """The database, asked with the API's document (every key of SUBMITTED), stores each
+    field's value; a key the function does not write is refused, never dropped."""
+    trader = uuid.uuid4()
+    claims = json.dumps({"role": "authenticated", "sub": str(trader)})
+    for order in EVERY_FIELD:
+        assert set(order) == set(fields.SUBMIT_FIELDS)
+        document = {"trader_id": str(trader)} | {
+            name: value if value is None or isinstance(value, int) else str(value)
+            for name, value in order.items()
+        }
+        row = await authenticator_conn.fetchrow(
+            "SELECT inserted, (placed).* FROM order_api_private.submit_order($1, $2, $3::jsonb)",
+            "authenticated",
+            claims,
+            json.dumps(document),
+        )
+        assert row["inserted"]
+        stored = {name: row[name] for name in SUBMITTED}
+        assert stored == {"trader_id": trader} | order
 
 
 def test_enum_fields_are_mapped_to_the_python_enums() -> None:
