@@ -16,7 +16,11 @@ Elsewhere the workers share the parent's socket.
   status is 0.
 - A worker that exits on its own (its startup failed, it crashed) stops the others: the
   exit status is the worker's (1 when it was killed by a signal), and the log says which
-  worker and why. Nothing restarts it; the container runtime or service manager does, as it
+  worker and why.
+- A worker whose parent is gone (killed with SIGKILL, which it cannot pass on) stops
+  gracefully within ``PARENT_POLL_SECONDS``: an orphaned worker would otherwise go on
+  serving the port, beside the workers of a restarted server, with the old code and
+  settings. Nothing restarts it; the container runtime or service manager does, as it
   would for a single process, rather than a half-sized server carrying on unnoticed.
 
 Forking rather than spawning keeps the settings the command line already resolved (an
@@ -31,6 +35,7 @@ import os
 import select
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +45,7 @@ from app import serving
 log = logging.getLogger("app")
 
 STOP_SECONDS = 30.0
+PARENT_POLL_SECONDS = 0.5
 
 
 def default_workers() -> int:
@@ -78,11 +84,12 @@ def _fork(
 ) -> int:
     ready_read, ready_write = os.pipe()
     children: dict[int, int] = {}
+    parent = os.getpid()
     for index in range(1, workers + 1):
         pid = os.fork()
         if pid == 0:  # pragma: no cover (runs in the child; the tests watch it from outside)
             os.close(ready_read)
-            os._exit(_child(make_app, sock, ready_write, options))
+            os._exit(_child(make_app, sock, ready_write, options, parent))
         children[pid] = index
     os.close(ready_write)
     try:
@@ -91,11 +98,14 @@ def _fork(
         os.close(ready_read)
 
 
-def _child(make_app: Callable[[], Any], sock: socket.socket, ready: int, options: Any) -> int:
+def _child(
+    make_app: Callable[[], Any], sock: socket.socket, ready: int, options: Any, parent: int
+) -> int:
     # Until uvicorn installs its handlers (and again once it hands a captured signal back
     # after shutting down), a stop signal ends this worker quietly with status 0.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _exit_quietly)
+    _stop_when_orphaned(parent)
 
     def announce() -> None:
         os.write(ready, b".")
@@ -110,6 +120,24 @@ def _child(make_app: Callable[[], Any], sock: socket.socket, ready: int, options
     except BaseException:
         log.exception("worker %d failed", os.getpid())
         return 1
+
+
+def _stop_when_orphaned(parent: int) -> None:
+    """SIGTERM this worker (a graceful stop) once ``parent`` is no longer its parent.
+
+    A thread that polls, rather than Linux's PR_SET_PDEATHSIG, so that it works wherever
+    fork does; it costs one getppid() every PARENT_POLL_SECONDS.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        log.warning(
+            "worker %d: the server's parent process %d is gone; stopping", os.getpid(), parent
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _exit_quietly(signum: int, frame: object) -> None:

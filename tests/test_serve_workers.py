@@ -97,9 +97,14 @@ def serving(
             time.sleep(0.05)
         yield process, port
     finally:
+        workers = children(process.pid) if process.poll() is None else set()
         if process.poll() is None:
             process.kill()
             process.wait(timeout=20)
+        # Killed, the parent passes nothing on: its workers notice it is gone and stop.
+        deadline = time.monotonic() + 40
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def test_two_workers_each_serve_requests_and_sigterm_stops_them_all(
@@ -166,6 +171,25 @@ def test_a_worker_that_dies_stops_the_server_with_an_error(database: Db, tmp_pat
         assert not any(alive(pid) for pid in workers)
     log = (tmp_path / "serve.log").read_text()
     assert f"(pid {victim}) exited with status -9; stopping the other workers" in log
+
+
+def test_workers_stop_gracefully_when_their_parent_is_killed(database: Db, tmp_path: Path) -> None:
+    # SIGKILL cannot be passed on: without a watch, the workers went on serving the port as
+    # orphans (beside a restarted server's workers, with the old code and settings).
+    with serving(database, tmp_path, "--workers", "2") as (process, port):
+        workers = children(process.pid)
+        assert len(workers) == 2
+        process.kill()
+        process.wait(timeout=20)
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(alive(pid) for pid in workers)
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+    log = (tmp_path / "serve.log").read_text()
+    assert log.count(f"the server's parent process {process.pid} is gone; stopping") == 2
+    assert "Traceback" not in log
 
 
 def test_a_taken_port_is_one_line_with_several_workers(database: Db, tmp_path: Path) -> None:
