@@ -287,9 +287,22 @@ async def verify(owner_dsn: str) -> dict[str, int]:
                 f"{different} of {replayed} orders replayed through the triggers differ"
             )
         progress("checked: the data is what the triggers would have written\n")
-        return {
-            table: await conn.fetchval(f"SELECT count(*) FROM public.{table}")
-            for table in ("orders", "fills", "execution_logs")
-        }
+        return await _counts(conn)
     finally:
         await conn.close()
+
+
+async def counts(owner_dsn: str) -> dict[str, int]:
+    """The row counts of the three tables, unchecked."""
+    conn = await asyncpg.connect(owner_dsn)
+    try:
+        return await _counts(conn)
+    finally:
+        await conn.close()
+
+
+async def _counts(conn: asyncpg.Connection) -> dict[str, int]:
+    return {
+        table: await conn.fetchval(f"SELECT count(*) FROM public.{table}")
+        for table in ("orders", "fills", "execution_logs")
+    }
