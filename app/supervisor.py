@@ -16,12 +16,12 @@ Elsewhere the workers share the parent's socket.
   status is 0.
 - A worker that exits on its own (its startup failed, it crashed) stops the others: the
   exit status is the worker's (1 when it was killed by a signal), and the log says which
-  worker and why.
+  worker and why. Nothing restarts it; the container runtime or service manager does, as it
+  would for a single process, rather than a half-sized server carrying on unnoticed.
 - A worker whose parent is gone (killed with SIGKILL, which it cannot pass on) stops
   gracefully within ``PARENT_POLL_SECONDS``: an orphaned worker would otherwise go on
   serving the port, beside the workers of a restarted server, with the old code and
-  settings. Nothing restarts it; the container runtime or service manager does, as it
-  would for a single process, rather than a half-sized server carrying on unnoticed.
+  settings.
 
 Forking rather than spawning keeps the settings the command line already resolved (an
 embedded server's URL, a checked login) without passing them through the environment.

@@ -19,8 +19,9 @@ Why it is shaped this way:
   none (it keeps its position, so a new subscriber misses nothing committed
   after it subscribed). Not on the request pool: a busy pool must neither
   delay the feed nor look like an outage to every subscriber. The statement is
-  one indexed range scan in its own implicit transaction, so the connection
-  may go through a transaction-mode pooler too.
+  two index range scans of ``seq`` (the new positions, the holes) in its own
+  implicit transaction, so the connection may go through a transaction-mode
+  pooler too.
 - Positions are handed out when a row is inserted, not when it commits, so a
   transaction that commits late leaves a hole below positions already read.
   Holes are read again at every poll until they appear or ``hole_wait_seconds``
