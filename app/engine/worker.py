@@ -114,6 +114,9 @@ log = logging.getLogger(__name__)
 SENT_TO_VENUE: Final = "sent to venue"
 VENUE_UNAVAILABLE: Final = "VENUE_UNAVAILABLE"
 """Recorded when a submit fails with something other than a ``VenueError``."""
+UNREADABLE_ORDER: Final = "UNREADABLE_ORDER"
+"""The error code of an order rejected because a value of its row is out of this engine's
+range (``ledger.UNREADABLE``)."""
 RESENT_UNKNOWN: Final = "venue had no record of the order; re-sent the remaining quantity"
 
 _MAX_FAILURE_DELAY_SECONDS: Final = 10.0
@@ -334,6 +337,12 @@ class Worker:
         return work
 
     async def _admit(self, tx: Tx, order: OrderRow, limits: RiskLimits) -> int:
+        if order.unreadable is not None:
+            # Every write would read the row back and fail, pass after pass: refuse it once.
+            reason = f"the engine cannot represent {order.unreadable}: outside the years 1 to 9999"
+            await writes.reject_unreadable(tx, order.id, reason=reason, code=UNREADABLE_ORDER)
+            log.warning("order %s: rejected: %s", order.id, reason)
+            return 1
         if order.expiry_reached:
             await close_order(tx, order, Status.EXPIRED, EXPIRED, None)
             log.info("order %s: expired before approval", order.id)
