@@ -38,6 +38,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -130,6 +131,25 @@ ENGINE_RETRIES = Counter(
 ENGINE_PASS_FAILURES = Counter(
     f"{PREFIX}_engine_pass_failures",
     "Engine passes that failed as a whole (database unreachable, not migrated, a bug).",
+)
+# The engine's admission capacity (engine/holdings.py), as this process's worker last saw it.
+ENGINE_IN_FLIGHT = Gauge(
+    f"{PREFIX}_engine_in_flight_orders",
+    "Orders the worker approved that the venue has not accepted yet: what counts against"
+    " its admission limit (max_in_flight).",
+)
+ENGINE_IN_FLIGHT_LIMIT = Gauge(
+    f"{PREFIX}_engine_in_flight_limit",
+    "The worker's admission limit (max_in_flight): at it, the worker admits no new order.",
+)
+ENGINE_RESTING = Gauge(
+    f"{PREFIX}_engine_resting_orders",
+    "Orders the worker owns that rest at the venue (accepted, not final): they hold a lease"
+    " but no admission capacity.",
+)
+ENGINE_ADMISSION_SATURATED = Gauge(
+    f"{PREFIX}_engine_admission_saturated",
+    "1 while the worker admits no new order because its in-flight orders are at the limit.",
 )
 
 

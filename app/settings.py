@@ -156,6 +156,9 @@ class Settings:
     engine_poll_seconds: float = 0.2
     engine_max_retries: int = 5
     engine_retry_base_seconds: float = 0.2
+    engine_max_in_flight: int = 1000
+    """Most orders one worker holds approved but not yet accepted by the venue
+    (app/engine/holdings.py); orders resting at the venue do not count."""
     venue_seed: int = 42
     venue_prices_csv: Path | None = None
     venue_liquidity: int = 500
@@ -222,6 +225,7 @@ class Settings:
             engine_poll_seconds=parse_float(env, "ENGINE_POLL_SECONDS", 0.2),
             engine_max_retries=parse_int(env, "ENGINE_MAX_RETRIES", 5),
             engine_retry_base_seconds=parse_float(env, "ENGINE_RETRY_BASE_SECONDS", 0.2),
+            engine_max_in_flight=parse_int(env, "ENGINE_MAX_IN_FLIGHT", 1000, minimum=1),
             venue_seed=parse_int(env, "VENUE_SEED", 42),
             venue_prices_csv=Path(prices_csv) if prices_csv else None,
             venue_liquidity=parse_int(env, "VENUE_LIQUIDITY", 500, minimum=1),

@@ -211,6 +211,22 @@ async def test_submit_against_the_limits_in_force(pair: Pair) -> None:
     await pair.tell(story, compiled_answers=len(cases))
 
 
+async def test_submit_over_the_open_order_cap(pair: Pair) -> None:
+    # Migration 010: the trigger counts, neither path can tell beforehand; both answer
+    # BAD_USER_INPUT naming order_limits.max_open_orders, and a freed place is taken again.
+    await pair.owner.execute("UPDATE order_limits SET max_open_orders = 2")
+
+    async def story(side: Side, _: uuid.UUID) -> None:
+        first = await side.ask(SUBMIT, {"input": LIMIT})
+        await side.ask(SUBMIT, {"input": LIMIT})
+        refused = await side.ask(SUBMIT, {"input": LIMIT})
+        assert "order_limits.max_open_orders" in refused["errors"][0]["message"]
+        await side.ask(CANCEL, {"id": first["data"]["submitOrder"]["id"]})
+        await side.ask(SUBMIT, {"input": LIMIT})
+
+    await pair.tell(story, compiled_answers=5)
+
+
 # Migration 006's terms (time in force, stop-limit): what each path takes and refuses.
 TERMS = [
     {"orderType": "STOP_LIMIT", "stopPrice": "9.50", "timeInForce": "GTC"},

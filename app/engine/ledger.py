@@ -32,6 +32,7 @@ from app.engine.venue import Execution, VenueOrder
 from app.models.order import ActionEnum as Action
 from app.models.order import OrderStatusEnum as Status
 from app.orders import ledger, lifecycle
+from app.orders.fields import ORDER
 from app.orders.lifecycle import State
 
 __all__ = [
@@ -91,6 +92,20 @@ _WAITING: Final = f"""
 ORDERS_WITH_STATE: Final = f"orders o {_WAITING}"
 """The ``FROM`` of a statement that selects ``LIFECYCLE_COLUMNS``."""
 
+# Python's datetime holds the years 1 to 9999, PostgreSQL's timestamptz up to 294276 (and
+# infinity): a write the engine makes returns the whole order (app.orders.ledger), which then
+# fails to decode, on every pass. Named here, such an order is rejected instead (issue 18).
+_DATETIME_COLUMNS: Final = tuple(f.column for f in ORDER.fields if f.type is datetime)
+UNREADABLE: Final = "nullif(concat_ws(', ', {}), '')".format(
+    ", ".join(
+        f"CASE WHEN NOT o.{column} BETWEEN '0001-01-01 00:00:00+00'"
+        f" AND '9999-12-31 23:59:59.999999+00' THEN '{column}' END"
+        for column in _DATETIME_COLUMNS
+    )
+)
+"""The columns of order ``o`` that Python's datetime cannot hold, comma-separated; NULL for
+none."""
+
 _COLUMNS: Final = f"""
     o.id, o.symbol, o.side, o.quantity, o.order_type::text AS order_type, o.price,
     o.stop_price, o.time_in_force::text AS time_in_force, o.replaces_id,
@@ -99,7 +114,8 @@ _COLUMNS: Final = f"""
     o.updated_at + make_interval(
         secs => CAST(:retry_base AS double precision)
                 * power(2.0, least(o.retry_attempt, :max_exponent))
-    ) <= now() AS retry_due
+    ) <= now() AS retry_due,
+    {UNREADABLE} AS unreadable
 """
 
 # New orders to admit. Not an unconfirmed replacement (the replace stage confirms it first),
@@ -181,6 +197,8 @@ class OrderRow:
     """The replacement of this order waiting for the engine's confirmation, if any."""
     filled_since_replacement: bool
     retry_due: bool
+    unreadable: str | None
+    """The columns this engine cannot decode (``UNREADABLE``): such an order is rejected."""
 
     @classmethod
     def from_row(cls, row: Any) -> OrderRow:

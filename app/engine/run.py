@@ -78,7 +78,13 @@ async def run_worker(
         await database.check_login_role()
         if venue is None:
             venue = await asyncio.to_thread(PaperVenue.from_settings, settings)
-        worker = Worker(database, venue, settings, worker_id or default_worker_id())
+        worker = Worker(
+            database,
+            venue,
+            settings,
+            worker_id or default_worker_id(),
+            max_in_flight=settings.engine_max_in_flight,
+        )
         await worker.run(stop)
     finally:
         try:

@@ -54,6 +54,12 @@ Ownership and recovery
     abandoned, and any worker adopts it (a RECOVERED row) and carries on from its
     state. The rule and its consequences are set out in ``app.engine.leases``.
 
+Admission capacity
+    Of the orders a worker owns, only those not yet accepted by the venue count against
+    ``max_in_flight``; orders resting at the venue keep their lease but are stepped in
+    rotating batches, so how long a new order waits does not depend on how many rest
+    (``app.engine.holdings``).
+
 Orders cancelled while their owner was gone
     See ``app.engine.cancel_sweep``. The process around a worker (database,
     venue, signals) is ``app.engine.run``'s.
@@ -78,6 +84,7 @@ from app.db import migrations, readiness
 from app.db.session import Database, DatabaseUnavailable, Tx
 from app.engine import ledger
 from app.engine.cancel_sweep import CancelSweep
+from app.engine.holdings import Holdings
 from app.engine.leases import FIND_ABANDONED, Leases, lease_key
 from app.engine.ledger import OrderRow, close_order
 from app.engine.replace import Replacements
@@ -107,6 +114,9 @@ log = logging.getLogger(__name__)
 SENT_TO_VENUE: Final = "sent to venue"
 VENUE_UNAVAILABLE: Final = "VENUE_UNAVAILABLE"
 """Recorded when a submit fails with something other than a ``VenueError``."""
+UNREADABLE_ORDER: Final = "UNREADABLE_ORDER"
+"""The error code of an order rejected because a value of its row is out of this engine's
+range (``ledger.UNREADABLE``)."""
 RESENT_UNKNOWN: Final = "venue had no record of the order; re-sent the remaining quantity"
 
 _MAX_FAILURE_DELAY_SECONDS: Final = 10.0
@@ -164,9 +174,9 @@ class Worker:
         cancel_sweep_seconds: float = 1.0,
     ) -> None:
         """``batch_size``: orders claimed (or adopted) per pass and stage.
-        ``max_in_flight``: most orders owned at once; each holds an advisory lock, and those
-        share PostgreSQL's lock table (``max_locks_per_transaction`` x connections), so a
-        worker at the limit takes no new orders and leaves them to others.
+        ``max_in_flight``: most orders in flight at once, approved but not yet accepted by the
+        venue (``app.engine.holdings``: orders resting at the venue do not count); a worker at
+        the limit admits no new orders and leaves them to others.
         ``cancel_sweep_seconds``: how often to look for orders cancelled while unowned.
         """
         if batch_size < 1 or max_in_flight < 1:
@@ -179,7 +189,7 @@ class Worker:
         self.max_in_flight = max_in_flight
         self.cancel_sweep_seconds = cancel_sweep_seconds
         self._leases = Leases(database.engine.url, worker_id)
-        self._owned: set[UUID] = set()
+        self._owned = Holdings(worker_id, max_in_flight)
         """Orders whose lease this worker holds: it sees them through until they are final."""
         self._backlog = False
         self._cancels = CancelSweep(
@@ -201,7 +211,7 @@ class Worker:
     @property
     def owned(self) -> frozenset[UUID]:
         """The orders this worker currently owns (holds the lease of)."""
-        return frozenset(self._owned)
+        return self._owned.owned
 
     # --- loop -------------------------------------------------------------------------------
 
@@ -281,6 +291,7 @@ class Worker:
             except Exception:
                 # One stage failing (a bug, a venue outage) must not stall the others.
                 log.exception("worker %s: %s failed", self.worker_id, stage.__name__)
+        self._owned.report()
         return work
 
     async def _note_left_before_start(self) -> int:
@@ -301,7 +312,7 @@ class Worker:
     # --- new orders: risk check, approval ----------------------------------------------------
 
     async def _admit_new(self) -> int:
-        if len(self._owned) >= self.max_in_flight:
+        if not self._owned.admitting():
             return 0  # at capacity: leave new orders unlocked for other workers
         work = 0
         async with self._transaction() as tx:
@@ -326,6 +337,12 @@ class Worker:
         return work
 
     async def _admit(self, tx: Tx, order: OrderRow, limits: RiskLimits) -> int:
+        if order.unreadable is not None:
+            # Every write would read the row back and fail, pass after pass: refuse it once.
+            reason = f"the engine cannot represent {order.unreadable}: outside the years 1 to 9999"
+            await writes.reject_unreadable(tx, order.id, reason=reason, code=UNREADABLE_ORDER)
+            log.warning("order %s: rejected: %s", order.id, reason)
+            return 1
         if order.expiry_reached:
             await close_order(tx, order, Status.EXPIRED, EXPIRED, None)
             log.info("order %s: expired before approval", order.id)
@@ -349,7 +366,7 @@ class Worker:
         if order.id not in self._owned:
             if (
                 not self._leases.connected
-                or len(self._owned) >= self.max_in_flight
+                or self._owned.room <= 0
                 or not await self._leases.acquire(order.id)
             ):
                 return 0
@@ -370,14 +387,14 @@ class Worker:
     # --- recovery ------------------------------------------------------------------------------
 
     async def _adopt_abandoned(self) -> int:
-        room = min(self.batch_size, self.max_in_flight - len(self._owned))
+        room = min(self.batch_size, self._owned.room)
         if room <= 0:
             return 0
         async with self._transaction(read_only=True) as tx:
             ids: list[UUID] = list(
                 (
                     await tx.conn.execute(
-                        FIND_ABANDONED, {"owned": list(self._owned), "limit": room}
+                        FIND_ABANDONED, {"owned": list(self._owned.owned), "limit": room}
                     )
                 ).scalars()
             )
@@ -429,14 +446,14 @@ class Worker:
     # --- orders in flight ----------------------------------------------------------------------
 
     async def _advance_owned(self) -> int:
-        if not self._owned:
+        # Every order in flight, and the next batch of resting ones (app.engine.holdings).
+        ids = self._owned.to_step(self.batch_size)
+        if not ids:
             return 0
         async with self._transaction(read_only=True) as tx:
-            rows = (
-                await tx.conn.execute(ledger.READ_MANY, self._params(ids=list(self._owned)))
-            ).all()
+            rows = (await tx.conn.execute(ledger.READ_MANY, self._params(ids=list(ids)))).all()
         orders = [OrderRow.from_row(row) for row in rows]
-        for missing in self._owned - {order.id for order in orders}:
+        for missing in ids - {order.id for order in orders}:
             await self._disown(missing)
         work = 0
         to_poll: dict[UUID, OrderRow] = {}
@@ -472,6 +489,7 @@ class Worker:
             if order.retry_attempt and not order.retry_due:
                 return 0  # backing off
             return await self._submit(order, to_poll)
+        self._owned.rests(order.id)
         to_poll[order.id] = order
         return 0
 
@@ -506,6 +524,7 @@ class Worker:
                 return 0
             await writes.route(tx, order.id, reason=SENT_TO_VENUE)
         log.info("order %s: sent to venue %s", order.id, self.venue.name)
+        self._owned.rests(order.id)  # accepted: no longer takes admission capacity
         to_poll[order.id] = order
         return 1
 

@@ -292,6 +292,7 @@ class OrderLimitsRow(Base):
             " AND array_to_string(symbols, ',') ~ '^([A-Z0-9.-]{1,10}(,|$))*$'",
             name="ck_order_limits_symbols",
         ),
+        CheckConstraint("max_open_orders > 0", name="ck_order_limits_max_open_orders"),
     )
 
     id: Mapped[bool] = mapped_column(Boolean, primary_key=True, server_default=text("true"))
@@ -301,6 +302,8 @@ class OrderLimitsRow(Base):
     )
     symbols: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
     updated_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, server_default=text("now()"))
+    max_open_orders: Mapped[int | None] = mapped_column(Integer)
+    """Each trader's cap on open (PENDING, PARTIAL) orders; None: no cap (migration 010)."""
 
 
 class TradingSessionRow(Base):

@@ -66,11 +66,15 @@ _SET_STATUS: Final = text(
     "UPDATE orders SET status = CAST(:status AS order_status_enum), status_reason = :reason"
     f" WHERE id = :id RETURNING {ORDER_COLUMNS}"
 )
-_CLOSE: Final = text(
+_CLOSE_ORDER: Final = (
     "UPDATE orders SET status = CAST(:status AS order_status_enum), status_reason = :reason,"
     " error_code = coalesce(:code, error_code), retry_attempt = retry_attempt + :failed"
-    f" WHERE id = :id RETURNING {ORDER_COLUMNS}"
+    " WHERE id = :id"
 )
+_CLOSE: Final = text(f"{_CLOSE_ORDER} RETURNING {ORDER_COLUMNS}")
+# The same, for an order whose row Python cannot hold (a timestamp past the year 9999):
+# reading it back would fail as every earlier read of it did.
+_CLOSE_UNREADABLE: Final = text(f"{_CLOSE_ORDER} RETURNING id")
 # The engine's confirmation that a replacement took over (migration 006's protocol, step 3).
 _CONFIRM_REPLACE: Final = text(
     "UPDATE orders SET status = 'REPLACED', replaced_by_id = :replacement"
@@ -155,6 +159,14 @@ async def close(
     if code is None and not failed:
         return await tx.first(_SET_STATUS, params)
     return await tx.first(_CLOSE, {**params, "code": code, "failed": failed})
+
+
+async def reject_unreadable(tx: Tx, order_id: UUID, *, reason: str, code: str) -> bool:
+    """Reject an order whose row the caller cannot decode; nothing of it is read back.
+    False when the statement reached no row."""
+    params = {"id": order_id, "status": Status.REJECTED.value, "reason": reason}
+    row = await tx.first(_CLOSE_UNREADABLE, {**params, "code": code, "failed": 0})
+    return row is not None
 
 
 async def expire(tx: Tx, order_id: UUID, *, reason: str) -> RowMapping | None:
