@@ -46,13 +46,14 @@ JSON_MEDIA_TYPE = "application/json"
 
 
 def is_json(content_type: str | None) -> bool:
-    """Whether a ``Content-Type`` names JSON: exactly application/json (any case), with
-    parameters allowed but a charset only of UTF-8, the one the body is decoded with.
-    Strawberry's own test is a substring ("application/jsonx" passed)."""
+    """Whether a ``Content-Type`` names JSON: exactly application/json, with parameters
+    allowed but a charset only of UTF-8, the one the body is decoded with. Strawberry's own
+    test is a case-sensitive substring ("application/jsonx" passed, "Application/JSON" not):
+    this is its test made exact, so the two agree on every request they both see."""
     if content_type is None:
         return False
     media_type, *parameters = content_type.split(";")
-    if media_type.strip().lower() != JSON_MEDIA_TYPE:
+    if media_type.strip() != JSON_MEDIA_TYPE:
         return False
     for parameter in parameters:
         name, _, value = parameter.partition("=")
