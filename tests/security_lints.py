@@ -41,9 +41,11 @@ EXECUTABLE = ("auth.uid()", "auth.role()", "auth.jwt()")
 EXECUTABLE_BY_WRITERS = (
     "orders_checked_money(text,numeric)",
     "session_close(timestamp with time zone)",
+    "timestamp_horizon()",
+    "checked_timestamp(text,timestamp with time zone)",
 )
-"""003's price check and 006's session close, called by invoker triggers as whoever inserts
-an order (and by the API and the engine for DAY orders)."""
+"""003's price check, 006's session close and 009's horizon check, called by invoker triggers
+as whoever inserts an order or a fill (and by the API and the engine for DAY orders)."""
 ORDER_WRITERS = ("authenticated", "service_role")
 LOGIN_ROLE = "authenticator"
 EXECUTABLE_BY_LOGIN = (

@@ -209,8 +209,8 @@ VALID: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"stopLoss": None, "expiresAt": None, "clientOrderId": None},
     ),
     "expiresAt with another offset": (
-        {"expiresAt": "2099-01-01T02:00:00+02:00"},
-        {"expiresAt": "2099-01-01T00:00:00+00:00"},
+        {"expiresAt": "2031-01-01T02:00:00+02:00"},
+        {"expiresAt": "2031-01-01T00:00:00+00:00"},
     ),
     "clientOrderId of 64 printable characters": (
         {"clientOrderId": "~ !" + "c" * 61},

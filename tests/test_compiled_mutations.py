@@ -180,15 +180,50 @@ INVALID = [
     {"expiresAt": "2001-01-01T00:00:00Z"},
     {"clientOrderId": "tab\tinside"},
     {"clientOrderId": "x" * 65},
+    # Issue 18: far dates, prices past Decimal's 28 digits, lenient symbols and decimals.
+    {"expiresAt": "9999-12-31T23:59:59-14:00"},  # the year 10000 in UTC
+    {"expiresAt": "9999-12-31T23:59:59Z"},
+    {"expiresAt": "2099-01-01T00:00:00Z"},  # beyond the horizon
+    {"expiresAt": "0001-01-01T00:00:00+14:00"},  # before the year 1 in UTC
+    {"price": "1000000000000000000000000000000.001"},
+    {"stopLoss": "1000000000000000000000000000000.001"},
+    {"takeProfit": "1000000000000000000000000000000.001"},
+    {"orderType": "STOP_LIMIT", "stopPrice": "1000000000000000000000000000000.001"},
+    {"symbol": "\u00df"},
+    {"symbol": "\ufb00"},
+    {"symbol": "aapl\n"},
+]
+
+# Values the scalars refuse: the compiled path leaves them to the resolvers (declined).
+MALFORMED = [
+    {"expiresAt": "10000-01-01T00:00:00Z"},
+    {"expiresAt": "infinity"},
+    {"price": "1_000"},
+    {"price": "\u0661\u0662\u0663"},  # Arabic-Indic digits
+    {"price": " 10.00"},
+    {"price": "1e1"},
+    {"price": 1e-05},
 ]
 
 
 async def test_submit_each_validation_error(pair: Pair) -> None:
     async def story(side: Side, _: uuid.UUID) -> None:
         for change in INVALID:
-            await side.ask(SUBMIT, {"input": {**LIMIT, **change}})
+            body = await side.ask(SUBMIT, {"input": {**LIMIT, **change}})
+            [error] = body["errors"]
+            assert error["extensions"]["code"] == "BAD_USER_INPUT", (change, error)
 
     await pair.tell(story, compiled_answers=len(INVALID))
+
+
+async def test_submit_each_malformed_value_gets_the_same_error(pair: Pair) -> None:
+    async def story(side: Side, _: uuid.UUID) -> None:
+        for change in MALFORMED:
+            body = await side.ask(SUBMIT, {"input": {**LIMIT, **change}})
+            [error] = body["errors"]
+            assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": next(iter(change))}
+
+    await pair.tell(story, compiled_answers=0)
 
 
 async def test_submit_against_the_limits_in_force(pair: Pair) -> None:

@@ -195,7 +195,7 @@ async def test_an_insert_under_repeatable_read_is_refused_while_a_cap_is_set(
 # --- the migration ----------------------------------------------------------------------------
 
 
-async def test_the_downgrade_gives_back_exactly_what_008_made(cluster: pg.Cluster) -> None:
+async def test_the_downgrade_gives_back_exactly_what_009_made(cluster: pg.Cluster) -> None:
     database = Db(cluster, await pg.create_empty_database(cluster))
 
     async def facts() -> list[str]:
@@ -206,15 +206,15 @@ async def test_the_downgrade_gives_back_exactly_what_008_made(cluster: pg.Cluste
             await conn.close()
 
     try:
-        assert alembic(database, "upgrade", "008").returncode == 0
-        at_008 = await facts()
+        assert alembic(database, "upgrade", "009").returncode == 0
+        at_009 = await facts()
         up = alembic(database, "upgrade", "010")
         assert up.returncode == 0, up.stderr
-        assert await facts() != at_008
-        down = alembic(database, "downgrade", "008")
+        assert await facts() != at_009
+        down = alembic(database, "downgrade", "009")
         assert down.returncode == 0, down.stderr
         back = await facts()
-        assert back == at_008, privileges.diff(at_008, back)
+        assert back == at_009, privileges.diff(at_009, back)
         again = alembic(database, "upgrade", "head")
         assert again.returncode == 0, again.stderr
     finally:

@@ -32,6 +32,8 @@ CANCEL = "mutation($id: UUID!, $reason: String) { cancelOrder(id: $id, reason: $
 PAST = datetime(2020, 1, 1, tzinfo=UTC)
 TOMORROW = datetime.now(UTC) + timedelta(days=1)
 NEXT_WEEK = datetime.now(UTC) + timedelta(days=7)
+BEYOND_HORIZON = datetime.now(UTC) + validation.HORIZON + timedelta(days=1)
+HUGE = "1000000000000000000000000000000.001"  # past Decimal's 28 digits: quantize would raise
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,30 @@ RULES: dict[str, Rule] = {
         {"time_in_force": "DAY", "expires_at": NEXT_WEEK},
         {"timeInForce": "DAY", "expiresAt": NEXT_WEEK.isoformat()},
     ),
+    # Issue 18: what a reader could not decode, and what Python read differently.
+    "expiry beyond the horizon": Rule(
+        "expiresAt", {"expires_at": BEYOND_HORIZON}, {"expiresAt": BEYOND_HORIZON.isoformat()}
+    ),
+    "expiry infinite": Rule(
+        "expiresAt",
+        {"expires_at": datetime.max.replace(tzinfo=UTC)},  # asyncpg sends it as 'infinity'
+        {"expiresAt": "9999-12-31T23:59:59-14:00"},  # the year 10000 in UTC
+    ),
+    "price of 34 digits": Rule("price", {"price": Decimal(HUGE)}, {"price": HUGE}),
+    "stop loss of 34 digits": Rule("stopLoss", {"stop_loss": Decimal(HUGE)}, {"stopLoss": HUGE}),
+    "take profit of 34 digits": Rule(
+        "takeProfit", {"take_profit": Decimal(HUGE)}, {"takeProfit": HUGE}
+    ),
+    "stop price of 34 digits": Rule(
+        "stopPrice",
+        {"order_type": "STOP_LIMIT", "stop_price": Decimal(HUGE)},
+        {"orderType": "STOP_LIMIT", "stopPrice": HUGE},
+    ),
+    "symbol with a sharp s": Rule("symbol", {"symbol": "\u00df"}, {"symbol": "\u00df"}),
+    "symbol with a ligature": Rule("symbol", {"symbol": "\ufb00"}, {"symbol": "\ufb00"}),
+    "symbol with a dotless i": Rule("symbol", {"symbol": "\u0131bm"}, {"symbol": "\u0131bm"}),
+    "symbol with a newline": Rule("symbol", {"symbol": "aapl\n"}, {"symbol": "aapl\n"}),
+    "symbol with a tab": Rule("symbol", {"symbol": "\taapl"}, {"symbol": "\taapl"}),
     "time in force null": Rule(
         "timeInForce", {"time_in_force": None}, {"timeInForce": None}, sqlstate="OA422"
     ),

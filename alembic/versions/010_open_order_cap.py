@@ -1,7 +1,7 @@
 """Open order cap
 
 Revision ID: 010
-Revises: 008
+Revises: 009
 Create Date: 2026-12-01
 
 Issue 18: nothing limited how many orders one trader kept working, so one trader's
@@ -32,7 +32,7 @@ database for every writer:
 - The count reads at most ``max_open_orders`` rows through ``idx_orders_trader_status``;
   without a cap the trigger reads only ``order_limits``.
 
-The downgrade gives back exactly what 008 had: it drops the trigger, its function and the
+The downgrade gives back exactly what 009 had: it drops the trigger, its function and the
 column.
 """
 
@@ -44,8 +44,7 @@ from alembic.util import load_python_file
 sql_scripts = load_python_file(Path(__file__).resolve().parent.parent, "sql_scripts.py")
 
 revision: str = "010"
-# Revision 009 is written in parallel; the merge re-points this to it.
-down_revision: str | None = "008"
+down_revision: str | None = "009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -24,7 +24,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -379,6 +379,15 @@ def mint_token(
     if extra:
         payload.update(extra)
     return jwt.encode(payload, secret, algorithm="HS256", headers={"typ": "JWT"})
+
+
+def sole_authorization(values: Sequence[str]) -> str | None:
+    """The one Authorization header of a request, None without any; InvalidToken for two or
+    more: which of them a server or proxy reads differs (Starlette's headers.get, the first),
+    so a request carrying two credentials is refused rather than judged by either."""
+    if len(values) > 1:
+        raise InvalidToken("more than one Authorization header: send exactly one credential")
+    return values[0] if values else None
 
 
 def bearer_token(header_value: str | None) -> str | None:

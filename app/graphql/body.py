@@ -8,6 +8,7 @@
 - It must be UTF-8 JSON (no NaN or Infinity) nested at most ``MAX_JSON_DEPTH``
   deep (400); Python's parser would otherwise recurse until RecursionError on a
   2 KB body. WebSocket messages are decoded by the same rules.
+- A POST must declare it as ``application/json`` (415 otherwise).
 - Its GraphQL document must be valid Unicode (400) and at most
   ``MAX_DOCUMENT_BYTES`` long (413).
 
@@ -39,6 +40,37 @@ _BRACKETS = re.compile(r"[\[\]{}]")
 def max_body_bytes(settings: Settings) -> int:
     """The largest body accepted: a document of MAX_DOCUMENT_BYTES and as much for its variables."""
     return 2 * settings.max_document_bytes
+
+
+JSON_MEDIA_TYPE = "application/json"
+
+
+def is_json(content_type: str | None) -> bool:
+    """Whether a ``Content-Type`` names JSON: exactly application/json, with parameters
+    allowed but a charset only of UTF-8, the one the body is decoded with. Strawberry's own
+    test is a case-sensitive substring ("application/jsonx" passed, "Application/JSON" not):
+    this is its test made exact, so the two agree on every request they both see."""
+    if content_type is None:
+        return False
+    media_type, *parameters = content_type.split(";")
+    if media_type.strip() != JSON_MEDIA_TYPE:
+        return False
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
+            "utf-8",
+            "utf8",
+        ):
+            return False
+    return True
+
+
+def check_content_type(method: str, content_type: str | None) -> None:
+    """Refuse a POST whose body is not declared as JSON (415, as GraphQL over HTTP says)."""
+    if method == "POST" and not is_json(content_type):
+        raise HTTPException(
+            415, f"the request body must be {JSON_MEDIA_TYPE} (charset, if given, utf-8)"
+        )
 
 
 def check_length_header(length: str | None, settings: Settings) -> None:

@@ -40,8 +40,8 @@ class Context:
     connection_params: dict[str, object] | None = None
     """A WebSocket connection's connection_init payload, set by Strawberry's handlers (which
     look for this attribute); read once, to authenticate the connection."""
-    upgrade_authorization: str | None = None
-    """The Authorization header of a WebSocket's upgrade request, if it had one."""
+    upgrade_authorization: Sequence[str] = ()
+    """The Authorization headers of a WebSocket's upgrade request (more than one is refused)."""
 
     def __post_init__(self) -> None:
         # One statement per nested field per request, however many orders the page holds.

@@ -15,6 +15,7 @@ names its handlers and authenticates their connection_init through it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -33,7 +34,7 @@ from strawberry.types.unset import UnsetType
 
 from app import telemetry
 from app.auth.claims import Claims
-from app.auth.jwt import InvalidToken, TokenVerifier, bearer_token
+from app.auth.jwt import InvalidToken, TokenVerifier, bearer_token, sole_authorization
 from app.db.change_feed import ChangeFeed
 from app.db.session import Database
 from app.graphql import body, errors, graphiql, inputs, operation
@@ -85,6 +86,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             return
         request = Request(scope=scope, receive=body.bounded(receive, self.settings))
         try:
+            body.check_content_type(request.method, request.headers.get("content-type"))
             response = await self.compiled.answer(request) or await self.run(request)
         except HTTPException as refusal:
             # Refused before execution (bad token, oversized or malformed request).
@@ -108,9 +110,10 @@ class GraphQLEndpoint(GraphQL[Context, None]):
     async def render_graphql_ide(self, request: Request) -> Response:
         return graphiql.page_response()
 
-    async def claims_for(self, authorization: str | None) -> Claims:
+    async def claims_for(self, authorization: Sequence[str]) -> Claims:
+        """The claims of a request's Authorization headers (``headers.getlist``), or 401."""
         try:
-            raw = bearer_token(authorization)
+            raw = bearer_token(sole_authorization(authorization))
             if raw is None:
                 return Claims.anonymous()
             return await self.verifier.verify(raw)
@@ -123,7 +126,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         request_id = inputs.request_id(request.headers.get("x-request-id"))
         if isinstance(request, Request):
             self._check_length(request)
-            claims = await self.claims_for(request.headers.get("authorization"))
+            claims = await self.claims_for(request.headers.getlist("authorization"))
         else:
             # WebSocket callers authenticate in connection_init (subscriptions).
             claims = Claims.anonymous()
@@ -132,7 +135,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         context = Context(claims=claims, settings=self.settings, request_id=request_id)
         if isinstance(request, WebSocket):
             # Browsers cannot set headers on a WebSocket; other clients may, on the upgrade.
-            context.upgrade_authorization = request.headers.get("authorization")
+            context.upgrade_authorization = request.headers.getlist("authorization")
         if isinstance(response, Response):
             response.headers["x-request-id"] = request_id
         return context

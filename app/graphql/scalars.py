@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import decimal
+import re
 import uuid
 from collections.abc import Callable
 
@@ -60,12 +61,22 @@ DATETIME: ScalarDefinition = dataclasses.replace(
 )
 """Strawberry's DateTime (same name, same parsing), serialized like PostgreSQL's to_json."""
 
+PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+"""What the Decimal scalar takes: digits with an optional sign and fraction, as PostgreSQL's
+numeric input reads them alike. Python's Decimal() would also take "1_000", "١٢٣" (other
+scripts' digits), surrounding whitespace, exponents, NaN and Infinity."""
+
+
+def _plain_decimal(value: str) -> decimal.Decimal:
+    if not PLAIN_DECIMAL.fullmatch(value):
+        raise ValueError("not a plain decimal")
+    return decimal.Decimal(value)
+
+
 DECIMAL: ScalarDefinition = dataclasses.replace(
     DecimalDefinition,
     description='Exact decimal number, serialized as a string such as "187.25"; never a float.',
-    parse_value=_parser(
-        decimal.Decimal, "Decimal", (decimal.DecimalException,), accept_non_string=True
-    ),
+    parse_value=_parser(_plain_decimal, "Decimal", (ValueError,), accept_non_string=True),
 )
 
 UUID: ScalarDefinition = dataclasses.replace(

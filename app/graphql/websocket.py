@@ -32,7 +32,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
 from app.auth.claims import Claims, refused_from
-from app.auth.jwt import InvalidToken, TokenVerifier, bearer_token
+from app.auth.jwt import InvalidToken, TokenVerifier, bearer_token, sole_authorization
 from app.graphql import errors
 from app.graphql.context import Context
 from app.graphql.subscriptions import OrderFeed
@@ -63,10 +63,11 @@ async def connection_claims(context: Context, verifier: TokenVerifier) -> Claims
 
     Raises TokenRefused for a present but invalid token; the handlers close the socket for it.
     """
-    params, header = context.connection_params, context.upgrade_authorization
+    params, headers = context.connection_params, context.upgrade_authorization
     # The connection's context lives as long as the socket: it keeps no raw token.
-    context.connection_params = context.upgrade_authorization = None
+    context.connection_params, context.upgrade_authorization = None, ()
     try:
+        header = sole_authorization(headers)
         authorization = _authorization_param(params)
         raw = bearer_token(authorization if authorization is not None else header)
         return Claims.anonymous() if raw is None else await verifier.verify(raw)

@@ -12,7 +12,7 @@ import base64
 import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from uuid import UUID
 
 from sqlalchemy.engine import RowMapping
@@ -113,7 +113,12 @@ class Cursor:
             raise InvalidInput(field, f"{field} is not a cursor this API issued") from None
         if cursor.at.tzinfo is None:
             raise InvalidInput(field, f"{field} is not a cursor this API issued")
-        return cursor
+        try:
+            # In UTC, as the database compares it: an offset may carry it out of the years
+            # 1 to 9999 ("0001-01-01T00:00:00+14:00"), which asyncpg cannot send.
+            return cls(cursor.at.astimezone(UTC), cursor.id)
+        except OverflowError:
+            raise InvalidInput(field, f"{field} is not a cursor this API issued") from None
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from uuid import UUID
 
 from app.models.order import OrderTypeEnum, TimeInForceEnum
@@ -20,6 +20,15 @@ from app.orders.limits import OrderLimits
 SYMBOL = re.compile(r"[A-Z0-9.\-]{1,10}")
 PRINTABLE = re.compile(r"[\x20-\x7E]{1,64}")
 MAX_PRICE = Decimal("99999999.99")  # numeric(10, 2)
+CENT = Decimal("0.01")
+HORIZON = timedelta(days=3653)
+"""How far from now a timestamp a caller sets may lie, either way (ten years): expiresAt
+ahead, a fill's timestamp back, the engine's approved/routed/recovered times. Far beyond any
+expiry a venue honours (brokers end GTC orders within months to a year), so no honest order
+is refused, and every stored timestamp stays some 7,900 years inside Python's datetime
+(years 1 to 9999), which every reader of a row decodes to. The database's
+public.timestamp_horizon() (migration 009) is the same span, for every writer;
+tests/test_input_horizons.py holds the two equal."""
 MAX_REASON_LENGTH = 500
 MAX_ERROR_CODE_LENGTH = 50
 MAX_VENUE_LENGTH = 50
@@ -51,30 +60,56 @@ class NewFill:
 
 
 def money(field: str, value: Decimal | None, *, allow_zero: bool = False) -> Decimal | None:
+    """A price as stored, or InvalidInput; checked in the order of the database's
+    orders_checked_money (migration 003). Nothing here rounds before the maximum is checked:
+    quantize raises InvalidOperation past the context's 28 digits."""
     if value is None:
         return None
-    try:
-        if not value.is_finite():
-            raise InvalidInput(field, f"{field} must be a finite number")
-        exponent = value.as_tuple().exponent
-    except InvalidOperation:
-        raise InvalidInput(field, f"{field} is not a number") from None
+    if not value.is_finite():
+        raise InvalidInput(field, f"{field} must be a finite number")
     if value < 0 or (value == 0 and not allow_zero):
         bound = "at least 0" if allow_zero else "greater than 0"
         raise InvalidInput(field, f"{field} must be {bound}")
-    if isinstance(exponent, int) and exponent < -2 and value != value.quantize(Decimal("0.01")):
+    if _decimal_places(value) > 2:
         raise InvalidInput(field, f"{field} may have at most 2 decimal places")
     if value > MAX_PRICE:
         raise InvalidInput(field, f"{field} must be at most {MAX_PRICE}")
-    return value.quantize(Decimal("0.01"))
+    return value.quantize(CENT)
+
+
+def _decimal_places(value: Decimal) -> int:
+    """The places ``value`` needs (trailing zeros do not count), exactly: no context rounds."""
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    significant = len("".join(map(str, digits)).rstrip("0"))
+    if significant == 0:
+        return 0
+    return max(0, -(exponent + len(digits) - significant))
 
 
 def aware(field: str, value: datetime | None) -> datetime | None:
-    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+    """``value`` in UTC, or InvalidInput: it needs an offset, and a UTC equivalent that
+    Python can hold ("9999-12-31T23:59:59-14:00" is in the year 10000 UTC)."""
+    if value is None:
+        return None
+    if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidInput(
             field, f"{field} needs a UTC offset (ISO 8601, e.g. 2030-01-01T00:00:00Z)"
         )
-    return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(field, beyond_horizon(field)) from None
+
+
+def beyond_horizon(field: str) -> str:
+    return f"{field} must be within {HORIZON.days} days of the current time"
+
+
+def within_horizon(field: str, value: datetime | None, now: datetime) -> None:
+    """The database's public.checked_timestamp (migration 009), for the same words."""
+    if value is not None and not now - HORIZON <= value <= now + HORIZON:
+        raise InvalidInput(field, beyond_horizon(field))
 
 
 def bounded_text(field: str, value: str | None, limit: int) -> str | None:
@@ -86,11 +121,15 @@ def bounded_text(field: str, value: str | None, limit: int) -> str | None:
 
 
 def normalized(symbol: str) -> str:
-    """A symbol as stored: upper case, 1 to 10 characters of A-Z, 0-9, '.' and '-'."""
-    value = symbol.strip().upper()
-    if not SYMBOL.fullmatch(value):
+    """A symbol as stored: 1 to 10 characters of A-Z, 0-9, '.' and '-' once spaces around it
+    are trimmed and a-z upper-cased: exactly the database's ``upper(btrim(symbol))``
+    (migration 003), which trims spaces only and, for any character outside ASCII (refused
+    by migration 009's orders_check_input before the locale's upper() sees it), is never
+    asked. Python's own strip() and upper() would take "aapl\n" and "ß" (as "SS")."""
+    value = symbol.strip(" ")
+    if not (value.isascii() and SYMBOL.fullmatch(value.upper())):
         raise InvalidInput("symbol", "symbol must be 1 to 10 characters of A-Z, 0-9, '.' and '-'")
-    return value
+    return value.upper()
 
 
 def new_order(
@@ -149,6 +188,7 @@ def new_order(
     expires_at = aware("expiresAt", expires_at)
     if expires_at is not None and expires_at <= now:
         raise InvalidInput("expiresAt", "expiresAt must be in the future")
+    within_horizon("expiresAt", expires_at, now)
     _check_time_in_force(order_type, time_in_force, expires_at, session_close)
     if client_order_id is not None and not PRINTABLE.fullmatch(client_order_id):
         raise InvalidInput(
@@ -256,6 +296,7 @@ def new_fill(
     timestamp = aware("timestamp", timestamp)
     if timestamp is not None and timestamp > now:
         raise InvalidInput("timestamp", "timestamp cannot be in the future")
+    within_horizon("timestamp", timestamp, now)
     return NewFill(
         order_id=order_id,
         quantity_filled=quantity_filled,

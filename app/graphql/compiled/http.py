@@ -5,7 +5,7 @@ cancelOrder by its one autocommit statement (mutations.py)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from graphql import GraphQLError, GraphQLSchema
 from starlette.requests import Request
@@ -32,7 +32,7 @@ class CompiledPath:
         settings: Settings,
         database: Database,
         schema: GraphQLSchema,
-        claims_for: Callable[[str | None], Awaitable[Claims]],
+        claims_for: Callable[[Sequence[str]], Awaitable[Claims]],
     ) -> None:
         self.settings = settings
         self.database = database
@@ -44,7 +44,7 @@ class CompiledPath:
         """The response, or None to leave the request to Strawberry."""
         if not self.plans or request.method != "POST":
             return None
-        if not request.headers.get("content-type", "").startswith("application/json"):
+        if not body.is_json(request.headers.get("content-type")):
             return None
         body.check_length_header(request.headers.get("content-length"), self.settings)
         try:
@@ -59,7 +59,7 @@ class CompiledPath:
         plan = self.plans.get((query, name))
         if plan is None or not isinstance(variables, dict | None):
             return None
-        claims = await self.claims_for(request.headers.get("authorization"))
+        claims = await self.claims_for(request.headers.getlist("authorization"))
         request_id = inputs.request_id(request.headers.get("x-request-id"))
         if isinstance(plan, CompiledMutation):
             return await self.mutate(plan, variables, claims, request_id, name)
@@ -88,7 +88,11 @@ class CompiledPath:
             # Answered as the resolvers answer the same failure, and never run again through
             # them: the statement was sent (a timeout would only cost the caller twice).
             metrics.COMPILED_QUERIES.labels("failed").inc()
-            error = GraphQLError(str(failure), original_error=failure)
+            # At the first root field, where the resolvers meet the same failure first.
+            root, node = plan.roots[0]
+            error = GraphQLError(
+                str(failure), nodes=[node], path=[root.key], original_error=failure
+            )
             status = 503 if code_of(error) == UNAVAILABLE else 200
             if status == 503:
                 log.warning("request %s: database unavailable: %s", request_id, failure)
