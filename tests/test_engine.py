@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -39,9 +40,11 @@ from tests.sql import as_role
 
 TRADER = uuid.UUID("7b0c1f9e-0000-4000-8000-000000000001")
 
-# Tick 1_000_000 with one-second ticks: a multiple of every price series' period below, so
-# each series starts at its row for tick 0.
-START = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=1_000_000)
+# About a year before the real time, on a multiple of 1,000 one-second ticks: a multiple of
+# every price series' period below, so each series starts at its row for tick 0. Not 1970:
+# the fills the venue reports carry its clock's time, and the database refuses a fill
+# timestamp beyond its horizon (migration 009, ten years).
+START = datetime.fromtimestamp((int(time.time()) - 365 * 86400) // 1000 * 1000, UTC)
 
 # ACME: always 100.00. DIP: 100.00 for ticks 0-2, then 94.00 up to tick 9 (period 10).
 # RISE: 10.00 for ticks 0-4, then 200.00 (period 10).
