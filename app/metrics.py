@@ -221,7 +221,7 @@ class AppMetrics(Collector):
 
     async def count_queue(self) -> None:
         """Count the engine's queue in the database; absent from the output when it cannot."""
-        from app.engine.ledger import SERVICE_CLAIMS
+        from app.engine.order_rows import SERVICE_CLAIMS
 
         self._queue = None
         pool = self.database.engine.sync_engine.pool

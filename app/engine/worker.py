@@ -4,7 +4,7 @@ A ``Worker`` polls the ``orders`` table every ``settings.engine_poll_seconds``
 and works as ``service_role`` through
 ``Database.transaction``, exactly like the API: it writes ``orders`` columns
 and inserts ``fills`` (the statements are ``app.orders.ledger``'s, the API's own;
-``app.engine.ledger`` reads orders for the engine); the
+``app.engine.order_rows`` reads orders for the engine); the
 migration's triggers derive fill state and statuses and write every
 ``execution_logs`` row. Several workers (processes) may run against one
 database at once.
@@ -82,11 +82,11 @@ from sqlalchemy import exc as sa_exc
 from app import metrics
 from app.db import migrations, readiness
 from app.db.session import Database, DatabaseUnavailable, Tx
-from app.engine import ledger
+from app.engine import order_rows
 from app.engine.cancel_sweep import CancelSweep
 from app.engine.holdings import Holdings
 from app.engine.leases import FIND_ABANDONED, Leases, lease_key
-from app.engine.ledger import OrderRow, close_order
+from app.engine.order_rows import OrderRow, close_order
 from app.engine.replace import Replacements
 from app.engine.risk import RiskLimits, check_order
 from app.engine.time_in_force import EXPIRED, ended_by_venue
@@ -116,7 +116,7 @@ VENUE_UNAVAILABLE: Final = "VENUE_UNAVAILABLE"
 """Recorded when a submit fails with something other than a ``VenueError``."""
 UNREADABLE_ORDER: Final = "UNREADABLE_ORDER"
 """The error code of an order rejected because a value of its row is out of this engine's
-range (``ledger.UNREADABLE``)."""
+range (``order_rows.UNREADABLE``)."""
 RESENT_UNKNOWN: Final = "venue had no record of the order; re-sent the remaining quantity"
 
 _MAX_FAILURE_DELAY_SECONDS: Final = 10.0
@@ -317,7 +317,7 @@ class Worker:
         work = 0
         async with self._transaction() as tx:
             rows = (
-                await tx.conn.execute(ledger.CLAIM_NEW, self._params(limit=self.batch_size))
+                await tx.conn.execute(order_rows.CLAIM_NEW, self._params(limit=self.batch_size))
             ).all()
             orders = [OrderRow.from_row(row) for row in rows]
             if orders:
@@ -451,7 +451,7 @@ class Worker:
         if not ids:
             return 0
         async with self._transaction(read_only=True) as tx:
-            rows = (await tx.conn.execute(ledger.READ_MANY, self._params(ids=list(ids)))).all()
+            rows = (await tx.conn.execute(order_rows.READ_MANY, self._params(ids=list(ids)))).all()
         orders = [OrderRow.from_row(row) for row in rows]
         for missing in ids - {order.id for order in orders}:
             await self._disown(missing)
@@ -678,13 +678,13 @@ class Worker:
     def _transaction(
         self, *, read_only: bool = False
     ) -> contextlib.AbstractAsyncContextManager[Tx]:
-        return ledger.transaction(self.database, read_only=read_only)
+        return order_rows.transaction(self.database, read_only=read_only)
 
     def _params(self, **params: Any) -> dict[str, Any]:
-        return ledger.row_params(self.settings.engine_retry_base_seconds, **params)
+        return order_rows.row_params(self.settings.engine_retry_base_seconds, **params)
 
     async def _lock(self, tx: Tx, order_id: UUID) -> OrderRow | None:
-        return await ledger.lock(tx, order_id, self.settings.engine_retry_base_seconds)
+        return await order_rows.lock(tx, order_id, self.settings.engine_retry_base_seconds)
 
     async def _close_locked(
         self, order_id: UUID, status: Status, reason: str, code: str | None
@@ -700,7 +700,7 @@ class Worker:
     async def _record_fills(
         self, tx: Tx, order: OrderRow, executions: Sequence[Execution]
     ) -> tuple[OrderRow, int]:
-        return await ledger.record_fills(
+        return await order_rows.record_fills(
             tx, order, executions, self.settings.engine_retry_base_seconds
         )
 
