@@ -1,7 +1,7 @@
 """Stopping cancelled and expired orders at the venue, including those stopped while unowned.
 
 The owner of an order cancelled by its trader cancels it at the venue on its
-next pass (``Worker`` calls ``CancelSweep.cancel_at_venue``). For the case where
+next pass (``app.engine.in_flight`` calls ``CancelSweep.cancel_at_venue``). For the case where
 no live worker owns it, every worker sweeps recently stopped approved orders
 (``lifecycle.STOPPED``: cancelled or expired; at startup: the last
 ``CANCEL_SWEEP_LOOKBACK``) and cancels them at the venue (idempotent). Executions the
