@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
@@ -20,6 +21,7 @@ from app.db import migrations, readiness
 from app.db.change_feed import ChangeFeed
 from app.db.session import Database, open_database
 from app.db.urls import async_url, libpq_url
+from app.engine import queue
 from app.graphql import graphiql
 from app.graphql.endpoint import GraphQLEndpoint
 from app.graphql.schema import build_schema
@@ -124,7 +126,9 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Starl
     if settings.graphiql:
         routes.append(graphiql.assets_mount())
     if settings.metrics:
-        routes.append(Route("/metrics", AppMetrics(db, changes).endpoint))
+        routes.append(
+            Route("/metrics", AppMetrics(db.engine, changes, partial(queue.count, db)).endpoint)
+        )
     app = Starlette(
         routes=routes,
         middleware=[Middleware(RequestTelemetry), cors(settings)],

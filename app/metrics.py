@@ -4,13 +4,18 @@ Two kinds of series:
 
 - **Counted as things happen**, process-wide, in prometheus-client's default registry
   (with its process and Python collectors): requests by operation and outcome and their
-  latency (app/telemetry.py), the compiled path's outcomes (graphql/compiled/), subscription gap signals (graphql/subscriptions.py), the
-  engine's fills and venue retries (engine/worker.py), the wait for a pooled connection
-  (db/pool.py), and, while an app serves (``watching_the_process``), the event loop's lag
-  and the garbage collector's pauses.
-- **Read when scraped**, from the objects of one app (``AppCollector``): the connection pool
+  latency (app/telemetry.py), the compiled path's outcomes (graphql/compiled/), subscription
+  gap signals (graphql/subscriptions.py), the engine's fills (engine/order_rows.py), venue
+  retries (engine/routing.py), failed passes (engine/worker.py) and admission capacity
+  (engine/holdings.py), the wait for a pooled connection (db/pool.py), and, while an app
+  serves (``watching_the_process``), the event loop's lag and the garbage collector's pauses.
+- **Read when scraped**, from the objects of one app (``AppMetrics``): the connection pool
   (in use, waiting), the change feed (reading, subscribers) and the engine's queue
-  (orders waiting, per stage, counted in the database as service_role).
+  (orders waiting, per stage, counted in the database as service_role by
+  engine/queue.py).
+
+This module defines the series and imports nothing of the app: the database and the
+engine count into it, so the collector is handed what it reads (app/main.py wires it).
 
 Nothing here carries trader data: labels are operation names from the schema (bounded by
 it, never the client's free text), outcome codes, stages and reasons. Every series is an
@@ -30,8 +35,8 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from typing import Any, Final, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -45,18 +50,10 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 from starlette.requests import Request
 from starlette.responses import Response
-
-from app.models.order import OrderStatusEnum as Status
-from app.orders import lifecycle
-
-if TYPE_CHECKING:  # app/db/pool.py, which session imports, counts here
-    from app.db.change_feed import ChangeFeed
-    from app.db.session import Database
 
 log = logging.getLogger(__name__)
 
@@ -153,19 +150,6 @@ ENGINE_ADMISSION_SATURATED = Gauge(
 )
 
 
-# Orders the engine has yet to finish, per stage: one statement, read as service_role.
-ENGINE_QUEUE: Final = text(
-    f"""
-    SELECT count(*) FILTER (WHERE approved_at IS NULL AND status = '{Status.PENDING}') AS new,
-           count(*) FILTER (WHERE approved_at IS NOT NULL AND routed_at IS NULL) AS approved,
-           count(*) FILTER (WHERE routed_at IS NOT NULL) AS routed
-      FROM orders WHERE status IN {lifecycle.sql_list(lifecycle.OPEN)}
-    """
-)
-QUEUE_STAGES: Final = ("new", "approved", "routed")
-QUEUE_COUNT_SECONDS: Final = 2.0
-
-
 def pool_waiting(engine: AsyncEngine) -> int:
     """Callers waiting for a pooled connection (SQLAlchemy does not count them; our pool's
     queue does, app/db/pool.py)."""
@@ -211,38 +195,41 @@ def pool_in_use(engine: AsyncEngine) -> int:
     return int(pool.checkedout()) if isinstance(pool, QueuePool) else 0
 
 
-class AppMetrics(Collector):
-    """The series read from one app's objects at scrape time, and its ``/metrics`` view."""
+class ChangeFeedState(Protocol):
+    """What the series read of the change feed (``app.db.change_feed.ChangeFeed``)."""
 
-    def __init__(self, database: Database, changes: ChangeFeed | None) -> None:
-        self.database = database
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def subscriber_count(self) -> int: ...
+
+
+EngineQueueCount = Callable[[], Awaitable[Mapping[str, int] | None]]
+"""Counts the engine's queue per stage (``app.engine.queue.count``); None when it cannot."""
+
+
+class AppMetrics(Collector):
+    """The series read from one app's objects at scrape time, and its ``/metrics`` view.
+
+    It is given what it reads (the pool's engine, the change feed, a count of the engine's
+    queue) rather than importing the database and the engine: they count here, so this
+    module imports neither.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        changes: ChangeFeedState | None,
+        count_queue: EngineQueueCount,
+    ) -> None:
+        self.engine = engine
         self.changes = changes
+        self.count_queue = count_queue
         self._queue: Mapping[str, int] | None = None
 
-    async def count_queue(self) -> None:
-        """Count the engine's queue in the database; absent from the output when it cannot."""
-        from app.engine.ledger import SERVICE_CLAIMS
-
-        self._queue = None
-        pool = self.database.engine.sync_engine.pool
-        if (
-            isinstance(pool, QueuePool)
-            and pool.checkedin() == 0
-            and pool.checkedout() >= pool.size()
-        ):
-            return  # every connection is busy: a scrape must not queue behind requests
-        try:
-            async with asyncio.timeout(QUEUE_COUNT_SECONDS):
-                async with self.database.transaction(SERVICE_CLAIMS, read_only=True) as tx:
-                    row = await tx.first(ENGINE_QUEUE)
-        except Exception as error:  # not migrated, unreachable: /readyz says which
-            log.debug("metrics: engine queue not counted: %s", error)
-            return
-        if row is not None:
-            self._queue = {stage: int(row[stage]) for stage in QUEUE_STAGES}
-
     def collect(self) -> Iterator[Metric]:
-        engine = self.database.engine
+        engine = self.engine
         yield GaugeMetricFamily(
             f"{PREFIX}_db_pool_connections_in_use",
             "Pooled database connections checked out.",
@@ -275,7 +262,7 @@ class AppMetrics(Collector):
         yield queue
 
     async def endpoint(self, request: Request) -> Response:
-        await self.count_queue()
+        self._queue = await self.count_queue()
         own = CollectorRegistry(auto_describe=False)
         own.register(self)
         body = generate_latest(REGISTRY) + generate_latest(own)

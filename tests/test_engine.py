@@ -1072,7 +1072,7 @@ def _takeover_lines(caplog: pytest.LogCaptureFixture, order_id: uuid.UUID) -> li
     return [
         (r.levelno, r.getMessage())
         for r in caplog.records
-        if r.name == "app.engine.worker"
+        if r.name == "app.engine.adoption"
         and str(order_id) in r.getMessage()
         and ("resumed" in r.getMessage() or "recovered" in r.getMessage())
     ]
@@ -1083,7 +1083,7 @@ async def test_a_starting_worker_resumes_quietly_and_a_running_one_warns(
     owner_conn: asyncpg.Connection,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="app.engine.worker")
+    caplog.set_level(logging.INFO, logger="app.engine.adoption")
     # ACME is always 100.00: a limit buy at 50.00 stays at the venue.
     left = await place(owner_conn, order_type="LIMIT", price="50.00")
     first = make_worker(worker_id="first")
@@ -1130,7 +1130,7 @@ async def test_a_venue_without_a_record_warns_unless_the_order_predates_its_reco
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="app.engine.worker")
+    caplog.set_level(logging.INFO, logger="app.engine.routing")
     before = await place(owner_conn, order_type="LIMIT", price="50.00")
     await _routed_elsewhere(owner_conn, before)
     await asyncio.sleep(0.05)

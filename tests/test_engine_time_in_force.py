@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from app.engine import ledger
+from app.engine import order_rows
 from app.engine.paper import PaperVenue
 from app.engine.replace import ORIGINAL_CLOSED
 from app.engine.time_in_force import UNFILLED_AT_ONCE
@@ -444,10 +444,10 @@ async def test_a_fill_recorded_after_the_request_rejects_the_replacement_and_sta
     clock.tick(3)
     # The owner's poll of the venue, as the worker records it (the same statements).
     [report] = await venue.poll([original])
-    async with ledger.transaction(worker.database) as tx:
-        current = await ledger.lock(tx, original, 0.0)
+    async with order_rows.transaction(worker.database) as tx:
+        current = await order_rows.lock(tx, original, 0.0)
         assert current is not None
-        await ledger.record_fills(tx, current, report.executions, 0.0)
+        await order_rows.record_fills(tx, current, report.executions, 0.0)
     assert (await state(owner_conn, original))[:2] == ("PARTIAL", 100)
 
     await worker.run_once()

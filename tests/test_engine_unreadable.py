@@ -15,7 +15,7 @@ import uuid
 import asyncpg
 import pytest
 
-from app.engine.worker import UNREADABLE_ORDER
+from app.engine.admission import UNREADABLE_ORDER
 from tests import test_engine
 from tests.test_engine import MakeWorker, logs_of, place
 

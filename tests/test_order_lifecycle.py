@@ -5,7 +5,7 @@
 row here builds an order in a state by legal steps, then attempts one change as
 service_role with plain SQL (rolled back): the trigger's verdict must be ``lifecycle``'s, and
 a fill must leave the status ``lifecycle.status_after_fill`` predicts. The state the engine
-reads (``app.engine.ledger.LIFECYCLE_COLUMNS``) must be the one the steps built. Adding a
+reads (``app.engine.order_rows.LIFECYCLE_COLUMNS``) must be the one the steps built. Adding a
 state or a change to either side without the other fails here.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from app.engine.ledger import LIFECYCLE_COLUMNS, ORDERS_WITH_STATE
+from app.engine.order_rows import LIFECYCLE_COLUMNS, ORDERS_WITH_STATE
 from app.models.order import OrderStatusEnum as Status
 from app.orders import lifecycle
 from app.orders.lifecycle import Change, State

@@ -1,7 +1,7 @@
 """Stopping cancelled and expired orders at the venue, including those stopped while unowned.
 
 The owner of an order cancelled by its trader cancels it at the venue on its
-next pass (``Worker`` calls ``CancelSweep.cancel_at_venue``). For the case where
+next pass (``app.engine.in_flight`` calls ``CancelSweep.cancel_at_venue``). For the case where
 no live worker owns it, every worker sweeps recently stopped approved orders
 (``lifecycle.STOPPED``: cancelled or expired; at startup: the last
 ``CANCEL_SWEEP_LOOKBACK``) and cancels them at the venue (idempotent). Executions the
@@ -18,7 +18,7 @@ from typing import Final
 from uuid import UUID
 
 from app.db.session import Database
-from app.engine import ledger
+from app.engine import order_rows
 from app.engine.venue import Venue, report_of
 
 __all__ = ["CANCEL_SWEEP_LOOKBACK", "CancelSweep"]
@@ -70,10 +70,10 @@ class CancelSweep:
         if report is not None and executed > filled:
             # Executions the venue made before the cancel reached it: the database takes
             # them on a routed, stopped order (the order turns FILLED if they complete it).
-            async with ledger.transaction(self.database) as tx:
-                current = await ledger.lock(tx, order_id, self.retry_base)
+            async with order_rows.transaction(self.database) as tx:
+                current = await order_rows.lock(tx, order_id, self.retry_base)
                 if current is not None:
-                    current, late = await ledger.record_fills(
+                    current, late = await order_rows.record_fills(
                         tx, current, report.executions, self.retry_base
                     )
                     log.warning(
@@ -96,12 +96,12 @@ class CancelSweep:
 
     async def sweep(self) -> int:
         """Cancel at the venue the orders stopped while no live worker owned them."""
-        async with ledger.transaction(self.database, read_only=True) as tx:
-            db_now: datetime = (await tx.conn.execute(ledger.NOW)).scalar_one()
+        async with order_rows.transaction(self.database, read_only=True) as tx:
+            db_now: datetime = (await tx.conn.execute(order_rows.NOW)).scalar_one()
             since = self._since or db_now - CANCEL_SWEEP_LOOKBACK
             rows = (
                 await tx.conn.execute(
-                    ledger.STOPPED_SINCE,
+                    order_rows.STOPPED_SINCE,
                     {"since": since, "seen": list(self._venue_cancelled), "limit": self.batch_size},
                 )
             ).all()

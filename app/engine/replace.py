@@ -1,7 +1,7 @@
 """Replacing an order: the engine's side of migration 006's replace protocol.
 
 A trader asks to replace order O by inserting N with ``replaces_id`` = O. N waits, PENDING
-and not approvable, for the engine; admission skips both (``ledger.CLAIM_NEW``), and the
+and not approvable, for the engine; admission skips both (``order_rows.CLAIM_NEW``), and the
 owner of O keeps recording O's fills but leaves an O the venue stopped to this module. For
 each waiting N, oldest first, any worker:
 
@@ -27,8 +27,8 @@ from typing import Final
 from uuid import UUID
 
 from app.db.session import Database
-from app.engine import ledger
-from app.engine.ledger import OrderRow
+from app.engine import order_rows
+from app.engine.order_rows import OrderRow
 from app.engine.venue import Venue, report_of
 from app.models.order import OrderStatusEnum as Status
 from app.orders import ledger as writes
@@ -57,9 +57,9 @@ class Replacements:
 
     async def settle_waiting(self) -> int:
         """Confirm or reject the waiting replacements; returns the orders changed."""
-        async with ledger.transaction(self.database, read_only=True) as tx:
+        async with order_rows.transaction(self.database, read_only=True) as tx:
             rows = (
-                await tx.conn.execute(ledger.WAITING_REPLACEMENTS, {"limit": self.batch_size})
+                await tx.conn.execute(order_rows.WAITING_REPLACEMENTS, {"limit": self.batch_size})
             ).all()
         work = 0
         for row in rows:
@@ -73,9 +73,9 @@ class Replacements:
 
     async def settle(self, original_id: UUID, replacement_id: UUID) -> int:
         """Steps 1-4 of the module docstring for one replacement."""
-        async with ledger.transaction(self.database, read_only=True) as tx:
+        async with order_rows.transaction(self.database, read_only=True) as tx:
             rows = await tx.conn.execute(
-                ledger.READ_MANY, ledger.row_params(self.retry_base, ids=[original_id])
+                order_rows.READ_MANY, order_rows.row_params(self.retry_base, ids=[original_id])
             )
             approved = any(row.approved_at is not None for row in rows)
         report = None
@@ -83,10 +83,10 @@ class Replacements:
             # Outside any transaction: the venue call never holds row locks.
             await self.venue.cancel(original_id)
             report = await report_of(self.venue, original_id)
-        async with ledger.transaction(self.database) as tx:
+        async with order_rows.transaction(self.database) as tx:
             # O before N, as the database's triggers lock them.
-            original = await ledger.lock(tx, original_id, self.retry_base)
-            replacement = await ledger.lock(tx, replacement_id, self.retry_base)
+            original = await order_rows.lock(tx, original_id, self.retry_base)
+            replacement = await order_rows.lock(tx, replacement_id, self.retry_base)
             if (
                 original is None
                 or replacement is None
@@ -97,7 +97,7 @@ class Replacements:
             if original.approved_at is not None and not approved:
                 return 0  # approved meanwhile: the next pass stops it at the venue first
             if report is not None and report.executions:
-                original, _ = await ledger.record_fills(
+                original, _ = await order_rows.record_fills(
                     tx, original, report.executions, self.retry_base
                 )
             if lifecycle.allows(original.state, Change.REPLACE):
@@ -107,7 +107,7 @@ class Replacements:
                 code, reason = _refusal(original)
                 await writes.reject_replacement(tx, replacement_id, code=code, reason=reason)
                 if approved and not original.final:
-                    await ledger.close_order(
+                    await order_rows.close_order(
                         tx,
                         original,
                         Status.CANCELLED,

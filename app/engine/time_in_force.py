@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from app.engine.ledger import OrderRow
+from app.engine.order_rows import OrderRow
 from app.models.order import OrderStatusEnum as Status
 
 __all__ = ["EXPIRED", "UNFILLED_AT_ONCE", "VENUE_CANCELLED", "ended_by_venue"]

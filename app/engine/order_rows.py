@@ -1,11 +1,16 @@
-"""The engine's side of the order ledger: how it reads orders and records their progress.
+"""The engine's view of an ``orders`` row: ``OrderRow``, the statements that read it, and
+the compound writes made on a locked one.
 
-``OrderRow`` is the engine's view of one ``orders`` row, with what it needs
-decided in the database's clock (expired, retry due) rather than the worker's.
-Its writes are ``app.orders.ledger``'s, the same statements as the API's; the
-migration's triggers derive fill state and statuses and write every
-``execution_logs`` row. The engine works as ``service_role`` through
-``Database.transaction``, exactly like the API (``transaction``).
+``OrderRow`` holds what the engine needs of an order, with what it decides in the
+database's clock (expired, retry due) rather than the worker's. The writes themselves
+are ``app.orders.ledger``'s, the same statements as the API's (``close_order`` and
+``record_fills`` only combine them); the migration's triggers derive fill state and
+statuses and write every ``execution_logs`` row. The engine works as ``service_role``
+through ``Database.transaction``, exactly like the API (``transaction``).
+
+Every state change the engine makes re-reads the order under its row lock (``lock``:
+``FOR UPDATE``) and checks it is still in the expected state, so a racing trader cancel
+or another worker never leads to a double transition.
 
 Statements that read an ``OrderRow`` bind ``:retry_base`` and ``:max_exponent``:
 pass their parameters through ``row_params``.
@@ -31,7 +36,8 @@ from app.db.session import Database, Tx
 from app.engine.venue import Execution, VenueOrder
 from app.models.order import ActionEnum as Action
 from app.models.order import OrderStatusEnum as Status
-from app.orders import ledger, lifecycle
+from app.orders import ledger as writes
+from app.orders import lifecycle
 from app.orders.fields import ORDER
 from app.orders.lifecycle import State
 
@@ -268,9 +274,9 @@ async def close_order(
     if closing is not status and code:
         reason = f"{reason} ({code})"  # the venue's code, which only a rejection records
     if closing is Status.EXPIRED:
-        row = await ledger.expire(tx, order.id, reason=reason)
+        row = await writes.expire(tx, order.id, reason=reason)
     else:
-        row = await ledger.close(tx, order.id, closing, reason=reason, code=code, failed=failed)
+        row = await writes.close(tx, order.id, closing, reason=reason, code=code, failed=failed)
     assert row is not None  # locked by this transaction, so still there
     closed_at: datetime = row["updated_at"]
     return closed_at
@@ -290,7 +296,7 @@ async def record_fills(
         if execution.order_id != order.id:
             log.error("order %s: venue reported a foreign execution %s", order.id, execution)
             continue
-        row = await ledger.insert_fill(
+        row = await writes.insert_fill(
             tx,
             fill_id=execution.execution_id,
             order_id=order.id,
