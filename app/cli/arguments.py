@@ -4,18 +4,44 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime
-from typing import NoReturn
+from typing import Any, NoReturn
 from uuid import UUID
+
+
+def refusal(prog: str, message: str, *, usage: bool = False) -> str:
+    """The one form of every refusal of the command line, whatever refused: the parser, a
+    setting, the database, the port. A usage error points at the command's help."""
+    hint = f" (see {prog} --help)" if usage else ""
+    return f"{prog}: error: {message}{hint}"
 
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line, like every other refusal of the command line (argparse adds a usage line).
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, refusal(self.prog, message, usage=True) + "\n")
 
 
 class UsageError(Exception):
-    """Arguments that parse one by one but not together; reported by the top parser."""
+    """Arguments that parse one by one but not together (exit status 2)."""
+
+
+class CommandFailed(Exception):
+    """The command could not do its work; the message says why (exit status 1)."""
+
+
+def add_command(sub: Any, name: str, summary: str, example: str, *, details: str = "") -> Parser:
+    """A subcommand whose ``--help`` says what it does (``summary``, then ``details``) and
+    shows an example."""
+    description = summary[0].upper() + summary[1:] + "."
+    parser: Parser = sub.add_parser(
+        name,
+        help=summary,
+        description=f"{description}\n\n{details}" if details else description,
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(prog=parser.prog)
+    return parser
 
 
 def uuid(text: str) -> UUID:
