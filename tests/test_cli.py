@@ -112,15 +112,16 @@ def dev_server(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        # dev started the embedded server, so dev stops it.
+        # dev started the embedded server, so dev stops it, and says so.
         assert not (tmp_path / "data" / "pgdata" / "postmaster.pid").exists()
+        assert log_path.read_text().rstrip().endswith("embedded PostgreSQL stopped")
 
 
 @pytest.mark.slow
 def test_dev_serves_the_seed_and_an_order_submitted_fills_with_its_audit_trail(
     dev_server: tuple[str, str, Path],
 ) -> None:
-    url, token, _ = dev_server
+    url, token, data_dir = dev_server
     headers = {"Authorization": f"Bearer {token}"}
 
     def gql(query: str, variables: dict | None = None, auth: dict | None = headers) -> dict:
@@ -163,6 +164,14 @@ def test_dev_serves_the_seed_and_an_order_submitted_fills_with_its_audit_trail(
     assert actions[-1] == "FILLED"
     # Nobody else sees it: no token at all, then anonymous queries see nothing.
     assert gql(query, {"id": submitted["id"]}, auth={})["order"] is None
+
+    # The database dev uses is not stopped under it, and a --help never acts.
+    env = {"ORDER_API_DATA_DIR": str(data_dir), "DATABASE_URL": "", "API_DATABASE_URL": ""}
+    assert run_app("db", "stop", "--help", env=env).returncode == 0
+    refused = run_app("db", "stop", env=env)
+    assert refused.returncode == 1
+    assert "is in use by another command" in refused.stderr
+    assert gql("{ viewer { role } }")["viewer"] == {"role": "authenticated"}
 
 
 @pytest.mark.slow
