@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
-
-import platformdirs
 
 from app import supabase
 from app.env_parsing import SettingsError as SettingsError  # raised here, caught by importers
@@ -38,6 +36,14 @@ APP_ROLES = ("anon", "authenticated", "service_role", "compliance_auditor")
 """The database roles a request may run as; the token's ``role`` claim picks one of them."""
 
 MIN_HS256_SECRET_LENGTH = 32
+
+CHECKOUT_DATA_DIR = Path(__file__).resolve().parents[1] / ".order-api"
+"""``ORDER_API_DATA_DIR``'s default: beside ``app/`` in this checkout (git ignores it).
+
+Per checkout, not per user: what it holds (the embedded cluster, the dev JWT secret, the
+paper venue's file) belongs to this checkout's migrations and seed, and lives and dies with
+it. One per-user directory shared by every checkout let a branch migrate another's cluster,
+and let a paper venue file of an older run meet a fresh cluster (its orders unknown there)."""
 
 LOG_FORMATS = ("text", "json")
 
@@ -85,7 +91,7 @@ class Settings:
     """Owner connection (migrations, seeds). None: the embedded PostgreSQL."""
     api_database_url: str | None = None
     """Login as ``authenticator`` for the API and the engine. None: derived from the embedded server."""
-    data_dir: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("order-api")))
+    data_dir: Path = CHECKOUT_DATA_DIR
     """Where the embedded PostgreSQL keeps its cluster (``ORDER_API_DATA_DIR``)."""
     authenticator_password: str | None = None
     market_close: str | None = None
@@ -182,7 +188,7 @@ class Settings:
             api_database_url=parse_postgres_url(env, "API_DATABASE_URL"),
             engine_database_url=parse_postgres_url(env, "ENGINE_DATABASE_URL"),
             db_pooler=_pooler(env, "DB_POOLER"),
-            data_dir=Path(data_dir) if data_dir else Path(platformdirs.user_data_dir("order-api")),
+            data_dir=Path(data_dir) if data_dir else CHECKOUT_DATA_DIR,
             authenticator_password=parse_str(env, "AUTHENTICATOR_PASSWORD"),
             market_close=parse_str(env, "MARKET_CLOSE"),
             db_pool_size=parse_int(env, "DB_POOL_SIZE", 10, minimum=1),

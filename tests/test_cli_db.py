@@ -13,6 +13,7 @@ import pytest
 
 from app.db import embedded
 from app.db.migrations import PROJECT_ROOT
+from app.settings import Settings
 from tests.test_cli import run_app
 
 
@@ -105,3 +106,15 @@ def test_db_stop_stops_a_database_nobody_uses(data_dir: Path) -> None:
     assert not running(data_dir)
     again = run_app("db", "stop", env=env_for(data_dir))
     assert (again.returncode, again.stdout) == (0, "embedded PostgreSQL was not running\n")
+
+
+def test_the_data_directory_is_per_checkout_and_ignored_by_git() -> None:
+    settings = Settings.from_env({"ORDER_API_DATA_DIR": ""})  # unset
+
+    assert settings.data_dir == PROJECT_ROOT / ".order-api"
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", str(settings.data_dir / "pgdata")],
+        cwd=PROJECT_ROOT,
+        check=False,
+    )
+    assert ignored.returncode == 0
