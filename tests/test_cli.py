@@ -71,8 +71,9 @@ def dev_server(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     env = {
         **os.environ,
         "ORDER_API_DATA_DIR": str(tmp_path / "data"),
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
+        # --port and --host win over PORT and HOST (PORT alone is serve's tests').
+        "PORT": str(free_port()),
+        "HOST": "localhost",
         "VENUE_TICK_SECONDS": "0.05",
         "ENGINE_POLL_SECONDS": "0.05",
     }
@@ -82,7 +83,7 @@ def dev_server(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     log_path = tmp_path / "dev.log"
     with log_path.open("w") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app", "dev"],
+            [sys.executable, "-m", "app", "dev", "--port", str(port), "--host", "127.0.0.1"],
             cwd=PROJECT_ROOT,
             env=env,
             stdout=log_file,
@@ -207,3 +208,36 @@ def test_a_first_dev_start_is_clean_and_says_ready_once_it_listens(
     assert "query viewer" in request_lines[0]
     assert "role=authenticated" in request_lines[0]
     assert token not in text.replace(f"Bearer {token}", "", 1)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["dev"],
+        ["serve"],
+        ["worker"],
+        ["token"],
+        ["db"],
+        ["db", "upgrade"],
+        ["db", "psql"],
+        ["audit"],
+        ["audit", "verify"],
+        ["audit", "export"],
+    ],
+)
+def test_each_commands_help_says_what_it_does_and_shows_an_example(command: list[str]) -> None:
+    result = run_app(*command, "--help", env={})
+
+    assert (result.returncode, result.stderr) == (0, "")
+    usage, description, *_ = result.stdout.split("\n\n")
+    assert usage.startswith(" ".join(["usage: python -m app", *command]))
+    assert description.strip().endswith(".")
+    assert re.search(r"\nexamples?:\n  python -m app |\nexamples?:\n  \w+=", result.stdout)
+
+
+def test_dev_and_serve_help_list_where_they_listen() -> None:
+    for command in ("dev", "serve"):
+        text = run_app(command, "--help", env={}).stdout
+        assert "--host HOST" in text
+        assert "--port PORT" in text

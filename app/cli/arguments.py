@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from datetime import datetime
 from typing import Any, NoReturn
 from uuid import UUID
+
+from app.settings import Settings
 
 
 def refusal(prog: str, message: str, *, usage: bool = False) -> str:
@@ -42,6 +45,35 @@ def add_command(sub: Any, name: str, summary: str, example: str, *, details: str
     )
     parser.set_defaults(prog=parser.prog)
     return parser
+
+
+def add_listen_options(parser: argparse.ArgumentParser) -> None:
+    """``--host``/``--port``: where the API listens; unset, the HOST and PORT settings."""
+    parser.add_argument(
+        "--host", default=None, help="address to listen on (default: $HOST, else 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", type=tcp_port, default=None, help="port to listen on (default: $PORT, else 8000)"
+    )
+
+
+def listen_settings(settings: Settings, args: argparse.Namespace) -> Settings:
+    """The settings with ``--host``/``--port`` applied over HOST and PORT."""
+    return dataclasses.replace(
+        settings,
+        host=settings.host if args.host is None else args.host,
+        port=settings.port if args.port is None else args.port,
+    )
+
+
+def tcp_port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {value}")
+    return value
 
 
 def uuid(text: str) -> UUID:

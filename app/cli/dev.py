@@ -28,7 +28,7 @@ def add_parser(sub: Any) -> None:
         sub,
         "dev",
         "everything on localhost: database, migrations, seed, API, engine",
-        "python -m app dev",
+        "python -m app dev --port 8080",
         details="""\
 The embedded PostgreSQL (in ORDER_API_DATA_DIR, or DATABASE_URL when set) is migrated to
 head and seeded; the API serves GraphiQL at http://HOST:PORT/graphql with an execution
@@ -37,6 +37,7 @@ engine inside; a token for a seed trader is printed once the server listens.
 On exit (Ctrl-C) dev stops the embedded PostgreSQL when dev started it; one that was
 already running is left running, and python -m app db stop stops it.""",
     )
+    arguments.add_listen_options(dev)
     dev.add_argument("--no-worker", action="store_true", help="do not run the execution engine")
     dev.set_defaults(run=run)
 
@@ -49,6 +50,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from app.main import create_app
     from app.serving import uvicorn_options
 
+    settings = arguments.listen_settings(settings, args)
     sock = serving.bind(settings.host, settings.port)  # a taken port fails before anything
     configured = settings.database_url is not None
     started = False
