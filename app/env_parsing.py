@@ -7,6 +7,7 @@ variables exist, and their defaults, is ``app/settings.py``'s table.
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from collections.abc import Mapping
 from decimal import Decimal
@@ -110,6 +111,25 @@ def parse_one_of(env: Mapping[str, str], name: str, derived: str | None, source:
             f"{name} ({explicit!r}) contradicts {source} (which implies {derived!r}); set one"
         )
     return explicit if explicit is not None else derived
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""An HTTP field name (RFC 9110's token)."""
+
+
+def parse_header_names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """HTTP header names, comma-separated, or ``*`` alone for any."""
+    entries = parse_csv(env, name, ())
+    if "*" in entries:
+        if len(entries) > 1:
+            raise SettingsError(f"{name}: '*' allows every header; list no others beside it")
+        return entries
+    for entry in entries:
+        if not _TOKEN.fullmatch(entry):
+            raise SettingsError(
+                f"{name}: {entry!r} is not an HTTP header name like X-Client-Version"
+            )
+    return entries
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -38,18 +38,25 @@ def database_for(settings: Settings) -> Database:
     return open_database(async_url(settings.api_database_url), settings, pooler=settings.db_pooler)
 
 
+CORS_HEADERS = ("Authorization", "Content-Type", "X-Request-Id")
+"""The request headers the API reads; CORS_ALLOW_HEADERS adds others (a client's own)."""
+
+
 def cors(settings: Settings) -> Middleware:
     """CORS for HTTP (the WebSocket upgrade's Origin check is the endpoint's, from the same list).
 
     Callers authenticate with the Authorization header and the API sets no cookies, so
     credentialed requests are never allowed, and ``*`` is then as safe as CORS allows. With
-    CORS_ORIGINS unset no origin is allowed: a preflight from anywhere is refused.
+    CORS_ORIGINS unset no origin is allowed: a preflight from anywhere is refused. A header
+    the frontend sends that is neither the API's nor in CORS_ALLOW_HEADERS fails its preflight.
     """
+    extra = settings.cors_allow_headers
+    headers = ["*"] if extra == ("*",) else [*CORS_HEADERS, *extra]
     return Middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST"],
-        allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+        allow_headers=headers,
         allow_credentials=False,
         # Readable by the calling page: the request id to quote, the 401's Bearer challenge.
         expose_headers=["X-Request-Id", "WWW-Authenticate"],

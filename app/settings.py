@@ -25,6 +25,7 @@ from app.env_parsing import (
     parse_csv,
     parse_decimal,
     parse_float,
+    parse_header_names,
     parse_int,
     parse_one_of,
     parse_origins,
@@ -133,6 +134,9 @@ class Settings:
 
     Never with credentials: callers send ``Authorization``, the API sets no cookies, so CORS
     credentials are not allowed at all and ``*`` is safe to offer."""
+    cors_allow_headers: tuple[str, ...] = ()
+    """Request headers browsers may send beyond those the API reads itself (app/main.py's
+    CORS_HEADERS), e.g. a client's ``X-Client-Version``; ``("*",)`` for any."""
     max_query_depth: int = 10
     max_aliases: int = 30
     max_tokens: int = 2000
@@ -209,6 +213,7 @@ class Settings:
             graphiql=parse_bool(env, "GRAPHIQL", True),
             introspection=parse_bool(env, "GRAPHQL_INTROSPECTION", True),
             cors_origins=parse_origins(env, "CORS_ORIGINS"),
+            cors_allow_headers=parse_header_names(env, "CORS_ALLOW_HEADERS"),
             max_query_depth=parse_int(env, "MAX_QUERY_DEPTH", 10, minimum=1),
             max_aliases=parse_int(env, "MAX_ALIASES", 30, minimum=1),
             max_tokens=parse_int(env, "MAX_TOKENS", 2000, minimum=1),
