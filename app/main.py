@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from app import metrics, tracing
@@ -132,8 +132,17 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Starl
         routes.append(graphiql.assets_mount())
     if settings.metrics:
         routes.append(Route("/metrics", AppMetrics(db, changes).endpoint))
+    where = "the API is at /graphql" + (
+        " (GraphiQL there in a browser)" if settings.graphiql else ""
+    )
+
+    async def not_found(request: Request, exc: Exception) -> PlainTextResponse:
+        # A newcomer's first request is often GET /: a bare "Not Found" says nothing.
+        return PlainTextResponse(f"Not Found: {where}", status_code=404)
+
     app = Starlette(
         routes=routes,
+        exception_handlers={404: not_found},
         middleware=[Middleware(RequestTelemetry), cors(settings)],
         lifespan=lifespan,
     )
