@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -166,3 +168,71 @@ def parse_origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
             host = f"{host}:{port}"
         origins.append(f"{scheme}://{host}")
     return tuple(origins)
+
+
+# --- readers -------------------------------------------------------------------------------------
+# A reader turns one variable into its value: ``read(env, name, default)``. Settings declares
+# each variable once, with its reader (app/settings.py's ``env(...)``).
+
+Reader = Callable[[Mapping[str, str], str, Any], Any]
+
+
+def boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
+    return parse_bool(env, name, default)
+
+
+def integer(*, minimum: int = 0) -> Reader:
+    def read(env: Mapping[str, str], name: str, default: int) -> int:
+        return parse_int(env, name, default, minimum=minimum)
+
+    return read
+
+
+def optional_integer(*, minimum: int = 0) -> Reader:
+    """An integer, or None (the default) when unset."""
+
+    def read(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+        return None if parse_str(env, name) is None else parse_int(env, name, 0, minimum=minimum)
+
+    return read
+
+
+def number(env: Mapping[str, str], name: str, default: float) -> float:
+    return parse_float(env, name, default)
+
+
+def decimal_number(env: Mapping[str, str], name: str, default: Decimal) -> Decimal:
+    return parse_decimal(env, name, default)
+
+
+def text(env: Mapping[str, str], name: str, default: str | None) -> str | None:
+    value = parse_str(env, name)
+    return default if value is None else value
+
+
+def path(env: Mapping[str, str], name: str, default: Path | None) -> Path | None:
+    value = parse_str(env, name)
+    return default if value is None else Path(value)
+
+
+def postgres_url(env: Mapping[str, str], name: str, default: None) -> str | None:
+    return parse_postgres_url(env, name)
+
+
+def choice(*choices: str) -> Reader:
+    def read(env: Mapping[str, str], name: str, default: str) -> str:
+        return parse_choice(env, name, default, choices)
+
+    return read
+
+
+def names(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    return parse_csv(env, name, default)
+
+
+def origins(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    return parse_origins(env, name)
+
+
+def header_names(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    return parse_header_names(env, name)
