@@ -10,7 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     GRAPHQL_INTROSPECTION=false
 
 WORKDIR /srv/order-api
-COPY pyproject.toml README.md alembic.ini ./
+COPY pyproject.toml README.md LICENSE alembic.ini ./
 COPY app ./app
 COPY alembic ./alembic
 COPY seeds ./seeds

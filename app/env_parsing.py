@@ -7,9 +7,12 @@ variables exist, and their defaults, is ``app/settings.py``'s table.
 
 from __future__ import annotations
 
+import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -112,6 +115,25 @@ def parse_one_of(env: Mapping[str, str], name: str, derived: str | None, source:
     return explicit if explicit is not None else derived
 
 
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""An HTTP field name (RFC 9110's token)."""
+
+
+def parse_header_names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """HTTP header names, comma-separated, or ``*`` alone for any."""
+    entries = parse_csv(env, name, ())
+    if "*" in entries:
+        if len(entries) > 1:
+            raise SettingsError(f"{name}: '*' allows every header; list no others beside it")
+        return entries
+    for entry in entries:
+        if not _TOKEN.fullmatch(entry):
+            raise SettingsError(
+                f"{name}: {entry!r} is not an HTTP header name like X-Client-Version"
+            )
+    return entries
+
+
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -146,3 +168,71 @@ def parse_origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
             host = f"{host}:{port}"
         origins.append(f"{scheme}://{host}")
     return tuple(origins)
+
+
+# --- readers -------------------------------------------------------------------------------------
+# A reader turns one variable into its value: ``read(env, name, default)``. Settings declares
+# each variable once, with its reader (app/settings.py's ``env(...)``).
+
+Reader = Callable[[Mapping[str, str], str, Any], Any]
+
+
+def boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
+    return parse_bool(env, name, default)
+
+
+def integer(*, minimum: int = 0) -> Reader:
+    def read(env: Mapping[str, str], name: str, default: int) -> int:
+        return parse_int(env, name, default, minimum=minimum)
+
+    return read
+
+
+def optional_integer(*, minimum: int = 0) -> Reader:
+    """An integer, or None (the default) when unset."""
+
+    def read(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+        return None if parse_str(env, name) is None else parse_int(env, name, 0, minimum=minimum)
+
+    return read
+
+
+def number(env: Mapping[str, str], name: str, default: float) -> float:
+    return parse_float(env, name, default)
+
+
+def decimal_number(env: Mapping[str, str], name: str, default: Decimal) -> Decimal:
+    return parse_decimal(env, name, default)
+
+
+def text(env: Mapping[str, str], name: str, default: str | None) -> str | None:
+    value = parse_str(env, name)
+    return default if value is None else value
+
+
+def path(env: Mapping[str, str], name: str, default: Path | None) -> Path | None:
+    value = parse_str(env, name)
+    return default if value is None else Path(value)
+
+
+def postgres_url(env: Mapping[str, str], name: str, default: None) -> str | None:
+    return parse_postgres_url(env, name)
+
+
+def choice(*choices: str) -> Reader:
+    def read(env: Mapping[str, str], name: str, default: str) -> str:
+        return parse_choice(env, name, default, choices)
+
+    return read
+
+
+def names(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    return parse_csv(env, name, default)
+
+
+def origins(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    return parse_origins(env, name)
+
+
+def header_names(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    return parse_header_names(env, name)

@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from app import metrics, tracing
@@ -40,18 +40,25 @@ def database_for(settings: Settings) -> Database:
     return open_database(async_url(settings.api_database_url), settings, pooler=settings.db_pooler)
 
 
+CORS_HEADERS = ("Authorization", "Content-Type", "X-Request-Id")
+"""The request headers the API reads; CORS_ALLOW_HEADERS adds others (a client's own)."""
+
+
 def cors(settings: Settings) -> Middleware:
     """CORS for HTTP (the WebSocket upgrade's Origin check is the endpoint's, from the same list).
 
     Callers authenticate with the Authorization header and the API sets no cookies, so
     credentialed requests are never allowed, and ``*`` is then as safe as CORS allows. With
-    CORS_ORIGINS unset no origin is allowed: a preflight from anywhere is refused.
+    CORS_ORIGINS unset no origin is allowed: a preflight from anywhere is refused. A header
+    the frontend sends that is neither the API's nor in CORS_ALLOW_HEADERS fails its preflight.
     """
+    extra = settings.cors_allow_headers
+    headers = ["*"] if extra == ("*",) else [*CORS_HEADERS, *extra]
     return Middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST"],
-        allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+        allow_headers=headers,
         allow_credentials=False,
         # Readable by the calling page: the request id to quote, the 401's Bearer challenge.
         expose_headers=["X-Request-Id", "WWW-Authenticate"],
@@ -129,8 +136,17 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Starl
         routes.append(
             Route("/metrics", AppMetrics(db.engine, changes, partial(queue.count, db)).endpoint)
         )
+    where = "the API is at /graphql" + (
+        " (GraphiQL there in a browser)" if settings.graphiql else ""
+    )
+
+    async def not_found(request: Request, exc: Exception) -> PlainTextResponse:
+        # A newcomer's first request is often GET /: a bare "Not Found" says nothing.
+        return PlainTextResponse(f"Not Found: {where}", status_code=404)
+
     app = Starlette(
         routes=routes,
+        exception_handlers={404: not_found},
         middleware=[Middleware(RequestTelemetry), cors(settings)],
         lifespan=lifespan,
     )

@@ -58,7 +58,7 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as error:
         sock.close()
         reason = error.strerror or str(error)
-        hint = " (is another server running? set PORT)" if error.errno == 98 else ""
+        hint = " (is another server running? use --port or PORT)" if error.errno == 98 else ""
         raise PortUnavailable(f"cannot listen on {host}:{port}: {reason.lower()}{hint}") from None
     sock.set_inheritable(True)
     return sock

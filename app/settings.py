@@ -3,41 +3,54 @@
 Nothing else in the application reads ``os.environ``; everything receives a
 ``Settings`` (tests build their own with ``Settings.from_env(overrides)``).
 
-This module is the table: which variables exist, their defaults, and the combinations
-refused. How one variable's text is parsed is ``app/env_parsing.py``; what a Supabase
-project's URL and key names imply is ``app/supabase.py``.
+This module is the table: each setting is declared once, as ``env(VARIABLE, default, reader,
+description)``, and ``from_env`` reads every declared field the same way; ``variables()``
+lists them for a reference. How one variable's text is read (its type and bounds, and the
+one-line error naming it) is ``app/env_parsing.py``; what a Supabase project's URL and key
+names imply is ``app/supabase.py``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
-
-import platformdirs
+from typing import Any, Literal
 
 from app import supabase
-from app.env_parsing import SettingsError as SettingsError  # raised here, caught by importers
 from app.env_parsing import (
-    parse_bool,
-    parse_choice,
-    parse_csv,
-    parse_decimal,
-    parse_float,
-    parse_int,
+    Reader,
+    boolean,
+    choice,
+    decimal_number,
+    header_names,
+    integer,
+    names,
+    number,
+    optional_integer,
+    origins,
     parse_one_of,
-    parse_origins,
-    parse_postgres_url,
-    parse_str,
+    path,
+    postgres_url,
+    text,
 )
+from app.env_parsing import SettingsError as SettingsError  # raised here, caught by importers
 
 APP_ROLES = ("anon", "authenticated", "service_role", "compliance_auditor")
 """The database roles a request may run as; the token's ``role`` claim picks one of them."""
 
 MIN_HS256_SECRET_LENGTH = 32
+
+CHECKOUT_DATA_DIR = Path(__file__).resolve().parents[1] / ".order-api"
+"""``ORDER_API_DATA_DIR``'s default: beside ``app/`` in this checkout (git ignores it).
+
+Per checkout, not per user: what it holds (the embedded cluster, the dev JWT secret, the
+paper venue's file) belongs to this checkout's migrations and seed, and lives and dies with
+it. One per-user directory shared by every checkout let a branch migrate another's cluster,
+and let a paper venue file of an older run meet a fresh cluster (its orders unknown there)."""
 
 LOG_FORMATS = ("text", "json")
 
@@ -67,7 +80,7 @@ def _refuse_moved_limits(env: Mapping[str, str]) -> None:
             )
 
 
-def _pooler(env: Mapping[str, str], name: str) -> PoolerMode:
+def _pooler(env: Mapping[str, str], name: str, default: PoolerMode) -> PoolerMode:
     raw = (env.get(name) or "none").strip().lower()
     if raw == "none":
         return "none"
@@ -78,167 +91,279 @@ def _pooler(env: Mapping[str, str], name: str) -> PoolerMode:
     raise SettingsError(f"{name} must be none, session or transaction, got {env.get(name)!r}")
 
 
+def _jwt_secret(env: Mapping[str, str], name: str, default: None) -> str | None:
+    return supabase.jwt_secret(env)
+
+
+def _implied_by_supabase(path: str) -> Reader:
+    """The variable's value, or the one SUPABASE_URL implies (``path`` below the project)."""
+
+    def read(env: Mapping[str, str], name: str, default: None) -> str | None:
+        project = supabase.project_url(env)
+        implied = None if project is None else project + path
+        return parse_one_of(env, name, implied, "SUPABASE_URL")
+
+    return read
+
+
+def _supabase_url(env: Mapping[str, str], name: str, default: None) -> str | None:
+    return supabase.project_url(env)
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: its name, how its text is read, and what it means."""
+
+    name: str
+    read: Reader
+    doc: str
+
+
+def env(name: str, default: Any, read: Reader, doc: str) -> Any:
+    """A setting's one declaration: its variable, default, reader (type and bounds) and
+    meaning. ``Settings.from_env`` reads every field so declared; ``variables()`` lists them."""
+    return field(default=default, metadata={"env": Variable(name, read, doc)})
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     # --- database -----------------------------------------------------------
-    database_url: str | None = None
-    """Owner connection (migrations, seeds). None: the embedded PostgreSQL."""
-    api_database_url: str | None = None
-    """Login as ``authenticator`` for the API and the engine. None: derived from the embedded server."""
-    data_dir: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("order-api")))
-    """Where the embedded PostgreSQL keeps its cluster (``ORDER_API_DATA_DIR``)."""
-    authenticator_password: str | None = None
-    market_close: str | None = None
-    """``MARKET_CLOSE`` as given: written into the database's trading_session by ``db upgrade``
-    and ``dev`` (app/db/trading_session.py); the API and the engine ask the database."""
-    engine_database_url: str | None = None
-    """The execution engine's login, which needs a session (its advisory-lock leases): a direct
-    or session-mode connection. None: ``api_database_url``."""
-    db_pooler: PoolerMode = "none"
-    """What ``api_database_url`` goes through (``DB_POOLER``); "transaction": PgBouncer in
-    transaction mode or Supavisor on 6543 (unnamed prepared statements)."""
-    db_pool_size: int = 10
-    db_pool_timeout: float = 5.0
-    db_connect_timeout: float = 3.0
-    statement_timeout_ms: int = 5000
-    change_feed_poll_ms: int = 5
-    """How often a process with subscribers reads the change feed (db/change_feed.py)."""
+    database_url: str | None = env(
+        "DATABASE_URL",
+        None,
+        postgres_url,
+        "Owner connection (migrations, seeds); unset: the embedded PostgreSQL.",
+    )
+    api_database_url: str | None = env(
+        "API_DATABASE_URL",
+        None,
+        postgres_url,
+        "The API's and the engine's login as authenticator; unset: derived from DATABASE_URL"
+        " and AUTHENTICATOR_PASSWORD, or from the embedded server.",
+    )
+    data_dir: Path = env(
+        "ORDER_API_DATA_DIR",
+        CHECKOUT_DATA_DIR,
+        path,
+        "The embedded cluster, the dev JWT secret and the paper venue's file.",
+    )
+    authenticator_password: str | None = env(
+        "AUTHENTICATOR_PASSWORD",
+        None,
+        text,
+        "At migration time, lets authenticator log in with it; also derives API_DATABASE_URL.",
+    )
+    market_close: str | None = env(
+        "MARKET_CLOSE",
+        None,
+        text,
+        "'HH:MM Zone', written into the database's trading_session by db upgrade and dev"
+        " (app/db/trading_session.py); the API and the engine ask the database.",
+    )
+    engine_database_url: str | None = env(
+        "ENGINE_DATABASE_URL",
+        None,
+        postgres_url,
+        "The execution engine's login, which needs a session (its advisory-lock leases): a"
+        " direct or session-mode connection; unset: API_DATABASE_URL.",
+    )
+    db_pooler: PoolerMode = env(
+        "DB_POOLER",
+        "none",
+        _pooler,
+        "What API_DATABASE_URL goes through: none, session, or transaction (PgBouncer in"
+        " transaction mode, Supavisor on 6543: unnamed prepared statements).",
+    )
+    db_pool_size: int = env("DB_POOL_SIZE", 10, integer(minimum=1), "Connections per pool.")
+    db_pool_timeout: float = env(
+        "DB_POOL_TIMEOUT", 5.0, number, "Seconds to wait for a free pooled connection."
+    )
+    db_connect_timeout: float = env(
+        "DB_CONNECT_TIMEOUT", 3.0, number, "Seconds to open a new connection."
+    )
+    statement_timeout_ms: int = env(
+        "STATEMENT_TIMEOUT_MS", 5000, integer(), "Per-statement limit, in milliseconds."
+    )
+    change_feed_poll_ms: int = env(
+        "CHANGE_FEED_POLL_MS",
+        5,
+        integer(minimum=1),
+        "How often a process with subscribers reads the change feed (db/change_feed.py).",
+    )
 
     # --- tokens -------------------------------------------------------------
-    supabase_url: str | None = None
-    """The Supabase project URL; implies ``jwt_jwks`` and ``jwt_issuer`` (its Auth server)."""
-    jwt_secret: str | None = None
-    """``JWT_SECRET`` or ``SUPABASE_JWT_SECRET``."""
-    jwt_jwks: str | None = None
-    """A JWKS URL (https://...) or a file path with the public keys for RS256/ES256."""
-    jwt_audience: str = "authenticated"
-    jwt_issuer: str | None = None
-    jwt_algorithms: tuple[str, ...] = ("HS256", "RS256", "ES256")
-    jwt_leeway_seconds: int = 30
-    jwks_cache_seconds: int = 600
+    supabase_url: str | None = env(
+        "SUPABASE_URL",
+        None,
+        _supabase_url,
+        "The Supabase project URL; implies JWT_JWKS and JWT_ISSUER (its Auth server).",
+    )
+    jwt_secret: str | None = env(
+        "JWT_SECRET",
+        None,
+        _jwt_secret,
+        "HS256 secret, at least 32 characters; SUPABASE_JWT_SECRET is accepted as its name.",
+    )
+    jwt_jwks: str | None = env(
+        "JWT_JWKS",
+        None,
+        _implied_by_supabase(supabase.JWKS_PATH),
+        "A JWKS URL (https://...) or a file path with the public keys for RS256/ES256.",
+    )
+    jwt_audience: str = env("JWT_AUDIENCE", "authenticated", text, "The required aud.")
+    jwt_issuer: str | None = env(
+        "JWT_ISSUER",
+        None,
+        _implied_by_supabase(supabase.AUTH_PATH),
+        "The required iss, when set.",
+    )
+    jwt_algorithms: tuple[str, ...] = env(
+        "JWT_ALGORITHMS",
+        ("HS256", "RS256", "ES256"),
+        names,
+        "Allowed algorithms (intersected with the configured keys).",
+    )
+    jwt_leeway_seconds: int = env(
+        "JWT_LEEWAY_SECONDS", 30, integer(), "Clock skew allowed on exp, nbf and iat."
+    )
+    jwks_cache_seconds: int = env("JWKS_CACHE_SECONDS", 600, integer(), "JWKS cache lifetime.")
 
     # --- HTTP and GraphQL ----------------------------------------------------
-    host: str = "127.0.0.1"
-    port: int = 8000
-    graphiql: bool = True
-    introspection: bool = True
-    cors_origins: tuple[str, ...] = ()
-    """Browser origins allowed to call the API (HTTP and WebSocket); ``("*",)`` for any.
-
-    Never with credentials: callers send ``Authorization``, the API sets no cookies, so CORS
-    credentials are not allowed at all and ``*`` is safe to offer."""
-    max_query_depth: int = 10
-    max_aliases: int = 30
-    max_tokens: int = 2000
-    max_document_bytes: int = 20_000
-    compiled_queries: bool = True
-    """Answer hot read queries with one SQL statement (graphql/compiled/); off = resolvers only."""
-    compiled_mutations: bool = True
-    """Answer learned submitOrder/cancelOrder documents with one statement (migration 007)."""
-    compiled_queries_strict: bool = False
-    """A query that fails to compile or bind fails its request instead of taking the
-    resolvers, so that a compiler bug cannot hide behind the fallback (on in the tests; off,
-    the fallback is logged and counted in /metrics)."""
+    host: str = env("HOST", "127.0.0.1", text, "Where the API listens (dev/serve --host).")
+    port: int = env("PORT", 8000, integer(minimum=1), "Where the API listens (--port).")
+    graphiql: bool = env("GRAPHIQL", True, boolean, "Serve GraphiQL to browsers.")
+    introspection: bool = env(
+        "GRAPHQL_INTROSPECTION",
+        True,
+        boolean,
+        "Allow introspection and GET /graphql/schema.graphql; suggest names in errors.",
+    )
+    cors_origins: tuple[str, ...] = env(
+        "CORS_ORIGINS",
+        (),
+        origins,
+        # Never with credentials: callers send Authorization, the API sets no cookies, so
+        # CORS credentials are not allowed at all and * is safe to offer.
+        "Browser origins allowed to call the API (HTTP and WebSocket), or * for any.",
+    )
+    cors_allow_headers: tuple[str, ...] = env(
+        "CORS_ALLOW_HEADERS",
+        (),
+        header_names,
+        "Request headers browsers may send beyond those the API reads itself (app/main.py's"
+        " CORS_HEADERS), e.g. a client's X-Client-Version, or * for any.",
+    )
+    max_query_depth: int = env(
+        "MAX_QUERY_DEPTH", 10, integer(minimum=1), "Deepest selection allowed."
+    )
+    max_aliases: int = env("MAX_ALIASES", 30, integer(minimum=1), "Aliased fields per document.")
+    max_tokens: int = env("MAX_TOKENS", 2000, integer(minimum=1), "Lexical tokens per document.")
+    max_document_bytes: int = env(
+        "MAX_DOCUMENT_BYTES", 20_000, integer(minimum=100), "Document size (HTTP 413 beyond)."
+    )
+    compiled_queries: bool = env(
+        "COMPILED_QUERIES",
+        True,
+        boolean,
+        "Answer hot read queries with one SQL statement (graphql/compiled/); off: resolvers.",
+    )
+    compiled_mutations: bool = env(
+        "COMPILED_MUTATIONS",
+        True,
+        boolean,
+        "Answer learned submitOrder/cancelOrder documents with one statement (migration 007).",
+    )
+    compiled_queries_strict: bool = env(
+        "COMPILED_QUERIES_STRICT",
+        False,
+        boolean,
+        "A query that fails to compile or bind fails its request instead of taking the"
+        " resolvers, so that a compiler bug cannot hide behind the fallback (on in the tests;"
+        " off, the fallback is logged and counted in /metrics).",
+    )
 
     # --- operations ----------------------------------------------------------
-    metrics: bool = True
-    """Serve ``GET /metrics`` (Prometheus text; counts and timings only, no trader data)."""
-    log_format: str = "text"
-    """``text`` or ``json``: how log lines (the per-request line included) are written."""
-    worker_metrics_port: int | None = None
-    """Where ``python -m app worker`` serves its metrics (engine counters); None: nowhere."""
-    otel_traces_exporter: str | None = None
-    """OpenTelemetry's own variable: tracing is on when it names an exporter (app/tracing.py)."""
-    request_read_timeout_seconds: float = 10.0
-    """Time a client has to send a request's headers, and again its body (app/serving.py)."""
+    metrics: bool = env(
+        "METRICS",
+        True,
+        boolean,
+        "Serve GET /metrics (Prometheus text; counts and timings only, no trader data).",
+    )
+    log_format: str = env(
+        "LOG_FORMAT",
+        "text",
+        choice(*LOG_FORMATS),
+        "text or json: how log lines (the per-request line included) are written.",
+    )
+    worker_metrics_port: int | None = env(
+        "WORKER_METRICS_PORT",
+        None,
+        optional_integer(minimum=1),
+        "Where python -m app worker serves its metrics (engine counters); unset: nowhere.",
+    )
+    otel_traces_exporter: str | None = env(
+        "OTEL_TRACES_EXPORTER",
+        None,
+        text,
+        "OpenTelemetry's own variable: tracing is on when it names an exporter (app/tracing.py).",
+    )
+    request_read_timeout_seconds: float = env(
+        "REQUEST_READ_TIMEOUT_SECONDS",
+        10.0,
+        number,
+        "Time a client has to send a request's headers, and again its body (app/serving.py).",
+    )
 
     # --- execution engine ----------------------------------------------------
-    engine_poll_seconds: float = 0.2
-    engine_max_retries: int = 5
-    engine_retry_base_seconds: float = 0.2
-    engine_max_in_flight: int = 1000
-    """Most orders one worker holds approved but not yet accepted by the venue
-    (app/engine/holdings.py); orders resting at the venue do not count."""
-    venue_seed: int = 42
-    venue_prices_csv: Path | None = None
-    venue_liquidity: int = 500
-    """Most shares the paper venue fills per order per tick."""
-    venue_tick_seconds: float = 0.25
-    venue_commission_per_share: Decimal = Decimal("0.005")
-    venue_commission_minimum: Decimal = Decimal("1.00")
-    venue_transient_failure_rate: float = 0.0
-    venue_permanent_failure_rate: float = 0.0
+    engine_poll_seconds: float = env("ENGINE_POLL_SECONDS", 0.2, number, "Engine loop period.")
+    engine_max_retries: int = env(
+        "ENGINE_MAX_RETRIES", 5, integer(), "Attempts at a venue before an order is rejected."
+    )
+    engine_retry_base_seconds: float = env(
+        "ENGINE_RETRY_BASE_SECONDS", 0.2, number, "First retry's backoff, doubled each time."
+    )
+    engine_max_in_flight: int = env(
+        "ENGINE_MAX_IN_FLIGHT",
+        1000,
+        integer(minimum=1),
+        "Most orders one worker holds approved but not yet accepted by the venue"
+        " (app/engine/holdings.py); orders resting at the venue do not count.",
+    )
+    venue_seed: int = env("VENUE_SEED", 42, integer(), "The paper venue's price seed.")
+    venue_prices_csv: Path | None = env(
+        "VENUE_PRICES_CSV", None, path, "Prices for the paper venue instead of simulated ones."
+    )
+    venue_liquidity: int = env(
+        "VENUE_LIQUIDITY",
+        500,
+        integer(minimum=1),
+        "Most shares the paper venue fills per order per tick.",
+    )
+    venue_tick_seconds: float = env("VENUE_TICK_SECONDS", 0.25, number, "The paper venue's tick.")
+    venue_commission_per_share: Decimal = env(
+        "VENUE_COMMISSION_PER_SHARE", Decimal("0.005"), decimal_number, "Paper commission."
+    )
+    venue_commission_minimum: Decimal = env(
+        "VENUE_COMMISSION_MINIMUM", Decimal("1.00"), decimal_number, "Paper minimum commission."
+    )
+    venue_transient_failure_rate: float = env(
+        "VENUE_TRANSIENT_FAILURE_RATE", 0.0, number, "Injected transient venue failures."
+    )
+    venue_permanent_failure_rate: float = env(
+        "VENUE_PERMANENT_FAILURE_RATE", 0.0, number, "Injected permanent venue failures."
+    )
 
     @classmethod
     def from_env(cls, overrides: Mapping[str, str] | None = None) -> Settings:
-        env: dict[str, str] = dict(os.environ)
+        environ: dict[str, str] = dict(os.environ)
         if overrides:
-            env.update(overrides)
-        _refuse_moved_limits(env)
-        data_dir = parse_str(env, "ORDER_API_DATA_DIR")
-        prices_csv = parse_str(env, "VENUE_PRICES_CSV")
-        supabase_url = supabase.project_url(env)
-        auth_url = None if supabase_url is None else supabase_url + supabase.AUTH_PATH
-        jwks_url = None if supabase_url is None else supabase_url + supabase.JWKS_PATH
-        return cls(
-            database_url=parse_postgres_url(env, "DATABASE_URL"),
-            api_database_url=parse_postgres_url(env, "API_DATABASE_URL"),
-            engine_database_url=parse_postgres_url(env, "ENGINE_DATABASE_URL"),
-            db_pooler=_pooler(env, "DB_POOLER"),
-            data_dir=Path(data_dir) if data_dir else Path(platformdirs.user_data_dir("order-api")),
-            authenticator_password=parse_str(env, "AUTHENTICATOR_PASSWORD"),
-            market_close=parse_str(env, "MARKET_CLOSE"),
-            db_pool_size=parse_int(env, "DB_POOL_SIZE", 10, minimum=1),
-            db_pool_timeout=parse_float(env, "DB_POOL_TIMEOUT", 5.0),
-            db_connect_timeout=parse_float(env, "DB_CONNECT_TIMEOUT", 3.0),
-            statement_timeout_ms=parse_int(env, "STATEMENT_TIMEOUT_MS", 5000),
-            change_feed_poll_ms=parse_int(env, "CHANGE_FEED_POLL_MS", 5, minimum=1),
-            supabase_url=supabase_url,
-            jwt_secret=supabase.jwt_secret(env),
-            jwt_jwks=parse_one_of(env, "JWT_JWKS", jwks_url, "SUPABASE_URL"),
-            jwt_audience=env.get("JWT_AUDIENCE") or "authenticated",
-            jwt_issuer=parse_one_of(env, "JWT_ISSUER", auth_url, "SUPABASE_URL"),
-            jwt_algorithms=parse_csv(env, "JWT_ALGORITHMS", ("HS256", "RS256", "ES256")),
-            jwt_leeway_seconds=parse_int(env, "JWT_LEEWAY_SECONDS", 30),
-            jwks_cache_seconds=parse_int(env, "JWKS_CACHE_SECONDS", 600),
-            host=env.get("HOST") or "127.0.0.1",
-            port=parse_int(env, "PORT", 8000, minimum=1),
-            graphiql=parse_bool(env, "GRAPHIQL", True),
-            introspection=parse_bool(env, "GRAPHQL_INTROSPECTION", True),
-            cors_origins=parse_origins(env, "CORS_ORIGINS"),
-            max_query_depth=parse_int(env, "MAX_QUERY_DEPTH", 10, minimum=1),
-            max_aliases=parse_int(env, "MAX_ALIASES", 30, minimum=1),
-            max_tokens=parse_int(env, "MAX_TOKENS", 2000, minimum=1),
-            max_document_bytes=parse_int(env, "MAX_DOCUMENT_BYTES", 20_000, minimum=100),
-            compiled_queries=parse_bool(env, "COMPILED_QUERIES", True),
-            compiled_mutations=parse_bool(env, "COMPILED_MUTATIONS", True),
-            compiled_queries_strict=parse_bool(env, "COMPILED_QUERIES_STRICT", False),
-            metrics=parse_bool(env, "METRICS", True),
-            log_format=parse_choice(env, "LOG_FORMAT", "text", LOG_FORMATS),
-            worker_metrics_port=(
-                parse_int(env, "WORKER_METRICS_PORT", 0, minimum=1)
-                if parse_str(env, "WORKER_METRICS_PORT")
-                else None
-            ),
-            otel_traces_exporter=parse_str(env, "OTEL_TRACES_EXPORTER"),
-            request_read_timeout_seconds=parse_float(env, "REQUEST_READ_TIMEOUT_SECONDS", 10.0),
-            engine_poll_seconds=parse_float(env, "ENGINE_POLL_SECONDS", 0.2),
-            engine_max_retries=parse_int(env, "ENGINE_MAX_RETRIES", 5),
-            engine_retry_base_seconds=parse_float(env, "ENGINE_RETRY_BASE_SECONDS", 0.2),
-            engine_max_in_flight=parse_int(env, "ENGINE_MAX_IN_FLIGHT", 1000, minimum=1),
-            venue_seed=parse_int(env, "VENUE_SEED", 42),
-            venue_prices_csv=Path(prices_csv) if prices_csv else None,
-            venue_liquidity=parse_int(env, "VENUE_LIQUIDITY", 500, minimum=1),
-            venue_tick_seconds=parse_float(env, "VENUE_TICK_SECONDS", 0.25),
-            venue_commission_per_share=parse_decimal(
-                env, "VENUE_COMMISSION_PER_SHARE", Decimal("0.005")
-            ),
-            venue_commission_minimum=parse_decimal(
-                env, "VENUE_COMMISSION_MINIMUM", Decimal("1.00")
-            ),
-            venue_transient_failure_rate=parse_float(env, "VENUE_TRANSIENT_FAILURE_RATE", 0.0),
-            venue_permanent_failure_rate=parse_float(env, "VENUE_PERMANENT_FAILURE_RATE", 0.0),
-        )
+            environ.update(overrides)
+        _refuse_moved_limits(environ)
+        values = {
+            name: variable.read(environ, variable.name, default)
+            for name, variable, default in _declared(cls)
+        }
+        return cls(**values)
 
     def check_token_config(self) -> None:
         """Refuse to serve with no usable key, or with an HS256 secret short enough to brute-force."""
@@ -252,3 +377,16 @@ class Settings:
                 f"JWT_SECRET must be at least {MIN_HS256_SECRET_LENGTH} characters "
                 f"(got {len(self.jwt_secret)})"
             )
+
+
+def _declared(cls: type[Settings]) -> list[tuple[str, Variable, Any]]:
+    return [
+        (f.name, f.metadata["env"], f.default)
+        for f in dataclasses.fields(cls)
+        if "env" in f.metadata
+    ]
+
+
+def variables() -> list[tuple[Variable, Any]]:
+    """Every variable with its default, in declaration order (the configuration reference)."""
+    return [(variable, default) for _, variable, default in _declared(Settings)]

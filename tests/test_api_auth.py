@@ -388,3 +388,16 @@ async def test_a_refused_token_gets_a_graphql_shaped_401_with_a_bearer_challenge
     assert body["data"] is None
     assert body["errors"][0]["extensions"] == {"code": "UNAUTHENTICATED"}
     assert body["errors"][0]["message"] == "invalid token: malformed token"
+
+
+async def test_an_expired_token_says_how_to_get_a_new_one(database: Db) -> None:
+    async with api_client(api_settings(database)) as client:
+        response = await client.post(
+            "{ viewer { role } }", token=signed(exp=int(time.time()) - 3600)
+        )
+    assert response.status_code == 401
+    [error] = response.json()["errors"]
+    assert error["message"] == (
+        "invalid token: expired: get a new token from the identity provider that issued it"
+        " (locally: python -m app token --sub UUID)"
+    )

@@ -589,7 +589,7 @@ def test_an_unreachable_database_is_one_line() -> None:
     result = _app("audit", "verify", env={"DATABASE_URL": url, "API_DATABASE_URL": url})
     assert result.returncode == 1
     assert result.stderr.startswith(
-        "database error: cannot connect to the database at API_DATABASE_URL"
+        "python -m app audit verify: error: cannot connect to the database at API_DATABASE_URL"
     )
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
@@ -734,7 +734,8 @@ async def test_a_login_that_may_not_read_as_compliance_is_one_line(
         result = await asyncio.to_thread(_app, "audit", "verify", env=env)
         assert result.returncode == 1
         assert result.stderr.startswith(
-            "error: the database refused to read the audit trail: permission denied"
+            "python -m app audit verify: error: the database refused to read the audit trail:"
+            " permission denied"
         ), result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     finally:

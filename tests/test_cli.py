@@ -71,8 +71,9 @@ def dev_server(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     env = {
         **os.environ,
         "ORDER_API_DATA_DIR": str(tmp_path / "data"),
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
+        # --port and --host win over PORT and HOST (PORT alone is serve's tests').
+        "PORT": str(free_port()),
+        "HOST": "localhost",
         "VENUE_TICK_SECONDS": "0.05",
         "ENGINE_POLL_SECONDS": "0.05",
     }
@@ -82,7 +83,7 @@ def dev_server(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     log_path = tmp_path / "dev.log"
     with log_path.open("w") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app", "dev"],
+            [sys.executable, "-m", "app", "dev", "--port", str(port), "--host", "127.0.0.1"],
             cwd=PROJECT_ROOT,
             env=env,
             stdout=log_file,
@@ -112,15 +113,16 @@ def dev_server(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        # dev started the embedded server, so dev stops it.
+        # dev started the embedded server, so dev stops it, and says so.
         assert not (tmp_path / "data" / "pgdata" / "postmaster.pid").exists()
+        assert log_path.read_text().rstrip().endswith("embedded PostgreSQL stopped")
 
 
 @pytest.mark.slow
 def test_dev_serves_the_seed_and_an_order_submitted_fills_with_its_audit_trail(
     dev_server: tuple[str, str, Path],
 ) -> None:
-    url, token, _ = dev_server
+    url, token, data_dir = dev_server
     headers = {"Authorization": f"Bearer {token}"}
 
     def gql(query: str, variables: dict | None = None, auth: dict | None = headers) -> dict:
@@ -164,6 +166,14 @@ def test_dev_serves_the_seed_and_an_order_submitted_fills_with_its_audit_trail(
     # Nobody else sees it: no token at all, then anonymous queries see nothing.
     assert gql(query, {"id": submitted["id"]}, auth={})["order"] is None
 
+    # The database dev uses is not stopped under it, and a --help never acts.
+    env = {"ORDER_API_DATA_DIR": str(data_dir), "DATABASE_URL": "", "API_DATABASE_URL": ""}
+    assert run_app("db", "stop", "--help", env=env).returncode == 0
+    refused = run_app("db", "stop", env=env)
+    assert refused.returncode == 1
+    assert "is in use by another command" in refused.stderr
+    assert gql("{ viewer { role } }")["viewer"] == {"role": "authenticated"}
+
 
 @pytest.mark.slow
 def test_a_first_dev_start_is_clean_and_says_ready_once_it_listens(
@@ -198,3 +208,36 @@ def test_a_first_dev_start_is_clean_and_says_ready_once_it_listens(
     assert "query viewer" in request_lines[0]
     assert "role=authenticated" in request_lines[0]
     assert token not in text.replace(f"Bearer {token}", "", 1)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["dev"],
+        ["serve"],
+        ["worker"],
+        ["token"],
+        ["db"],
+        ["db", "upgrade"],
+        ["db", "psql"],
+        ["audit"],
+        ["audit", "verify"],
+        ["audit", "export"],
+    ],
+)
+def test_each_commands_help_says_what_it_does_and_shows_an_example(command: list[str]) -> None:
+    result = run_app(*command, "--help", env={})
+
+    assert (result.returncode, result.stderr) == (0, "")
+    usage, description, *_ = result.stdout.split("\n\n")
+    assert usage.startswith(" ".join(["usage: python -m app", *command]))
+    assert description.strip().endswith(".")
+    assert re.search(r"\nexamples?:\n  python -m app |\nexamples?:\n  \w+=", result.stdout)
+
+
+def test_dev_and_serve_help_list_where_they_listen() -> None:
+    for command in ("dev", "serve"):
+        text = run_app(command, "--help", env={}).stdout
+        assert "--host HOST" in text
+        assert "--port PORT" in text

@@ -24,8 +24,10 @@ VIEWER = {"query": "{ viewer { role } }"}
 
 
 @asynccontextmanager
-async def client(database: Db, *origins: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(api_settings(database, cors_origins=origins))
+async def client(
+    database: Db, *origins: str, headers: tuple[str, ...] = ()
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(api_settings(database, cors_origins=origins, cors_allow_headers=headers))
     async with (
         app.router.lifespan_context(app),
         ASGIWebSocketTransport(app=app) as transport,
@@ -189,4 +191,47 @@ def test_a_value_that_is_not_a_list_of_origins_is_refused_in_one_line(
         Settings.from_env({"CORS_ORIGINS": value})
     assert str(caught.value).startswith("CORS_ORIGINS: ")
     assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+# --- request headers -----------------------------------------------------------------------------
+
+CLIENT_VERSION = {"Access-Control-Request-Headers": "authorization, x-client-version"}
+
+
+@pytest.mark.parametrize(
+    ("setting", "answered"),
+    [("", 400), ("X-Client-Version", 200), ("x-trace, X-Client-Version", 200), ("*", 200)],
+    ids=["CORS_ALLOW_HEADERS unset", "listed", "listed among others", "any"],
+)
+async def test_a_preflight_with_a_clients_own_header_needs_it_allowed(
+    database: Db, setting: str, answered: int
+) -> None:
+    headers = Settings.from_env({"CORS_ALLOW_HEADERS": setting}).cors_allow_headers
+    async with client(database, FRONTEND, headers=headers) as http:
+        response = await http.options(
+            "/graphql", headers=preflight_headers(FRONTEND, **CLIENT_VERSION)
+        )
+    assert response.status_code == answered, response.text
+    if answered == 200:
+        allowed = response.headers["access-control-allow-headers"].lower()
+        assert {"authorization", "x-client-version"} <= {h.strip() for h in allowed.split(",")}
+    else:
+        assert response.text == "Disallowed CORS headers"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("*, X-Client-Version", "CORS_ALLOW_HEADERS: '*' allows every header"),
+        ("X Client Version", "CORS_ALLOW_HEADERS: 'X Client Version' is not an HTTP header name"),
+        ("X-Client:1", "CORS_ALLOW_HEADERS: 'X-Client:1' is not an HTTP header name"),
+    ],
+)
+def test_a_value_that_is_not_a_list_of_header_names_is_refused_in_one_line(
+    value: str, message: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"CORS_ALLOW_HEADERS": value})
+    assert str(caught.value).startswith(message)
     assert "\n" not in str(caught.value)

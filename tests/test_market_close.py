@@ -75,7 +75,9 @@ async def test_db_upgrade_refuses_a_malformed_market_close_and_changes_nothing(
 
     # One line after alembic's own log lines (the value is checked when it is written).
     *_, last = stderr.strip().splitlines()
-    assert (code, last.startswith("configuration error: MARKET_CLOSE")) == (2, True), stderr
+    assert (code, last.startswith("python -m app db upgrade: error: MARKET_CLOSE")) == (2, True), (
+        stderr
+    )
     assert message in last
     assert "Traceback" not in stderr
     assert await session_row(owner_conn) == (time(16, 0), "America/New_York")

@@ -13,11 +13,19 @@ from app.settings import Settings
 
 
 def add_parser(sub: Any) -> None:
-    audit = sub.add_parser("audit", help="verify or export the hash-chained audit trail")
+    audit = arguments.add_command(
+        sub,
+        "audit",
+        "verify or export the hash-chained audit trail, as compliance_auditor",
+        "python -m app audit verify --since 2026-01-01T00:00Z",
+    )
     audit.set_defaults(run=run, check=check)
-    actions = audit.add_subparsers(dest="action", required=True)
-    verify = actions.add_parser(
-        "verify", help="recompute the chains; exit 1 naming every row that does not verify"
+    actions = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
+    verify = arguments.add_command(
+        actions,
+        "verify",
+        "recompute the chains; exit 1 naming every row that does not verify",
+        "python -m app audit verify --trader 11111111-1111-4111-8111-111111111111",
     )
     verify.add_argument("--trader", type=arguments.uuid, help="only this trader's orders")
     verify.add_argument("--order", type=arguments.uuid, help="only this order's chain")
@@ -29,7 +37,13 @@ def add_parser(sub: Any) -> None:
     verify.add_argument(
         "--file", type=Path, help="verify this export (audit export) instead of the database"
     )
-    export = actions.add_parser("export", help="write the audit trail with its hashes")
+    export = arguments.add_command(
+        actions,
+        "export",
+        "write the audit trail with its hashes, for audit verify --file",
+        "python -m app audit export --from 2026-01-01T00:00Z --to 2026-02-01T00:00Z"
+        " --format jsonl --output january.jsonl",
+    )
     export.add_argument(
         "--from", dest="since", type=arguments.instant, required=True, help="inclusive"
     )

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
 
+from app.cli import arguments
 from app.cli.connections import api_settings, check_api_login, connecting, embedded_settings
 from app.cli.db import load_seed
 from app.cli.token import dev_secret
@@ -23,9 +24,20 @@ DEV_TRADER = UUID("11111111-1111-4111-8111-111111111111")
 
 
 def add_parser(sub: Any) -> None:
-    dev = sub.add_parser(
-        "dev", help="everything on localhost: database, migrations, seed, API, engine"
+    dev = arguments.add_command(
+        sub,
+        "dev",
+        "everything on localhost: database, migrations, seed, API, engine",
+        "python -m app dev --port 8080",
+        details="""\
+The embedded PostgreSQL (in ORDER_API_DATA_DIR, or DATABASE_URL when set) is migrated to
+head and seeded; the API serves GraphiQL at http://HOST:PORT/graphql with an execution
+engine inside; a token for a seed trader is printed once the server listens.
+
+On exit (Ctrl-C) dev stops the embedded PostgreSQL when dev started it; one that was
+already running is left running, and python -m app db stop stops it.""",
     )
+    arguments.add_listen_options(dev)
     dev.add_argument("--no-worker", action="store_true", help="do not run the execution engine")
     dev.set_defaults(run=run)
 
@@ -33,11 +45,12 @@ def add_parser(sub: Any) -> None:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from app import serving
     from app.auth.jwt import mint_token
-    from app.db import embedded, trading_session
+    from app.db import trading_session
     from app.db.migrations import upgrade_to_head
     from app.main import create_app
     from app.serving import uvicorn_options
 
+    settings = arguments.listen_settings(settings, args)
     sock = serving.bind(settings.host, settings.port)  # a taken port fails before anything
     configured = settings.database_url is not None
     started = False
@@ -76,8 +89,32 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         )
     finally:
         sock.close()
-        if started:
-            embedded.stop(settings.data_dir)
+        if not configured:
+            _leave_embedded(settings, started=started)
+
+
+def _leave_embedded(settings: Settings, *, started: bool) -> None:
+    """Stop the embedded server dev started, unless another command still uses it; say
+    plainly what happened to it either way."""
+    from app.db import embedded
+
+    if not started:
+        print(
+            "embedded PostgreSQL left running: it was running before dev started"
+            " (python -m app db stop stops it)",
+            flush=True,
+        )
+        return
+    try:
+        embedded.stop(settings.data_dir)
+    except embedded.InUse:
+        print(
+            "embedded PostgreSQL left running: another command uses it"
+            " (python -m app db stop stops it once that ends)",
+            flush=True,
+        )
+    else:
+        print("embedded PostgreSQL stopped", flush=True)
 
 
 def _attach_worker(app: object, settings: Settings) -> None:

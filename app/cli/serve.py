@@ -16,9 +16,18 @@ log = logging.getLogger("app")
 
 
 def add_parser(sub: Any) -> None:
-    serve = sub.add_parser(
-        "serve", help="the API in production mode, configured from the environment"
+    serve = arguments.add_command(
+        sub,
+        "serve",
+        "the API in production mode, configured from the environment",
+        "API_DATABASE_URL=postgresql://authenticator:pw@db.example.com/orders \\\n"
+        "  JWT_JWKS=https://auth.example.com/.well-known/jwks.json \\\n"
+        "  python -m app serve --host 0.0.0.0 --port 8000 --workers 4",
+        details="It logs in as API_DATABASE_URL (the embedded PostgreSQL when no database is"
+        " configured);\nrun the migrations first (python -m app db upgrade). The execution"
+        " engine runs apart:\npython -m app worker.",
     )
+    arguments.add_listen_options(serve)
     serve.add_argument(
         "--workers",
         type=arguments.positive_count,
@@ -34,6 +43,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from app.main import create_app
     from app.serving import uvicorn_options
 
+    settings = arguments.listen_settings(settings, args)
     sock = serving.bind(settings.host, settings.port)
     try:
         settings = api_settings(settings)

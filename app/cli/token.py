@@ -14,7 +14,12 @@ DEV_SECRET_FILE = "dev-jwt-secret"
 
 
 def add_parser(sub: Any) -> None:
-    token = sub.add_parser("token", help="mint a development token signed with JWT_SECRET")
+    token = arguments.add_command(
+        sub,
+        "token",
+        "mint a development token signed with JWT_SECRET (or the dev secret of python -m app dev)",
+        "python -m app token --sub 11111111-1111-4111-8111-111111111111 --ttl 86400",
+    )
     token.add_argument(
         "--sub", type=arguments.uuid, help="trader UUID (required for role authenticated)"
     )

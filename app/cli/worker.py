@@ -5,12 +5,20 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from app.cli import arguments
 from app.cli.connections import api_settings, connecting
 from app.settings import Settings
 
 
 def add_parser(sub: Any) -> None:
-    sub.add_parser("worker", help="the execution engine as its own process").set_defaults(run=run)
+    arguments.add_command(
+        sub,
+        "worker",
+        "the execution engine as its own process",
+        "API_DATABASE_URL=postgresql://authenticator:pw@db.example.com/orders python -m app worker",
+        details="It works the submitted orders (risk checks, routing to the paper venue,"
+        " fills);\nrun one or more beside python -m app serve.",
+    ).set_defaults(run=run)
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:

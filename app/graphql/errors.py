@@ -254,8 +254,17 @@ def refusal_response(refusal: HTTPException) -> Response:
     )
 
 
+EXPIRED_HINT = (
+    "get a new token from the identity provider that issued it"
+    " (locally: python -m app token --sub UUID)"
+)
+
+
 def invalid_token_message(reason: str) -> str:
-    """The message for a refused token, over HTTP (401) and WebSocket alike."""
+    """The message for a refused token, over HTTP (401) and WebSocket alike; an expired one
+    says how to get another."""
+    if reason == "expired":
+        return f"invalid token: expired: {EXPIRED_HINT}"
     return f"invalid token: {reason}"
 
 

@@ -14,6 +14,7 @@ from app.graphql.context import Context
 from app.graphql.errors import log_errors
 from app.graphql.extensions import extensions_for
 from app.graphql.inputs import InputCheckingExecutionContext
+from app.graphql.suggestions import SuggestInputFields
 from app.graphql.types import (
     ExecutionAction,
     ExecutionLog,
@@ -221,7 +222,11 @@ def build_schema(settings: Settings, subscription: type | None = None) -> strawb
         query=Query,
         mutation=Mutation,
         subscription=subscription,
-        extensions=extensions_for(settings),
+        extensions=[
+            *extensions_for(settings),
+            # Suggestions name the schema's fields: only where the schema is not hidden.
+            *([SuggestInputFields] if settings.introspection else []),
+        ],
         scalar_overrides=scalars.OVERRIDES,
         execution_context_class=InputCheckingExecutionContext,
     )
