@@ -257,7 +257,13 @@ class Settings:
         "MAX_QUERY_DEPTH", 10, integer(minimum=1), "Deepest selection allowed."
     )
     max_aliases: int = env("MAX_ALIASES", 30, integer(minimum=1), "Aliased fields per document.")
-    max_tokens: int = env("MAX_TOKENS", 2000, integer(minimum=1), "Lexical tokens per document.")
+    max_tokens: int = env(
+        "MAX_TOKENS",
+        2000,
+        integer(minimum=1),
+        "Lexical tokens per document; also the fields an operation may select once its"
+        " fragments are expanded.",
+    )
     max_document_bytes: int = env(
         "MAX_DOCUMENT_BYTES", 20_000, integer(minimum=100), "Document size (HTTP 413 beyond)."
     )

@@ -20,6 +20,7 @@ Error messages quote a client's value through ``excerpt``, never whole.
 
 from __future__ import annotations
 
+import itertools
 import re
 import uuid
 from collections.abc import Iterator
@@ -101,22 +102,24 @@ def _bad_strings(
             yield from _bad_strings(item, (*path, index))
 
 
-def _argument_using(document: DocumentNode, variable: str) -> str | None:
-    """The argument or input field that ``$variable`` is passed to, if it is passed directly."""
-    found: list[str] = []
+def _arguments_using(document: DocumentNode) -> dict[str, str]:
+    """The argument or input field each variable is first passed to directly, in one walk
+    (a walk per variable would cost the document's size times its variables)."""
+    found: dict[str, str] = {}
 
     class Usage(Visitor):
         def enter_variable(self, node: VariableNode, key: Any, parent: Any, *_: Any) -> None:
-            if node.name.value == variable and isinstance(parent, ArgumentNode | ObjectFieldNode):
-                found.append(parent.name.value)
+            if isinstance(parent, ArgumentNode | ObjectFieldNode):
+                found.setdefault(node.name.value, parent.name.value)
 
     visit(document, Usage())
-    return found[0] if found else None
+    return found
 
 
 def variable_errors(document: DocumentNode, variables: dict[str, Any]) -> list[GraphQLError]:
     """One error per variable holding text that cannot be stored, naming the field it feeds."""
     errors: list[GraphQLError] = []
+    arguments: dict[str, str] | None = None
     defined = {
         definition.variable.name.value
         for operation in document.definitions
@@ -128,7 +131,9 @@ def variable_errors(document: DocumentNode, variables: dict[str, Any]) -> list[G
             continue  # graphql-core ignores a variable no operation declares
         for path, problem in _bad_strings(value, ()):
             names = [part for part in path if isinstance(part, str)]
-            field = names[-1] if names else (_argument_using(document, name) or name)
+            if not names and arguments is None:
+                arguments = _arguments_using(document)
+            field = names[-1] if names else (arguments or {}).get(name, name)
             errors.append(refused_text(printable(field), problem))
             break  # one error per variable is enough to fix it
     return errors
@@ -170,7 +175,9 @@ class TextLiteralsRule(ValidationRule):
         if problem is None:
             return
         field = "value"
-        for ancestor in (parent, *reversed(ancestors)):
+        # Lazily, nearest first: the owner is almost always the parent, and copying every
+        # ancestor for each literal would cost the document's depth per literal.
+        for ancestor in itertools.chain((parent,), reversed(ancestors)):
             if isinstance(ancestor, ArgumentNode | ObjectFieldNode):
                 field = ancestor.name.value
                 break

@@ -13,6 +13,7 @@ from app.graphql import scalars
 from app.graphql.context import Context
 from app.graphql.errors import log_errors
 from app.graphql.extensions import extensions_for
+from app.graphql.hints import SchemaHints
 from app.graphql.inputs import InputCheckingExecutionContext
 from app.graphql.suggestions import SuggestInputFields
 from app.graphql.types import (
@@ -208,6 +209,10 @@ class Mutation:
 
 
 class Schema(strawberry.Schema):
+    hints: SchemaHints | None = None
+    """Set when introspection is off: errors then name no more of the schema than the
+    document did (graphql/hints.py)."""
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -215,10 +220,15 @@ class Schema(strawberry.Schema):
         # graphql/errors.py logs by whose fault it is.
         context = execution_context.context if execution_context is not None else None
         log_errors(errors, context.request_id if isinstance(context, Context) else "-")
+        if self.hints is not None:
+            # Every result's errors pass here before any transport shapes them (HTTP, both
+            # WebSocket protocols); the log above keeps the whole message for the operator.
+            variables = execution_context.variables if execution_context is not None else None
+            errors[:] = [self.hints.concealed(error, variables) for error in errors]
 
 
 def build_schema(settings: Settings, subscription: type | None = None) -> strawberry.Schema:
-    return Schema(
+    schema = Schema(
         query=Query,
         mutation=Mutation,
         subscription=subscription,
@@ -230,3 +240,6 @@ def build_schema(settings: Settings, subscription: type | None = None) -> strawb
         scalar_overrides=scalars.OVERRIDES,
         execution_context_class=InputCheckingExecutionContext,
     )
+    if not settings.introspection:
+        schema.hints = SchemaHints(schema._schema)
+    return schema
