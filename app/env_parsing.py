@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -171,17 +172,37 @@ def parse_origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
 
 
 # --- readers -------------------------------------------------------------------------------------
-# A reader turns one variable into its value: ``read(env, name, default)``. Settings declares
-# each variable once, with its reader (app/settings.py's ``env(...)``).
+# A reader turns one variable into its value: ``reader(env, name, default)``. Settings declares
+# each variable once, with its reader (app/settings.py's ``env(...)``); the reader's ``kind``
+# says what text it accepts, for the configuration reference (docs/hooks/configuration.py).
 
-Reader = Callable[[Mapping[str, str], str, Any], Any]
+
+@dataclass(frozen=True)
+class Reader:
+    read: Callable[[Mapping[str, str], str, Any], Any]
+    kind: str
+    """What the variable accepts, as the reference shows it: "integer ≥ 1", "true or false"."""
+
+    def __call__(self, env: Mapping[str, str], name: str, default: Any) -> Any:
+        return self.read(env, name, default)
 
 
+def reads(kind: str) -> Callable[[Callable[[Mapping[str, str], str, Any], Any]], Reader]:
+    """Make a reading function a ``Reader`` of ``kind``."""
+
+    def wrap(read: Callable[[Mapping[str, str], str, Any], Any]) -> Reader:
+        return Reader(read, kind)
+
+    return wrap
+
+
+@reads("true or false")
 def boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
     return parse_bool(env, name, default)
 
 
 def integer(*, minimum: int = 0) -> Reader:
+    @reads(f"integer ≥ {minimum}")
     def read(env: Mapping[str, str], name: str, default: int) -> int:
         return parse_int(env, name, default, minimum=minimum)
 
@@ -191,48 +212,58 @@ def integer(*, minimum: int = 0) -> Reader:
 def optional_integer(*, minimum: int = 0) -> Reader:
     """An integer, or None (the default) when unset."""
 
+    @reads(f"integer ≥ {minimum}")
     def read(env: Mapping[str, str], name: str, default: int | None) -> int | None:
         return None if parse_str(env, name) is None else parse_int(env, name, 0, minimum=minimum)
 
     return read
 
 
+@reads("number")
 def number(env: Mapping[str, str], name: str, default: float) -> float:
     return parse_float(env, name, default)
 
 
+@reads("decimal")
 def decimal_number(env: Mapping[str, str], name: str, default: Decimal) -> Decimal:
     return parse_decimal(env, name, default)
 
 
+@reads("text")
 def text(env: Mapping[str, str], name: str, default: str | None) -> str | None:
     value = parse_str(env, name)
     return default if value is None else value
 
 
+@reads("path")
 def path(env: Mapping[str, str], name: str, default: Path | None) -> Path | None:
     value = parse_str(env, name)
     return default if value is None else Path(value)
 
 
+@reads("PostgreSQL URL")
 def postgres_url(env: Mapping[str, str], name: str, default: None) -> str | None:
     return parse_postgres_url(env, name)
 
 
 def choice(*choices: str) -> Reader:
+    @reads(f"one of {', '.join(choices)}")
     def read(env: Mapping[str, str], name: str, default: str) -> str:
         return parse_choice(env, name, default, choices)
 
     return read
 
 
+@reads("comma-separated names")
 def names(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     return parse_csv(env, name, default)
 
 
+@reads("comma-separated origins, or *")
 def origins(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     return parse_origins(env, name)
 
 
+@reads("comma-separated header names, or *")
 def header_names(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     return parse_header_names(env, name)

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from app import supabase
 from app.env_parsing import (
@@ -35,6 +35,7 @@ from app.env_parsing import (
     parse_one_of,
     path,
     postgres_url,
+    reads,
     text,
 )
 from app.env_parsing import SettingsError as SettingsError  # raised here, caught by importers
@@ -80,6 +81,7 @@ def _refuse_moved_limits(env: Mapping[str, str]) -> None:
             )
 
 
+@reads(f"one of {', '.join(get_args(PoolerMode))}")
 def _pooler(env: Mapping[str, str], name: str, default: PoolerMode) -> PoolerMode:
     raw = (env.get(name) or "none").strip().lower()
     if raw == "none":
@@ -91,13 +93,15 @@ def _pooler(env: Mapping[str, str], name: str, default: PoolerMode) -> PoolerMod
     raise SettingsError(f"{name} must be none, session or transaction, got {env.get(name)!r}")
 
 
+@reads(f"text of ≥ {MIN_HS256_SECRET_LENGTH} characters")
 def _jwt_secret(env: Mapping[str, str], name: str, default: None) -> str | None:
     return supabase.jwt_secret(env)
 
 
-def _implied_by_supabase(path: str) -> Reader:
+def _implied_by_supabase(path: str, kind: str) -> Reader:
     """The variable's value, or the one SUPABASE_URL implies (``path`` below the project)."""
 
+    @reads(kind)
     def read(env: Mapping[str, str], name: str, default: None) -> str | None:
         project = supabase.project_url(env)
         implied = None if project is None else project + path
@@ -106,6 +110,7 @@ def _implied_by_supabase(path: str) -> Reader:
     return read
 
 
+@reads("URL")
 def _supabase_url(env: Mapping[str, str], name: str, default: None) -> str | None:
     return supabase.project_url(env)
 
@@ -127,68 +132,94 @@ def env(name: str, default: Any, read: Reader, doc: str) -> Any:
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
+    # Each description is one or two sentences of Markdown, rendered into the configuration
+    # reference (docs/hooks/configuration.py): `code` for names and values, links relative to
+    # docs/. The reader says the type and bounds; the default is the field's.
+
     # --- database -----------------------------------------------------------
     database_url: str | None = env(
         "DATABASE_URL",
         None,
         postgres_url,
-        "Owner connection (migrations, seeds); unset: the embedded PostgreSQL.",
+        "The owner's connection, for migrations and seeds; direct or session-mode."
+        " Unset: the embedded PostgreSQL.",
     )
     api_database_url: str | None = env(
         "API_DATABASE_URL",
         None,
         postgres_url,
-        "The API's and the engine's login as authenticator; unset: derived from DATABASE_URL"
-        " and AUTHENTICATOR_PASSWORD, or from the embedded server.",
+        "The API's (and by default the engine's) login as `authenticator`; it may go through a"
+        " transaction pooler (`DB_POOLER`). Unset: `DATABASE_URL` as `authenticator` with"
+        " `AUTHENTICATOR_PASSWORD`, or the embedded server's; with `DATABASE_URL` set and"
+        " neither, `serve`, `worker` and `dev` refuse to start.",
     )
     data_dir: Path = env(
         "ORDER_API_DATA_DIR",
         CHECKOUT_DATA_DIR,
         path,
-        "The embedded cluster, the dev JWT secret and the paper venue's file.",
+        "The embedded cluster, the dev JWT secret and the paper venue's file: one set per"
+        " checkout (git ignores it), removed with it.",
     )
     authenticator_password: str | None = env(
         "AUTHENTICATOR_PASSWORD",
         None,
         text,
-        "At migration time, lets authenticator log in with it; also derives API_DATABASE_URL.",
+        "At migration time, lets `authenticator` log in with it (printable ASCII, sent as a"
+        " SCRAM verifier; only on a role the migration created); also derives"
+        " `API_DATABASE_URL`.",
     )
     market_close: str | None = env(
         "MARKET_CLOSE",
         None,
         text,
-        "'HH:MM Zone', written into the database's trading_session by db upgrade and dev"
-        " (app/db/trading_session.py); the API and the engine ask the database.",
+        "`HH:MM Zone` (e.g. `16:00 America/New_York`), the close DAY orders end at: written"
+        " into the database's `trading_session` by `db upgrade` and `dev`, which the API and"
+        " the engine read, never this ([Time in force](api/orders.md#time-in-force-stop-limit-and-replace))."
+        " Unset: the database keeps its close.",
     )
     engine_database_url: str | None = env(
         "ENGINE_DATABASE_URL",
         None,
         postgres_url,
-        "The execution engine's login, which needs a session (its advisory-lock leases): a"
-        " direct or session-mode connection; unset: API_DATABASE_URL.",
+        "The execution engine's login as `authenticator`, direct or session-mode (its leases are"
+        " session advisory locks); required when `DB_POOLER=transaction`."
+        " Unset: `API_DATABASE_URL`.",
     )
     db_pooler: PoolerMode = env(
         "DB_POOLER",
         "none",
         _pooler,
-        "What API_DATABASE_URL goes through: none, session, or transaction (PgBouncer in"
-        " transaction mode, Supavisor on 6543: unnamed prepared statements).",
+        "What `API_DATABASE_URL` goes through: nothing or a session-mode pooler, or a"
+        " transaction-mode one (PgBouncer `pool_mode = transaction`, Supavisor on 6543), which"
+        " gets unnamed prepared statements.",
     )
     db_pool_size: int = env("DB_POOL_SIZE", 10, integer(minimum=1), "Connections per pool.")
     db_pool_timeout: float = env(
-        "DB_POOL_TIMEOUT", 5.0, number, "Seconds to wait for a free pooled connection."
+        "DB_POOL_TIMEOUT",
+        5.0,
+        number,
+        "Seconds to wait for a free pooled connection, then HTTP 503 `POOL_EXHAUSTED`.",
     )
     db_connect_timeout: float = env(
-        "DB_CONNECT_TIMEOUT", 3.0, number, "Seconds to open a new connection."
+        "DB_CONNECT_TIMEOUT",
+        3.0,
+        number,
+        "Seconds to open a new connection, then HTTP 503 `DATABASE_UNREACHABLE`.",
     )
     statement_timeout_ms: int = env(
-        "STATEMENT_TIMEOUT_MS", 5000, integer(), "Per-statement limit, in milliseconds."
+        "STATEMENT_TIMEOUT_MS",
+        5000,
+        integer(),
+        "Per-statement limit in milliseconds, set in each transaction (and, with"
+        " `DB_POOLER=none`, in the session of a connection that runs compiled mutations), then"
+        " HTTP 503 `STATEMENT_TIMEOUT`; the client gives up 1 s later itself. `0`: none.",
     )
     change_feed_poll_ms: int = env(
         "CHANGE_FEED_POLL_MS",
         5,
         integer(minimum=1),
-        "How often a process with subscribers reads the change feed (db/change_feed.py).",
+        "How often, in milliseconds, a process with subscribers reads the change feed: its"
+        " delivery latency.",
     )
 
     # --- tokens -------------------------------------------------------------
@@ -196,47 +227,79 @@ class Settings:
         "SUPABASE_URL",
         None,
         _supabase_url,
-        "The Supabase project URL; implies JWT_JWKS and JWT_ISSUER (its Auth server).",
+        "The Supabase project URL (`https://<ref>.supabase.co`): sets `JWT_JWKS` to"
+        f" `<SUPABASE_URL>{supabase.JWKS_PATH}` and `JWT_ISSUER` to"
+        f" `<SUPABASE_URL>{supabase.AUTH_PATH}`; an explicit different value is refused.",
     )
     jwt_secret: str | None = env(
         "JWT_SECRET",
         None,
         _jwt_secret,
-        "HS256 secret, at least 32 characters; SUPABASE_JWT_SECRET is accepted as its name.",
+        "The HS256 secret (Supabase's JWT secret); `SUPABASE_JWT_SECRET` is accepted as its name"
+        " too (both set and different: refused). Unset under `dev`: one generated in"
+        " `ORDER_API_DATA_DIR`.",
     )
     jwt_jwks: str | None = env(
         "JWT_JWKS",
         None,
-        _implied_by_supabase(supabase.JWKS_PATH),
-        "A JWKS URL (https://...) or a file path with the public keys for RS256/ES256.",
+        _implied_by_supabase(supabase.JWKS_PATH, "URL or path"),
+        "A JWKS URL (`https://...`) or file with the public keys for RS256/ES256 (Supabase's"
+        " signing keys).",
     )
-    jwt_audience: str = env("JWT_AUDIENCE", "authenticated", text, "The required aud.")
+    jwt_audience: str = env(
+        "JWT_AUDIENCE",
+        "authenticated",
+        text,
+        "The required `aud`, except on Supabase's anon and service_role API keys"
+        " ([Security model](security.md#supabases-api-keys)).",
+    )
     jwt_issuer: str | None = env(
         "JWT_ISSUER",
         None,
-        _implied_by_supabase(supabase.AUTH_PATH),
-        "The required iss, when set.",
+        _implied_by_supabase(supabase.AUTH_PATH, "text"),
+        "The required `iss`, when set; Supabase's API keys carry `iss` `supabase` instead.",
     )
     jwt_algorithms: tuple[str, ...] = env(
         "JWT_ALGORITHMS",
         ("HS256", "RS256", "ES256"),
         names,
-        "Allowed algorithms (intersected with the configured keys).",
+        "Allowed algorithms, intersected with the configured keys.",
     )
     jwt_leeway_seconds: int = env(
-        "JWT_LEEWAY_SECONDS", 30, integer(), "Clock skew allowed on exp, nbf and iat."
+        "JWT_LEEWAY_SECONDS",
+        30,
+        integer(),
+        "Clock skew allowed on `exp`, `nbf` and `iat`, in seconds.",
     )
-    jwks_cache_seconds: int = env("JWKS_CACHE_SECONDS", 600, integer(), "JWKS cache lifetime.")
+    jwks_cache_seconds: int = env(
+        "JWKS_CACHE_SECONDS",
+        600,
+        integer(),
+        "How long fetched public keys are kept, in seconds; an unknown `kid` refreshes them early.",
+    )
 
     # --- HTTP and GraphQL ----------------------------------------------------
-    host: str = env("HOST", "127.0.0.1", text, "Where the API listens (dev/serve --host).")
-    port: int = env("PORT", 8000, integer(minimum=1), "Where the API listens (--port).")
-    graphiql: bool = env("GRAPHIQL", True, boolean, "Serve GraphiQL to browsers.")
+    host: str = env(
+        "HOST", "127.0.0.1", text, "Where the API listens; `--host` of `dev` and `serve` wins."
+    )
+    port: int = env(
+        "PORT",
+        8000,
+        integer(minimum=1),
+        "Where the API listens; `--port` of `dev` and `serve` wins.",
+    )
+    graphiql: bool = env(
+        "GRAPHIQL",
+        True,
+        boolean,
+        "Serve GraphiQL to browsers, with its assets at `/graphiql/`; `false` in production.",
+    )
     introspection: bool = env(
         "GRAPHQL_INTROSPECTION",
         True,
         boolean,
-        "Allow introspection and GET /graphql/schema.graphql; suggest names in errors.",
+        "Allow introspection and `GET /graphql/schema.graphql`, and suggest names in errors;"
+        " `false` in production.",
     )
     cors_origins: tuple[str, ...] = env(
         "CORS_ORIGINS",
@@ -244,14 +307,18 @@ class Settings:
         origins,
         # Never with credentials: callers send Authorization, the API sets no cookies, so
         # CORS credentials are not allowed at all and * is safe to offer.
-        "Browser origins allowed to call the API (HTTP and WebSocket), or * for any.",
+        "Browser origins allowed to call the API, over HTTP and the WebSocket upgrade, exactly"
+        " as browsers send them (`https://app.example.com`, `http://localhost:5173`), or `*`"
+        " alone for any; never with credentials.",
     )
     cors_allow_headers: tuple[str, ...] = env(
         "CORS_ALLOW_HEADERS",
         (),
         header_names,
-        "Request headers browsers may send beyond those the API reads itself (app/main.py's"
-        " CORS_HEADERS), e.g. a client's X-Client-Version, or * for any.",
+        # The three are app/main.py's CORS_HEADERS (tests/test_configuration_reference.py).
+        "Request headers browsers may send besides `Authorization`, `Content-Type` and"
+        " `X-Request-Id` (e.g. a client's `X-Client-Version`), or `*` alone for any; a header"
+        " in neither fails the preflight.",
     )
     max_query_depth: int = env(
         "MAX_QUERY_DEPTH", 10, integer(minimum=1), "Deepest selection allowed."
@@ -265,27 +332,34 @@ class Settings:
         " fragments are expanded.",
     )
     max_document_bytes: int = env(
-        "MAX_DOCUMENT_BYTES", 20_000, integer(minimum=100), "Document size (HTTP 413 beyond)."
+        "MAX_DOCUMENT_BYTES",
+        20_000,
+        integer(minimum=100),
+        "Document size, HTTP 413 beyond; a request body, or a WebSocket message, may be twice"
+        " this.",
     )
     compiled_queries: bool = env(
         "COMPILED_QUERIES",
         True,
         boolean,
-        "Answer hot read queries with one SQL statement (graphql/compiled/); off: resolvers.",
+        "Answer hot read queries with one SQL statement"
+        " ([Compiled queries](performance/index.md#compiled-queries)); `false`: the resolvers.",
     )
     compiled_mutations: bool = env(
         "COMPILED_MUTATIONS",
         True,
         boolean,
-        "Answer learned submitOrder/cancelOrder documents with one statement (migration 007).",
+        "Answer learned `submitOrder`/`cancelOrder` documents with one autocommit statement"
+        " ([Compiled mutations](performance/index.md#compiled-mutations)).",
     )
     compiled_queries_strict: bool = env(
         "COMPILED_QUERIES_STRICT",
         False,
         boolean,
-        "A query that fails to compile or bind fails its request instead of taking the"
-        " resolvers, so that a compiler bug cannot hide behind the fallback (on in the tests;"
-        " off, the fallback is logged and counted in /metrics).",
+        "A query that fails to compile or bind (a compiler bug) fails its request instead of"
+        " taking the resolvers, as does a compiled mutation's statement failing for any reason"
+        " but an unavailable database; on in the tests (off, the fallback is logged and"
+        " counted in `/metrics`).",
     )
 
     # --- operations ----------------------------------------------------------
@@ -293,47 +367,58 @@ class Settings:
         "METRICS",
         True,
         boolean,
-        "Serve GET /metrics (Prometheus text; counts and timings only, no trader data).",
+        "Serve `GET /metrics`: Prometheus text, counts and timings only, no trader data"
+        " ([Metrics](operations/index.md#metrics)).",
     )
     log_format: str = env(
         "LOG_FORMAT",
         "text",
         choice(*LOG_FORMATS),
-        "text or json: how log lines (the per-request line included) are written.",
+        "How log lines, the per-request line included, are written; `json`: one JSON object"
+        " per line.",
     )
     worker_metrics_port: int | None = env(
         "WORKER_METRICS_PORT",
         None,
         optional_integer(minimum=1),
-        "Where python -m app worker serves its metrics (engine counters); unset: nowhere.",
+        "Where `python -m app worker` serves its metrics (engine counters), on `HOST`."
+        " Unset: nowhere.",
     )
     otel_traces_exporter: str | None = env(
         "OTEL_TRACES_EXPORTER",
         None,
         text,
-        "OpenTelemetry's own variable: tracing is on when it names an exporter (app/tracing.py).",
+        "OpenTelemetry's own variable: with the `otel` extra installed, an exporter (`otlp`,"
+        " `console`, ...) traces requests and SQL statements"
+        " ([Tracing](operations/index.md#tracing)); OpenTelemetry reads the other `OTEL_*`.",
     )
     request_read_timeout_seconds: float = env(
         "REQUEST_READ_TIMEOUT_SECONDS",
         10.0,
         number,
-        "Time a client has to send a request's headers, and again its body (app/serving.py).",
+        "Seconds a client has to send a request's headers, and again its body; then the"
+        " connection is closed, or HTTP 408.",
     )
 
     # --- execution engine ----------------------------------------------------
-    engine_poll_seconds: float = env("ENGINE_POLL_SECONDS", 0.2, number, "Engine loop period.")
+    engine_poll_seconds: float = env(
+        "ENGINE_POLL_SECONDS", 0.2, number, "The engine loop's period, in seconds."
+    )
     engine_max_retries: int = env(
         "ENGINE_MAX_RETRIES", 5, integer(), "Attempts at a venue before an order is rejected."
     )
     engine_retry_base_seconds: float = env(
-        "ENGINE_RETRY_BASE_SECONDS", 0.2, number, "First retry's backoff, doubled each time."
+        "ENGINE_RETRY_BASE_SECONDS",
+        0.2,
+        number,
+        "The first retry's backoff in seconds, doubled each time.",
     )
     engine_max_in_flight: int = env(
         "ENGINE_MAX_IN_FLIGHT",
         1000,
         integer(minimum=1),
-        "Most orders one worker holds approved but not yet accepted by the venue"
-        " (app/engine/holdings.py); orders resting at the venue do not count.",
+        "Most orders one worker holds approved but not yet accepted by the venue; orders"
+        " resting at the venue do not count.",
     )
     venue_seed: int = env("VENUE_SEED", 42, integer(), "The paper venue's price seed.")
     venue_prices_csv: Path | None = env(
@@ -345,12 +430,20 @@ class Settings:
         integer(minimum=1),
         "Most shares the paper venue fills per order per tick.",
     )
-    venue_tick_seconds: float = env("VENUE_TICK_SECONDS", 0.25, number, "The paper venue's tick.")
+    venue_tick_seconds: float = env(
+        "VENUE_TICK_SECONDS", 0.25, number, "The paper venue's tick, in seconds."
+    )
     venue_commission_per_share: Decimal = env(
-        "VENUE_COMMISSION_PER_SHARE", Decimal("0.005"), decimal_number, "Paper commission."
+        "VENUE_COMMISSION_PER_SHARE",
+        Decimal("0.005"),
+        decimal_number,
+        "The paper venue's commission per share.",
     )
     venue_commission_minimum: Decimal = env(
-        "VENUE_COMMISSION_MINIMUM", Decimal("1.00"), decimal_number, "Paper minimum commission."
+        "VENUE_COMMISSION_MINIMUM",
+        Decimal("1.00"),
+        decimal_number,
+        "The paper venue's least commission.",
     )
     venue_transient_failure_rate: float = env(
         "VENUE_TRANSIENT_FAILURE_RATE", 0.0, number, "Injected transient venue failures."
