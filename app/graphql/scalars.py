@@ -1,9 +1,11 @@
-"""The contract's custom scalars as Strawberry's (with the contract's descriptions), with two
+"""The contract's custom scalars as Strawberry's (with the contract's descriptions), with these
 changes.
 
 DateTime is written as PostgreSQL writes JSON timestamps (db/timestamps.py):
 compiled queries (graphql/compiled/) put timestamps into the response with
 ``to_json`` as they are; the resolvers answer the very same text through this.
+
+Decimal is written by db/decimals.py's rule: "304.34", not "304.340000".
 
 UUID, Decimal and DateTime refuse a malformed value quoting only an excerpt of
 it (graphql/inputs.py): Strawberry's own quote the whole value, however large.
@@ -27,6 +29,7 @@ from strawberry.schema.types.base_scalars import (
 )
 from strawberry.types.scalar import ScalarDefinition
 
+from app.db.decimals import decimal_text
 from app.db.timestamps import isoformat
 from app.graphql.inputs import excerpt
 
@@ -76,6 +79,7 @@ def _plain_decimal(value: str) -> decimal.Decimal:
 DECIMAL: ScalarDefinition = dataclasses.replace(
     DecimalDefinition,
     description='Exact decimal number, serialized as a string such as "187.25"; never a float.',
+    serialize=decimal_text,
     parse_value=_parser(_plain_decimal, "Decimal", (ValueError,), accept_non_string=True),
 )
 
