@@ -363,6 +363,29 @@ async def test_python_writes_decimals_exactly_as_the_compiled_sql_does(
     assert decimal_text(Decimal(stored)) == written_by_postgres
 
 
+async def test_a_malformed_id_is_refused_naming_the_argument_at_its_location(
+    world: World,
+) -> None:
+    literal = 'query { order(id: "123") { id } }'
+    token = world.token("trader")
+    assert "errors" not in await world.compiled.gql(ORDER, {"id": str(uuid.uuid4())}, token=token)
+    for client in (world.resolvers, world.compiled):
+        [error] = (await client.gql(literal, token=token))["errors"]
+        assert error == {
+            "message": "Value cannot represent a UUID: '123'",
+            "extensions": {"code": "BAD_USER_INPUT", "field": "id"},
+            "locations": [{"line": 1, "column": literal.index('"123"') + 1}],
+        }
+        [error] = (await client.gql(ORDER, {"id": "123"}, token=token))["errors"]
+        assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": "id"}
+        assert error["locations"] == [{"line": 1, "column": ORDER.index("$id") + 1}]
+    # A literal in a nested input names its input field; a number is asked to be a string.
+    document = "query { orders(filter: {traderId: 7}) { edges { cursor } } }"
+    [error] = (await world.compiled.gql(document, token=token))["errors"]
+    assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": "traderId"}
+    assert error["message"].startswith("UUID must be a string such as")
+
+
 @pytest.mark.parametrize("micros", [0, 1, 10, 120, 804250, 999999], ids=lambda m: f"{m:06d}us")
 async def test_python_writes_timestamps_exactly_as_postgresql_to_json_does(
     owner_conn, micros: int

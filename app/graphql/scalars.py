@@ -110,7 +110,10 @@ def _literal_parser(
         if not isinstance(node, StringValueNode):
             message = _not_a_string(name, example, print_ast(node))
             raise GraphQLError(message, node, extensions=extensions)
-        return parse_value(node.value)
+        try:
+            return parse_value(node.value)
+        except GraphQLError as error:
+            raise GraphQLError(error.message, node, extensions=extensions) from None
 
     return parse_literal
 
