@@ -66,7 +66,14 @@ def cors(settings: Settings) -> Middleware:
     )
 
 
-def create_app(settings: Settings, *, database: Database | None = None) -> Starlette:
+def create_app(
+    settings: Settings,
+    *,
+    database: Database | None = None,
+    graphiql_defaults: graphiql.Defaults | None = None,
+) -> Starlette:
+    """The API. ``graphiql_defaults`` (dev's example operations and token) only from
+    ``python -m app dev``: never a token in what ``serve`` answers."""
     settings.check_token_config()
     verifier = TokenVerifier(settings)
     db = database if database is not None else database_for(settings)
@@ -131,6 +138,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> Starl
         Route("/readyz", readyz),
     ]
     if settings.graphiql:
+        if graphiql_defaults is not None:
+            routes.append(graphiql.defaults_route(graphiql_defaults))  # before the mount
         routes.append(graphiql.assets_mount())
     if settings.metrics:
         routes.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -173,6 +174,33 @@ def test_dev_serves_the_seed_and_an_order_submitted_fills_with_its_audit_trail(
     assert refused.returncode == 1
     assert "is in use by another command" in refused.stderr
     assert gql("{ viewer { role } }")["viewer"] == {"role": "authenticated"}
+
+
+@pytest.mark.slow
+def test_dev_graphiql_opens_with_the_example_operations_and_the_dev_token(
+    dev_server: tuple[str, str, Path],
+) -> None:
+    url, token, _ = dev_server
+    page = httpx.get(f"{url}/graphql", headers={"Accept": "text/html"}, timeout=10)
+    assert 'fetch("graphiql/defaults.json"' in page.text
+    defaults = httpx.get(f"{url}/graphiql/defaults.json", timeout=10)
+    assert defaults.headers["cache-control"] == "no-store"
+    tabs = defaults.json()["tabs"]
+    assert [tab["query"].split()[0] for tab in tabs] == ["query", "mutation", "subscription"]
+    for tab in tabs:
+        assert json.loads(tab["headers"]) == {"Authorization": f"Bearer {token}"}
+    # Each tab runs as it is (the subscription over HTTP is refused only for its transport).
+    for tab in tabs:
+        body = httpx.post(
+            f"{url}/graphql",
+            json={"query": tab["query"], "variables": json.loads(tab["variables"] or "{}")},
+            headers=json.loads(tab["headers"]),
+            timeout=10,
+        ).json()
+        if tab["query"].startswith("subscription"):
+            assert "WebSocket" in body["errors"][0]["message"], body
+        else:
+            assert "errors" not in body, body
 
 
 @pytest.mark.slow

@@ -226,6 +226,31 @@ async def test_submit_each_malformed_value_gets_the_same_error(pair: Pair) -> No
     await pair.tell(story, compiled_answers=0)
 
 
+async def test_a_price_sent_as_a_number_is_refused_asking_for_a_string(pair: Pair) -> None:
+    # A JSON number may already be a float's rounding of what the client meant.
+    literal = (
+        'mutation { submitOrder(input: {symbol: "AAPL", side: BUY, quantity: 1,'
+        " orderType: LIMIT, price: 190.5}) { id } }"
+    )
+
+    async def story(side: Side, _: uuid.UUID) -> None:
+        for number in (190.5, 190):
+            body = await side.ask(SUBMIT, {"input": {**LIMIT, "price": number}})
+            [error] = body["errors"]
+            assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": "price"}
+            assert (
+                f'must be a string such as "190.50", not the JSON value {number}'
+                in (error["message"])
+            )
+        body = await side.ask(literal, {})
+        [error] = body["errors"]
+        assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": "price"}
+        assert error["message"] == 'Decimal must be a string such as "190.50", not 190.5'
+        assert error["locations"] == [{"line": 1, "column": literal.index("190.5") + 1}]
+
+    await pair.tell(story, compiled_answers=0)
+
+
 async def test_submit_against_the_limits_in_force(pair: Pair) -> None:
     await pair.owner.execute(
         "UPDATE order_limits SET max_quantity = 1000, max_notional = 50000, symbols = '{AAPL,MSFT}'"

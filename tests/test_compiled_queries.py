@@ -17,12 +17,14 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client import REGISTRY
 
+from app.db.decimals import DECIMAL_SQL, decimal_text
 from app.db.timestamps import isoformat
 from app.graphql.compiled import compile_query, compiler
 from app.orders import fields, pages
@@ -38,6 +40,10 @@ APPROVE = "mutation($id: UUID!) { approveOrder(id: $id) { id } }"
 FILL = (
     "mutation($id: UUID!, $q: Int!) { recordFill(input: {orderId: $id, quantityFilled: $q,"
     ' priceAtFill: "10.25", venue: "NYSE", commission: "1.50"}) { id } }'
+)
+FILL_AT = (
+    "mutation($id: UUID!, $q: Int!, $price: Decimal!) { recordFill(input: {orderId: $id,"
+    ' quantityFilled: $q, priceAtFill: $price, venue: "NYSE"}) { id } }'
 )
 REJECT = 'mutation($id: UUID!) { rejectOrder(id: $id, reason: "no", errorCode: "RISK") { id } }'
 CANCEL = 'mutation($id: UUID!) { cancelOrder(id: $id, reason: "changed my mind") { id } }'
@@ -161,6 +167,12 @@ async def arrange(
     await fill(await submit(trader, symbol="TSLA", quantity=10), 10)  # FILLED
     rejected = await submit(trader, side="SELL", quantity=5)
     ok(await client.gql(REJECT, {"id": rejected}, token=engine))
+    # Two prices: an average fill price of more than cents, (10.25 + 2 x 10.00) / 3.
+    uneven = await submit(trader, symbol="NVDA", quantity=3)
+    ok(await client.gql(APPROVE, {"id": uneven}, token=engine))
+    for quantity, price in ((1, "10.25"), (2, "10.00")):
+        variables = {"id": uneven, "q": quantity, "price": price}
+        ok(await client.gql(FILL_AT, variables, token=engine))
     await fill(await submit(other, quantity=50), 50)
     await submit(other, symbol="TSLA", orderType="MARKET", price=None)
     return orders
@@ -317,6 +329,61 @@ async def test_bad_arguments_on_a_compiled_document_get_the_normal_errors(world:
         assert body["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "field": "first"}
     body = await client.gql(query, {"first": "many"}, token=token)
     assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_both_paths_write_money_in_cents_and_an_average_without_trailing_zeros(
+    world: World,
+) -> None:
+    document = (
+        "query Q($id: UUID!) { order(id: $id) { price averageFillPrice"
+        " fills { priceAtFill commission } } }"
+    )
+    whole_cents, uneven = world.orders[world.trader][0], world.orders[world.trader][-1]
+    order = (await both(world, document, {"id": whole_cents}, "trader"))["order"]
+    assert order == {
+        "price": "10.00",
+        "averageFillPrice": "10.25",  # stored as 10.250000
+        "fills": [{"priceAtFill": "10.25", "commission": "1.50"}],
+    }
+    order = (await both(world, document, {"id": uneven}, "trader"))["order"]
+    assert order["averageFillPrice"] == "10.083333"
+    assert [fill["commission"] for fill in order["fills"]] == ["0.00", "0.00"]
+
+
+@pytest.mark.parametrize(
+    "stored",
+    ["0", "0.000000", "10", "10.5", "10.250000", "10.083333", "0.000001", "99999999.99"],
+)
+async def test_python_writes_decimals_exactly_as_the_compiled_sql_does(
+    owner_conn, stored: str
+) -> None:
+    written_by_postgres = await owner_conn.fetchval(
+        f"SELECT {DECIMAL_SQL.format(v='$1::numeric')}", Decimal(stored)
+    )
+    assert decimal_text(Decimal(stored)) == written_by_postgres
+
+
+async def test_a_malformed_id_is_refused_naming_the_argument_at_its_location(
+    world: World,
+) -> None:
+    literal = 'query { order(id: "123") { id } }'
+    token = world.token("trader")
+    assert "errors" not in await world.compiled.gql(ORDER, {"id": str(uuid.uuid4())}, token=token)
+    for client in (world.resolvers, world.compiled):
+        [error] = (await client.gql(literal, token=token))["errors"]
+        assert error == {
+            "message": "Value cannot represent a UUID: '123'",
+            "extensions": {"code": "BAD_USER_INPUT", "field": "id"},
+            "locations": [{"line": 1, "column": literal.index('"123"') + 1}],
+        }
+        [error] = (await client.gql(ORDER, {"id": "123"}, token=token))["errors"]
+        assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": "id"}
+        assert error["locations"] == [{"line": 1, "column": ORDER.index("$id") + 1}]
+    # A literal in a nested input names its input field; a number is asked to be a string.
+    document = "query { orders(filter: {traderId: 7}) { edges { cursor } } }"
+    [error] = (await world.compiled.gql(document, token=token))["errors"]
+    assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": "traderId"}
+    assert error["message"].startswith("UUID must be a string such as")
 
 
 @pytest.mark.parametrize("micros", [0, 1, 10, 120, 804250, 999999], ids=lambda m: f"{m:06d}us")

@@ -20,10 +20,12 @@ from graphql import (
     build_schema,
     get_introspection_query,
     lexicographic_sort_schema,
+    parse,
     print_schema,
+    validate,
 )
 
-from app.graphql.graphiql import ASSETS, LICENSES, STATIC_DIR
+from app.graphql.graphiql import ASSETS, EXAMPLES, LICENSES, STATIC_DIR, Defaults
 from app.main import create_app
 from tests.api import api_settings
 from tests.conftest import Db
@@ -67,6 +69,34 @@ async def test_the_page_loads_every_asset_from_this_server_with_its_digest(datab
             assert sha384(served.content) == asset.sha384, asset.name
     assert "unpkg" not in page.text
     assert "Cookies" not in page.text  # js-cookie is gone with the CDN
+
+
+async def test_graphiql_defaults_are_served_only_to_an_app_given_them(database: Db) -> None:
+    defaults = Defaults(headers={"Authorization": "Bearer dev-token"})
+    app = create_app(api_settings(database), graphiql_defaults=defaults)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
+            given = await http.get("/graphiql/defaults.json")
+            page = await http.get("/graphql", headers=BROWSER)
+    assert given.status_code == 200
+    tabs = given.json()["tabs"]
+    assert [tab["query"] for tab in tabs] == [query for query, _ in EXAMPLES]
+    assert {tab["headers"] for tab in tabs} == {'{\n  "Authorization": "Bearer dev-token"\n}'}
+    async with client(database) as http:  # as serve builds it: no defaults
+        assert (await http.get("/graphiql/defaults.json")).status_code == 404
+        served = await http.get("/graphql", headers=BROWSER)
+    # The page is the same either way; the token is never in it.
+    assert served.text == page.text
+    assert "dev-token" not in page.text
+
+
+async def test_graphiqls_example_operations_are_valid_against_the_schema(database: Db) -> None:
+    async with client(database) as http:
+        sdl = (await http.get("/graphql/schema.graphql")).text
+    schema = build_schema(sdl)
+    for query, _ in EXAMPLES:
+        assert validate(schema, parse(query)) == [], query
 
 
 async def test_the_page_tells_the_browser_to_load_nothing_from_elsewhere(database: Db) -> None:

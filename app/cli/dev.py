@@ -47,6 +47,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from app.auth.jwt import mint_token
     from app.db import trading_session
     from app.db.migrations import upgrade_to_head
+    from app.graphql.graphiql import Defaults
     from app.main import create_app
     from app.serving import uvicorn_options
 
@@ -81,7 +82,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 flush=True,
             )
 
-        app = create_app(settings)
+        # GraphiQL opens with the examples and this token in its Headers tab (dev only).
+        defaults = Defaults(headers={"Authorization": f"Bearer {token}"})
+        app = create_app(settings, graphiql_defaults=defaults)
         if not args.no_worker:
             _attach_worker(app, settings)
         return serving.run(

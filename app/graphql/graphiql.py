@@ -9,6 +9,11 @@ file whose digest differs; they and the packages' licence files are committed un
 Strawberry's page also loads js-cookie, only to send a Django CSRF cookie; this API uses no
 cookies, so our page does without it.
 
+In ``dev`` the page opens with example operations and the dev token in the Headers tab
+(``Defaults``): the page itself is the same everywhere (endpoint.py serves it), and fetches
+``/graphiql/defaults.json``, a route only an app given defaults has. ``serve`` never has
+it: a token served to whoever asks would be a leak.
+
 The page hands the Headers tab to subscriptions: browsers cannot set headers on a WebSocket, so
 the same headers (which GraphiQL keeps in localStorage) become the socket's connection_init
 payload, where graphql/websocket.py authenticates them exactly like an HTTP request's.
@@ -19,11 +24,13 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from starlette.responses import HTMLResponse
-from starlette.routing import Mount
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "graphiql"
@@ -126,9 +133,10 @@ const fetcher = GraphiQL.createFetcher({
 });
 const explorer = GraphiQLPluginExplorer.explorerPlugin();
 
-function OrderApiGraphiQL() {
+function OrderApiGraphiQL({ tabs }) {
   return React.createElement(GraphiQL, {
     fetcher,
+    defaultTabs: parameters.q ? undefined : tabs,  // a link's query wins over the examples
     plugins: [explorer],
     defaultEditorToolsVisibility: true,
     query: parameters.q,
@@ -142,9 +150,18 @@ function OrderApiGraphiQL() {
   });
 }
 
-ReactDOM.createRoot(document.getElementById("graphiql")).render(
-  React.createElement(OrderApiGraphiQL),
-);
+// GraphiQL uses defaultTabs only while the browser has no tabs of its own stored.
+fetch("graphiql/defaults.json", { cache: "no-store" })
+  .then((response) => (response.ok ? response.json() : {}))  // 404: not dev, no defaults
+  .catch((error) => {
+    console.warn("GraphiQL defaults not loaded", error);
+    return {};
+  })
+  .then((defaults) => {
+    ReactDOM.createRoot(document.getElementById("graphiql")).render(
+      React.createElement(OrderApiGraphiQL, defaults),
+    );
+  });
 """
 
 _PAGE = """<!doctype html>
@@ -220,6 +237,57 @@ def page_response() -> HTMLResponse:
         page_html(),
         headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "no-cache"},
     )
+
+
+EXAMPLES = (
+    (
+        "query Orders {\n  orders(first: 10) {\n    edges { node { id symbol side quantity"
+        " status filledQuantity averageFillPrice } }\n    pageInfo { hasNextPage endCursor }\n"
+        "  }\n}\n",
+        None,
+    ),
+    (
+        "mutation Submit($input: SubmitOrderInput!) {\n  submitOrder(input: $input) {"
+        " id status }\n}\n",
+        {"input": {"symbol": "AAPL", "side": "BUY", "quantity": 10, "orderType": "MARKET"}},
+    ),
+    (
+        "subscription Updates {\n  orderUpdates { id symbol status filledQuantity"
+        " averageFillPrice }\n}\n",
+        None,
+    ),
+)
+"""dev's GraphiQL tabs: a page of orders, a submit (run it with the subscription open in
+another tab to watch the order fill), the caller's order updates."""
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What GraphiQL opens with in a browser that has no tabs stored yet: ``EXAMPLES``, each
+    tab with ``headers`` in its Headers tab. Only ``dev`` gives create_app these."""
+
+    headers: dict[str, str]
+
+    def body(self) -> dict[str, object]:
+        headers = json.dumps(self.headers, indent=2)
+        return {
+            "tabs": [
+                {
+                    "query": query,
+                    "variables": None if variables is None else json.dumps(variables, indent=2),
+                    "headers": headers,
+                }
+                for query, variables in EXAMPLES
+            ]
+        }
+
+
+def defaults_route(defaults: Defaults) -> Route:
+    async def serve(request: Request) -> JSONResponse:
+        # no-store: it may hold a token.
+        return JSONResponse(defaults.body(), headers={"Cache-Control": "no-store"})
+
+    return Route(f"{ASSETS_PATH}/defaults.json", serve, methods=["GET"])
 
 
 def assets_mount() -> Mount:

@@ -119,7 +119,10 @@ class Order:
     take_profit: Decimal | None
     status: OrderStatus
     filled_quantity: int
-    average_fill_price: Decimal | None
+    average_fill_price: Decimal | None = strawberry.field(
+        description="The fills' prices weighted by their quantities, rounded to 6 decimals;"
+        " written like a price when it is whole cents (10.25, not 10.250000); null unfilled."
+    )
     created_at: datetime
     updated_at: datetime
     expires_at: datetime | None

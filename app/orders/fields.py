@@ -25,6 +25,7 @@ from uuid import UUID
 
 from sqlalchemy.engine import RowMapping
 
+from app.db.decimals import DECIMAL_SQL
 from app.models.order import (
     ActionEnum,
     OrderSideEnum,
@@ -88,12 +89,14 @@ class Field:
 
     @cached_property
     def json(self) -> str:
-        """The compiled path's expression over ``{t}``. Numerics as text: the contract's
-        Decimal is a string, never a float. Timestamps as they are: json_build_object writes
-        them with to_json, the format of graphql/scalars.py."""
+        """The compiled path's expression over ``{t}``. Numerics as text, written as the
+        resolvers write them (db/decimals.py): the contract's Decimal is a string, never a
+        float. Timestamps as they are: json_build_object writes them with to_json, the format
+        of graphql/scalars.py."""
         if self.sql is not None:
             return self.sql
-        return f"{{t}}.{self.column}" + ("::text" if self.type is Decimal else "")
+        value = f"{{t}}.{self.column}"
+        return DECIMAL_SQL.format(v=value) if self.type is Decimal else value
 
     @cached_property
     def load(self) -> Callable[[Any], Any] | None:
