@@ -103,6 +103,8 @@ class Settings:
     statement_timeout_ms: int = 5000
     change_feed_poll_ms: int = 5
     """How often a process with subscribers reads the change feed (db/change_feed.py)."""
+    subscription_max_lag_ms: int = 1000
+    """How long a change may wait for a subscriber before it gets the gap signal instead."""
 
     # --- tokens -------------------------------------------------------------
     supabase_url: str | None = None
@@ -190,6 +192,7 @@ class Settings:
             db_connect_timeout=parse_float(env, "DB_CONNECT_TIMEOUT", 3.0),
             statement_timeout_ms=parse_int(env, "STATEMENT_TIMEOUT_MS", 5000),
             change_feed_poll_ms=parse_int(env, "CHANGE_FEED_POLL_MS", 5, minimum=1),
+            subscription_max_lag_ms=parse_int(env, "SUBSCRIPTION_MAX_LAG_MS", 1000, minimum=1),
             supabase_url=supabase_url,
             jwt_secret=supabase.jwt_secret(env),
             jwt_jwks=parse_one_of(env, "JWT_JWKS", jwks_url, "SUPABASE_URL"),
