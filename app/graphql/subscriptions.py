@@ -5,12 +5,14 @@ never what it contains. The orders announced to a subscriber are read again,
 all that waited in its mailbox (up to ``READ_BATCH``) in one statement of one
 read-only transaction, as the subscriber's own role with the subscriber's own
 claims, exactly like a query; an order is sent only if that read returns it.
+Whatever an announcement says, a trader can therefore only ever receive what
+``order(id:)`` would show them: row level security is the boundary, not the
+announcement. service_role and compliance_auditor see every order because the
+policies say so.
+
 One re-read per batch, not per order: a subscriber who sees every order
-(compliance_auditor) kept up with 30 submits/s when it re-read them one at a
-time, and fell seconds behind at 190/s (bench/scale/live.py). Whatever an announcement says, a trader can therefore
-only ever receive what ``order(id:)`` would show them: row level security is
-the boundary, not the announcement. service_role and compliance_auditor see
-every order because the policies say so.
+(compliance_auditor) needed a transaction per submit, fell tens of seconds
+behind, and held the writers back (bench/scale/live.py, README).
 
 Messages carry the order's state at the moment it was read, not a diff: when
 changes follow each other faster than the re-read, intermediate states may be
@@ -19,9 +21,9 @@ a later one.
 
 Gap signal. When updates may have been missed (the database was unreachable
 for a while: one signal per outage, once it answers again; or the subscriber
-fell more than a mailbox's worth of orders, or more than the feed's
-``max_lag_seconds``, behind), the subscription stays
-open and the client receives one event with ``data: null`` and the error
+fell more than a mailbox's worth of orders, or more than
+``SUBSCRIPTION_MAX_LAG_MS``, behind: db/mailbox.py), the subscription stays open
+and the client receives one event with ``data: null`` and the error
 
     {"message": "updates may have been missed; re-query",
      "path": ["orderUpdates"],
@@ -268,11 +270,12 @@ async def _updates(
                     yield UpdatesMissed()
                     if order_id is None:
                         continue
-                    targets, tick = [order_id], event.tick
+                    # Made whole again: its order's state, retried like a change if need be.
+                    batch = [Changed(order_id, event.tick)]
                 else:
                     batch = event
-                    targets = [change.order_id for change in batch]
-                    tick = max(change.tick for change in batch)
+                targets = [change.order_id for change in batch]
+                tick = max(change.tick for change in batch)
             try:
                 reads = await feed.read(
                     claims, targets, fresh_from=tick, fills=wants_fills, logs=wants_logs
