@@ -57,7 +57,7 @@ async def test_orders_that_change_together_are_re_read_in_one_statement_shared_b
         return [s for s in statements if f"FROM {table} WHERE" in s]
 
     # One statement per table for the twenty orders and both subscribers (their claims are
-    # the same): not one transaction per order and subscriber (forty of each).
+    # the same): not one transaction per order (twenty of each, before batching).
     assert [len(reads(t)) for t in ("orders", "fills", "execution_logs")] == [1, 1, 1], statements
 
 

@@ -128,6 +128,7 @@ class Subscriber:
     watcher: bool
     received: int = 0
     events: int = 0  # received, and gap signals: proof that the subscription is live
+    other: list[object] = field(default_factory=list)  # messages other than "next"
     latencies: list[float] = field(default_factory=list)
     gaps: int = 0
     since: float = 0.0  # wall-clock start of the measured load
@@ -138,6 +139,7 @@ class Subscriber:
             at = time.time()
             message = json.loads(raw)
             if message.get("type") != "next":
+                self.other.append(message)
                 continue
             self.events += 1
             payload = message["payload"]
@@ -216,7 +218,13 @@ async def measure(
             if await until(lambda: all(s.events for s in subs), 10):
                 break
         else:
-            raise RuntimeError("not every subscriber received the warm-up submits")
+            silent = [s for s in subs if not s.events]
+            ended = [repr(s.task.exception()) for s in silent if s.task and s.task.done()]
+            raise RuntimeError(
+                f"{len(silent)} subscribers received nothing from the warm-up submits"
+                f" ({sum(s.watcher for s in silent)} watchers); ended: {ended[:3]};"
+                f" their other messages: {[s.other[:2] for s in silent][:3]}"
+            )
         await asyncio.sleep(1)
         since = time.time()
         for s in subs:
@@ -311,6 +319,11 @@ async def run(args: argparse.Namespace, db: Database, tmp: Path) -> None:
             meter = cpu.Meter(server.proc.pid, postmaster)
             results.append(await measure(server.port, writers, args, tokens_file, meter))
             say(json.dumps(results[-1]))
+    except BaseException:
+        lines = server.log.read_text().splitlines()
+        worth = [line for line in lines if " INFO app.requests: " not in line]
+        say("the server's log, without its request lines:\n" + "\n".join(worth[-60:]))
+        raise
     finally:
         server.stop()
     print(
