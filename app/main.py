@@ -83,6 +83,7 @@ def create_app(
     changes = ChangeFeed(
         libpq_url(db.engine.url),
         poll_seconds=settings.change_feed_poll_ms / 1000,
+        max_lag_seconds=settings.subscription_max_lag_ms / 1000,
         connect_timeout=settings.db_connect_timeout,
         prepared_statements=settings.db_pooler != "transaction",
     )

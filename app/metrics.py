@@ -77,8 +77,9 @@ REQUEST_SECONDS = Histogram(
 SUBSCRIPTION_GAPS = Counter(
     f"{PREFIX}_subscription_gaps",
     "UPDATES_MISSED signals sent to subscribers, by reason (lagged: a slow subscriber's"
-    " mailbox overflowed; outage: the change feed could not be read for a while, one signal"
-    " per subscriber once it can again).",
+    " mailbox overflowed, or a change waited in it longer than SUBSCRIPTION_MAX_LAG_MS;"
+    " outage: the change feed could not be read for a while, one signal per subscriber once"
+    " it can again).",
     ["reason"],
 )
 COMPILED_QUERIES = Counter(

@@ -221,6 +221,13 @@ class Settings:
         "How often, in milliseconds, a process with subscribers reads the change feed: its"
         " delivery latency.",
     )
+    subscription_max_lag_ms: int = env(
+        "SUBSCRIPTION_MAX_LAG_MS",
+        1000,
+        integer(minimum=1),
+        "How long, in milliseconds, a change may wait for a subscriber's re-read; older, the"
+        " subscriber gets `UPDATES_MISSED` instead (see [Live updates](api/subscriptions.md)).",
+    )
 
     # --- tokens -------------------------------------------------------------
     supabase_url: str | None = env(

@@ -30,11 +30,11 @@ Why it is shaped this way:
   from where it stopped and delivers what was committed meanwhile. Subscribers
   still get one gap signal per outage, once the database answers again: their
   own re-reads failed meanwhile, and a hole may have timed out.
-- Fan-out never waits for a subscriber. Each subscriber has a bounded mailbox
-  of the orders that changed, coalesced per order (a subscriber re-reads the
-  order's current state anyway). A mailbox that would overflow is emptied and
-  the subscriber marked as having missed updates: one slow client costs a
-  bounded amount of memory and makes no one else wait.
+- Fan-out never waits for a subscriber. Each subscriber has a mailbox
+  (db/mailbox.py), bounded in orders and in time, that hands out the orders
+  that changed in batches, one re-read each: one slow client costs a bounded
+  amount of memory and makes no one else wait, and a subscriber that cannot
+  keep up gets the gap signal instead of falling silently behind.
 """
 
 from __future__ import annotations
@@ -44,19 +44,26 @@ import contextlib
 import logging
 import random
 import time
-from dataclasses import dataclass
-from typing import Literal
 from uuid import UUID
 
 import asyncpg  # type: ignore[import-untyped]  # ships no type information
+
+from app.db.mailbox import (
+    DEFAULT_MAILBOX_CAPACITY,
+    DEFAULT_MAX_LAG_SECONDS,
+    Changed,
+    Event,
+    FeedStopped,
+    Missed,
+    Subscriber,
+)
+
+__all__ = ["ChangeFeed", "Changed", "Event", "FeedStopped", "Missed", "Subscriber"]
 
 log = logging.getLogger(__name__)
 
 APPLICATION_NAME = "order-api-change-feed"
 """How the feed's connection shows in ``pg_stat_activity``."""
-
-DEFAULT_MAILBOX_CAPACITY = 1000
-"""Distinct orders a subscriber may have waiting before it is marked as lagging."""
 
 MAX_HOLES = 10_000
 """Holes tracked at most; a larger jump of positions (a sequence that skipped ahead after a
@@ -81,117 +88,6 @@ SELECT seq, order_id, trader_id FROM (
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Changed:
-    """The order changed (perhaps several times) since the subscriber last heard of it."""
-
-    order_id: UUID
-    tick: int
-    """The feed's tick when its newest change was read; see ``ChangeFeed.tick``."""
-
-
-@dataclass(frozen=True, slots=True)
-class Missed:
-    """Changes may have been lost for this subscriber: its view must be rebuilt."""
-
-    reason: Literal["outage", "lagged"]
-    tick: int
-
-
-Event = Changed | Missed
-
-
-class FeedStopped(Exception):
-    """The feed shut down (the server is stopping); no more events will come."""
-
-
-class Subscriber:
-    """One subscription's mailbox. Create with ``ChangeFeed.subscribe``."""
-
-    def __init__(
-        self, feed: ChangeFeed, *, order_id: UUID | None, trader_id: UUID | None, capacity: int
-    ) -> None:
-        self.order_id = order_id
-        self.trader_id = trader_id
-        self._feed = feed
-        self._capacity = capacity
-        # Insertion-ordered: changes are handed out oldest first.
-        self._pending: dict[UUID, int] = {}
-        self._missed: Missed | None = None
-        self._closed = False
-        self._wake = asyncio.Event()
-        self.lagged_count = 0
-        """How often this subscriber's mailbox overflowed."""
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
-    async def get(self) -> Event:
-        """The next event; waits for one. Raises FeedStopped once the feed stops."""
-        while True:
-            if self._closed:
-                raise FeedStopped
-            if self._missed is not None:
-                missed, self._missed = self._missed, None
-                return missed
-            if self._pending:
-                order_id = next(iter(self._pending))
-                return Changed(order_id, self._pending.pop(order_id))
-            self._wake.clear()
-            await self._wake.wait()
-
-    def retry_later(self, order_id: UUID, tick: int) -> None:
-        """Put back a change whose re-read failed, to be read again once the database answers."""
-        self._offer(order_id, tick)
-
-    def close(self) -> None:
-        """Stop receiving; idempotent."""
-        if not self._closed:
-            self._closed = True
-            self._pending.clear()
-            self._feed._remove(self)
-            self._wake.set()
-
-    def __enter__(self) -> Subscriber:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # --- called by the feed, synchronously ----------------------------------------------------
-
-    def _offer(self, order_id: UUID, tick: int) -> None:
-        if self._missed is not None:
-            # Whatever rebuilds the view after the pending gap signal reads state at least this
-            # new, so queueing the change as well would only cost memory.
-            return
-        if order_id in self._pending:
-            self._pending[order_id] = tick
-            return
-        if len(self._pending) >= self._capacity:
-            self.lagged_count += 1
-            self._feed.lagged += 1
-            log.warning(
-                "a subscriber fell %d orders behind; it is told that it missed updates",
-                self._capacity,
-            )
-            self._mark_missed("lagged", tick)
-            return
-        self._pending[order_id] = tick
-        self._wake.set()
-
-    def _mark_missed(self, reason: Literal["outage", "lagged"], tick: int) -> None:
-        self._pending.clear()
-        self._missed = Missed(reason, tick)
-        self._wake.set()
-
-    def _stop(self) -> None:
-        self._closed = True
-        self._pending.clear()
-        self._wake.set()
-
-
 class ChangeFeed:
     """Reads the change feed for the subscribers of one server process.
 
@@ -205,6 +101,7 @@ class ChangeFeed:
         *,
         poll_seconds: float = 0.005,
         mailbox_capacity: int = DEFAULT_MAILBOX_CAPACITY,
+        max_lag_seconds: float = DEFAULT_MAX_LAG_SECONDS,
         hole_wait_seconds: float = 60.0,
         idle_poll_seconds: float = 1.0,
         batch_size: int = 1000,
@@ -220,6 +117,7 @@ class ChangeFeed:
         self._conn: asyncpg.Connection | None = None
         self._poll_seconds = poll_seconds
         self._capacity = mailbox_capacity
+        self._max_lag = max_lag_seconds
         self._hole_wait = hole_wait_seconds
         self._idle_poll_seconds = idle_poll_seconds
         self._batch_size = batch_size
@@ -254,7 +152,11 @@ class ChangeFeed:
         ``trader_id`` only narrows what is worth re-reading; it is never an access decision.
         """
         subscriber = Subscriber(
-            self, order_id=order_id, trader_id=trader_id, capacity=self._capacity
+            self,
+            order_id=order_id,
+            trader_id=trader_id,
+            capacity=self._capacity,
+            max_lag=self._max_lag,
         )
         if self._stopping:
             subscriber._stop()
@@ -350,8 +252,9 @@ class ChangeFeed:
                 log.info("reading the change feed again; subscribers are told to re-query")
                 # Before the changes just read: a gap signal empties the mailboxes.
                 self._announce_gap()
+            now = time.monotonic()
             for order_id, trader_id in changed:
-                self._deliver(order_id, trader_id)
+                self._deliver(order_id, trader_id, now)
             delay = self._backoff_initial
             self._healthy.set()
             if not full:
@@ -410,7 +313,7 @@ class ChangeFeed:
             raise
         return rows
 
-    def _deliver(self, order_id: UUID, trader_id: UUID) -> None:
+    def _deliver(self, order_id: UUID, trader_id: UUID, now: float) -> None:
         self.changes += 1
         self._tick += 1
         tick = self._tick
@@ -421,7 +324,7 @@ class ChangeFeed:
         ):
             if group:
                 for subscriber in group:
-                    subscriber._offer(order_id, tick)
+                    subscriber._offer(order_id, tick, now)
 
     def _announce_gap(self) -> None:
         self._tick += 1

@@ -1,13 +1,18 @@
 """Subscription.orderUpdates: announcements in, each order re-read under the subscriber's RLS.
 
 The change feed says which order changed (migration 004, db/change_feed.py),
-never what it contains. For every announcement that may concern a subscriber, the
-order is read again in a read-only transaction as the subscriber's own role
-with the subscriber's own claims, exactly like a query; it is sent only if
-that read returns it. Whatever an announcement says, a trader can therefore
-only ever receive what ``order(id:)`` would show them: row level security is
-the boundary, not the announcement. service_role and compliance_auditor see
-every order because the policies say so.
+never what it contains. The orders announced to a subscriber are read again,
+all that waited in its mailbox (up to ``READ_BATCH``) in one statement of one
+read-only transaction, as the subscriber's own role with the subscriber's own
+claims, exactly like a query; an order is sent only if that read returns it.
+Whatever an announcement says, a trader can therefore only ever receive what
+``order(id:)`` would show them: row level security is the boundary, not the
+announcement. service_role and compliance_auditor see every order because the
+policies say so.
+
+One re-read per batch, not per order: a subscriber who sees every order
+(compliance_auditor) needed a transaction per submit, fell tens of seconds
+behind, and held the writers back (bench/scale/live.py, README).
 
 Messages carry the order's state at the moment it was read, not a diff: when
 changes follow each other faster than the re-read, intermediate states may be
@@ -16,8 +21,9 @@ a later one.
 
 Gap signal. When updates may have been missed (the database was unreachable
 for a while: one signal per outage, once it answers again; or the subscriber
-fell more than a mailbox's worth of orders behind), the subscription stays
-open and the client receives one event with ``data: null`` and the error
+fell more than a mailbox's worth of orders, or more than
+``SUBSCRIPTION_MAX_LAG_MS``, behind: db/mailbox.py), the subscription stays open
+and the client receives one event with ``data: null`` and the error
 
     {"message": "updates may have been missed; re-query",
      "path": ["orderUpdates"],
@@ -35,7 +41,7 @@ import logging
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, cast
+from typing import Annotated, cast
 from uuid import UUID
 
 import strawberry
@@ -45,7 +51,7 @@ from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField
 
 from app import metrics
 from app.auth.claims import Claims
-from app.db.change_feed import ChangeFeed, FeedStopped, Missed
+from app.db.change_feed import Changed, ChangeFeed, FeedStopped, Missed
 from app.db.session import Database, DatabaseUnavailable
 from app.graphql.context import Context
 from app.graphql.types import Order
@@ -58,6 +64,9 @@ UPDATES_MISSED = "updates may have been missed; re-query"
 
 RETRY_READ_SECONDS = 0.5
 """Pause before a subscriber retries a re-read that failed because the database was away."""
+
+READ_BATCH = 100
+"""Changed orders a subscriber re-reads together at most, in one statement."""
 
 SHUTDOWN_GRACE_SECONDS = 5.0
 """How long shutdown waits for the re-reads in flight before cancelling them."""
@@ -94,7 +103,11 @@ class Snapshot:
 @dataclass(frozen=True, slots=True)
 class _Read:
     started_at: int
-    task: asyncio.Task[Snapshot | None]
+    order_ids: frozenset[UUID]
+    task: asyncio.Task[dict[UUID, Snapshot]]
+
+
+_ReadKey = tuple[str, bool, bool]
 
 
 @dataclass
@@ -103,33 +116,47 @@ class OrderFeed:
 
     database: Database
     changes: ChangeFeed
-    _reads: dict[tuple[str, UUID, bool, bool], _Read] = field(default_factory=dict)
-    _running: set[asyncio.Task[Snapshot | None]] = field(default_factory=set)
-    """Every read still running, shared or not: a newer read of the same key replaces an older
-    one in ``_reads`` while the older one still holds its connection."""
+    _reads: dict[_ReadKey, list[_Read]] = field(default_factory=dict)
+    """The reads in flight, by claims and what they read: those a subscriber may share."""
+    _running: set[asyncio.Task[dict[UUID, Snapshot]]] = field(default_factory=set)
+    """Every read still running, shared or not."""
 
     async def read(
-        self, claims: Claims, order_id: UUID, *, fresh_from: int, fills: bool, logs: bool
-    ) -> Snapshot | None:
-        """The order as ``claims`` sees it, in a state at least as new as change feed tick
-        ``fresh_from``; None when row level security hides it (or it does not exist).
+        self, claims: Claims, order_ids: Sequence[UUID], *, fresh_from: int, fills: bool, logs: bool
+    ) -> dict[UUID, Snapshot]:
+        """The orders as ``claims`` sees them, in a state at least as new as change feed tick
+        ``fresh_from``, read together in one transaction; an order row level security hides
+        (or that does not exist) is left out.
+
+        One statement for all of them, not one transaction each: a subscriber who sees many
+        orders change (compliance_auditor, service_role, a busy trader) costs one re-read per
+        batch, so its re-reads keep up with the writers instead of queueing one by one.
 
         Subscribers with identical claims share one read while it is in flight: the same role
         and the same ``request.jwt.claims`` make the same policies give the same answer, so a
-        thousand tabs of one trader cost one read per change, not a thousand. A read that
-        started before the announcement the caller is acting on may predate the change, so it
-        is never shared with that caller.
+        thousand tabs of one trader cost one read per batch, not a thousand. A read is shared
+        only with a caller whose orders it covers and whose announcements it does not predate.
         """
-        key = (claims.to_json(), order_id, fills, logs)
-        shared = self._reads.get(key)
-        if shared is None or shared.started_at < fresh_from:
+        key = (claims.to_json(), fills, logs)
+        wanted = frozenset(order_ids)
+        shared = next(
+            (
+                r
+                for r in self._reads.get(key, ())
+                if r.started_at >= fresh_from and wanted <= r.order_ids
+            ),
+            None,
+        )
+        if shared is None:
             shared = _Read(
                 self.changes.tick,
-                asyncio.create_task(self._read(claims, order_id, fills=fills, logs=logs)),
+                wanted,
+                asyncio.create_task(self._read(claims, list(wanted), fills=fills, logs=logs)),
             )
-            self._reads[key] = shared
+            self._reads.setdefault(key, []).append(shared)
             self._running.add(shared.task)
-            shared.task.add_done_callback(lambda task: self._forget(key, task))
+            read = shared
+            shared.task.add_done_callback(lambda _: self._forget(key, read))
         # Shielded: one subscriber going away must not cancel the read for the others.
         return await asyncio.shield(shared.task)
 
@@ -152,27 +179,43 @@ class OrderFeed:
             if late:
                 await asyncio.wait(late)
 
-    def _forget(self, key: tuple[str, UUID, bool, bool], task: asyncio.Task[Any]) -> None:
-        self._running.discard(task)
-        current = self._reads.get(key)
-        if current is not None and current.task is task:
-            del self._reads[key]
-        if not task.cancelled():
+    def _forget(self, key: _ReadKey, read: _Read) -> None:
+        self._running.discard(read.task)
+        reads = self._reads.get(key)
+        if reads is not None:
+            reads.remove(read)
+            if not reads:
+                del self._reads[key]
+        if not read.task.cancelled():
             # Retrieved here so that a failure nobody waited for is not reported as unhandled.
-            task.exception()
+            read.task.exception()
 
     async def _read(
-        self, claims: Claims, order_id: UUID, *, fills: bool, logs: bool
-    ) -> Snapshot | None:
+        self, claims: Claims, order_ids: list[UUID], *, fills: bool, logs: bool
+    ) -> dict[UUID, Snapshot]:
         async with self.database.transaction(claims, read_only=True) as tx:
-            row = await queries.order_by_id(tx, order_id)
-            if row is None:
-                return None
-            return Snapshot(
-                order=row,
-                fills=await queries.fills_of(tx, [order_id]) if fills else None,
-                logs=await queries.logs_of(tx, [order_id]) if logs else None,
-            )
+            orders = await queries.orders_by_ids(tx, order_ids)
+            seen = [row["id"] for row in orders]
+            if not seen:
+                return {}
+            fills_of = _by_order(await queries.fills_of(tx, seen)) if fills else None
+            logs_of = _by_order(await queries.logs_of(tx, seen)) if logs else None
+            return {
+                row["id"]: Snapshot(
+                    order=row,
+                    fills=None if fills_of is None else fills_of.get(row["id"], []),
+                    logs=None if logs_of is None else logs_of.get(row["id"], []),
+                )
+                for row in orders
+            }
+
+
+def _by_order(rows: Sequence[RowMapping]) -> dict[UUID, list[RowMapping]]:
+    """Rows of several orders, each order's in the order they came (oldest first)."""
+    grouped: dict[UUID, list[RowMapping]] = {}
+    for row in rows:
+        grouped.setdefault(row["order_id"], []).append(row)
+    return grouped
 
 
 def _feed(context: Context) -> OrderFeed:
@@ -211,11 +254,12 @@ async def _updates(
         # it and in the feed, never in neither.
         initial = order_id if snapshot else None
         while True:
+            batch: list[Changed] = []
             if initial is not None:
-                target, tick = initial, feed.changes.tick
+                targets, tick = [initial], feed.changes.tick
             else:
                 try:
-                    event = await subscriber.get()
+                    event = await subscriber.take(READ_BATCH)
                 except FeedStopped:
                     return  # the server is shutting down: the stream completes
                 if claims.expired(datetime.now(UTC), context.settings.jwt_leeway_seconds):
@@ -226,44 +270,47 @@ async def _updates(
                     yield UpdatesMissed()
                     if order_id is None:
                         continue
-                    target, tick = order_id, event.tick
+                    # Made whole again: its order's state, retried like a change if need be.
+                    batch = [Changed(order_id, event.tick)]
                 else:
-                    target, tick = event.order_id, event.tick
+                    batch = event
+                targets = [change.order_id for change in batch]
+                tick = max(change.tick for change in batch)
             try:
-                read = await feed.read(
-                    claims, target, fresh_from=tick, fills=wants_fills, logs=wants_logs
+                reads = await feed.read(
+                    claims, targets, fresh_from=tick, fills=wants_fills, logs=wants_logs
                 )
             except DatabaseUnavailable as error:
-                # The database is away: the change is read again once it answers, and the feed
-                # then sends this subscriber the one gap signal of the outage.
+                # The database is away: the changes are read again once it answers, and the
+                # feed then sends this subscriber the one gap signal of the outage.
                 log.info("subscription %s: re-read failed (%s)", context.request_id, error)
-                if initial is None:
-                    subscriber.retry_later(target, tick)
+                for change in batch:
+                    subscriber.retry_later(change.order_id, change.tick)
                 await _until_answering(feed.changes)
                 continue
-            if initial is not None and read is None:
+            if initial is not None and initial not in reads:
                 # Asked for the order's state, and there is none to see: as order(id:) null.
                 yield OrderNotFound(initial)
                 return
             initial = None
-            if read is None:
-                continue  # not the subscriber's to see
-            # The fields resolve after the yield, without a transaction: hand them the rows
-            # read above (context is this operation's own, see graphql/websocket.py).
-            primed = []
-            for loader, rows in (
-                (context.fills, read.fills),
-                (context.logs, read.logs),
-            ):
-                if rows is not None:
-                    loader.prime(target, list(rows), force=True)
-                    primed.append(loader)
-            try:
-                yield Order.from_row(read.order)
-            finally:
-                # Nothing of this event is kept for the next one, or past the subscription.
-                for loader in primed:
-                    loader.clear(target)
+            # Oldest change first; an order the subscriber may not see is left out.
+            for target in targets:
+                read = reads.get(target)
+                if read is None:
+                    continue
+                # The fields resolve after the yield, without a transaction: hand them the
+                # rows read above (context is this operation's own, see graphql/websocket.py).
+                primed = []
+                for loader, rows in ((context.fills, read.fills), (context.logs, read.logs)):
+                    if rows is not None:
+                        loader.prime(target, list(rows), force=True)
+                        primed.append(loader)
+                try:
+                    yield Order.from_row(read.order)
+                finally:
+                    # Nothing of this event is kept for the next one, or past the subscription.
+                    for loader in primed:
+                        loader.clear(target)
 
 
 async def _until_answering(changes: ChangeFeed) -> None:
