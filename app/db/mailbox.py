@@ -15,11 +15,8 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 from uuid import UUID
-
-if TYPE_CHECKING:
-    from app.db.change_feed import ChangeFeed
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +51,24 @@ class FeedStopped(Exception):
     """The feed shut down (the server is stopping); no more events will come."""
 
 
+class Feed(Protocol):
+    """What a mailbox needs of its feed (db/change_feed.py's ChangeFeed), named here so that
+    the two modules do not import each other."""
+
+    lagged: int
+
+    @property
+    def tick(self) -> int: ...
+
+    def _remove(self, subscriber: Subscriber) -> None: ...
+
+
 class Subscriber:
     """One subscription's mailbox. Create with ``ChangeFeed.subscribe``."""
 
     def __init__(
         self,
-        feed: ChangeFeed,
+        feed: Feed,
         *,
         order_id: UUID | None,
         trader_id: UUID | None,
