@@ -54,6 +54,13 @@ EXECUTABLE_BY_LOGIN = (
     "order_api_private.cancel_order(text,text,uuid,text,text[])",
 )
 """007's compiled writes: they switch to the role they are given, so the login role only."""
+TRADER_ROLE = "authenticated"
+EXECUTABLE_BY_TRADERS = (
+    "order_api_private.place_order(jsonb)",
+    "order_api_private.cancel_own_order(uuid,text,text[])",
+)
+"""011's writers: a trader's submit and cancel as the current role (nothing plain SQL could
+not do), called by the API in the request transaction and by 007's functions after become."""
 
 # Schemas of the system, and of extensions' own objects, are not ours to lint.
 _OURS = """
@@ -122,6 +129,7 @@ async def executable_functions(
     allowed: Iterable[str] = EXECUTABLE,
     allowed_to_writers: Iterable[str] = EXECUTABLE_BY_WRITERS,
     allowed_to_login: Iterable[str] = EXECUTABLE_BY_LOGIN,
+    allowed_to_traders: Iterable[str] = EXECUTABLE_BY_TRADERS,
 ) -> list[str]:
     """Functions of ours an API role may call (directly or through PUBLIC) beyond the lists."""
     rows = await conn.fetch(
@@ -136,6 +144,7 @@ async def executable_functions(
            AND NOT p.oid::regprocedure::text = ANY($2::text[])
            AND NOT (r.rolname = ANY($4::text[]) AND p.oid::regprocedure::text = ANY($3::text[]))
            AND NOT (r.rolname = $5 AND p.oid::regprocedure::text = ANY($6::text[]))
+           AND NOT (r.rolname = $7 AND p.oid::regprocedure::text = ANY($8::text[]))
         """,
         list(roles),
         list(allowed),
@@ -143,6 +152,8 @@ async def executable_functions(
         list(ORDER_WRITERS),
         LOGIN_ROLE,
         list(allowed_to_login),
+        TRADER_ROLE,
+        list(allowed_to_traders),
     )
     return [
         f"{r['rolname']} may execute {r['name']}{' (SECURITY DEFINER)' if r['prosecdef'] else ''}"

@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 
 from app.db.migrations import PROJECT_ROOT
-from app.graphql.compiled.mutations import CANCELLABLE
+from app.orders.lifecycle import CANCELLABLE
 from tests import pg, privileges
 from tests.api import api_client, api_settings
 from tests.conftest import Db
@@ -79,18 +79,24 @@ async def test_no_api_role_may_call_the_functions(
             await conn.fetchrow(sql, *args(uuid.uuid4()))
 
 
-async def test_only_authenticator_has_the_schema_and_the_functions(
+async def test_only_authenticator_has_the_outer_functions_and_traders_the_inner_ones(
     owner_conn: asyncpg.Connection,
 ) -> None:
+    """The outer functions (007's: they become a role) for the login role only; migration
+    011's inner writers, which write as the current role, for authenticated only."""
     rows = await owner_conn.fetch(
         "SELECT r.rolname, has_schema_privilege(r.oid, 'order_api_private', 'USAGE') AS usage,"
-        " bool_or(has_function_privilege(r.oid, p.oid, 'EXECUTE')) AS execute"
+        " coalesce(array_agg(p.proname::text ORDER BY p.proname)"
+        "   FILTER (WHERE has_function_privilege(r.oid, p.oid, 'EXECUTE')), '{}') AS execute"
         " FROM pg_roles r, pg_proc p WHERE p.pronamespace = 'order_api_private'::regnamespace"
         " AND r.rolname = ANY($1::text[]) GROUP BY r.rolname, r.oid ORDER BY 1",
         [*API_ROLES, "authenticator", "order_audit_writer"],
     )
-    allowed = {r["rolname"] for r in rows if r["usage"] or r["execute"]}
-    assert allowed == {"authenticator"}
+    allowed = {r["rolname"]: r["execute"] for r in rows if r["usage"] or r["execute"]}
+    assert allowed == {
+        "authenticator": ["become", "cancel_order", "submit_order"],
+        "authenticated": ["cancel_own_order", "place_order"],
+    }
     assert not await owner_conn.fetchval(
         "SELECT bool_or(p.prosecdef) FROM pg_proc p"
         " WHERE p.pronamespace = 'order_api_private'::regnamespace"
@@ -188,8 +194,8 @@ async def test_no_rule_is_skipped(
 async def test_other_roles_through_the_function_have_their_own_rights_only(
     api: asyncpg.Connection, role: str
 ) -> None:
-    """The function adds nothing to a role: these may not submit for a trader (service_role
-    may, as with plain SQL: the engine's role)."""
+    """The function adds nothing to a role: these may not submit for a trader (nor, since
+    migration 011, service_role: the inner writer is the traders' only)."""
     trader = uuid.uuid4()
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await api.fetchrow(SUBMIT, role, claims(trader, role), order(trader))

@@ -21,8 +21,9 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
-from app.graphql.compiled.mutations import CANCELLABLE, compile_mutation
+from app.graphql.compiled.mutations import compile_mutation
 from app.orders import fields
+from app.orders.lifecycle import CANCELLABLE
 from tests import pg
 from tests.api import Client, api_client, api_settings, graphql_endpoint
 from tests.conftest import Db

@@ -59,9 +59,9 @@ SERVED = {
 }
 TABLES = [entity for entity in fields.ENTITIES if entity.table is not None]
 
-# What the compiled submitOrder calls (migration 008): its INSERT is a static statement over
-# the columns the API's document holds, trader_id and SUBMIT_FIELDS.
-SUBMIT_ORDER = "order_api_private.submit_order(text,text,jsonb)"
+# What every submitOrder calls (migration 011, from 008): its INSERT is a static statement
+# over the columns the API's document holds, trader_id and SUBMIT_FIELDS.
+SUBMIT_ORDER = "order_api_private.place_order(jsonb)"
 SUBMITTED = ("trader_id", *fields.SUBMIT_FIELDS)
 
 

@@ -32,7 +32,7 @@ from app.graphql.types import (
     SubmitOrderInput,
     Viewer,
 )
-from app.orders import pages, queries, service, validation
+from app.orders import pages, queries, service, validation, writers
 from app.orders.pages import LOGS, ORDERS, Cursor, first_or_default
 from app.settings import Settings
 
@@ -127,7 +127,7 @@ class Mutation:
     )
     async def submit_order(self, info: Info[Context, None], input: SubmitOrderInput) -> Order:
         row = await service.submit_order(
-            info.context.tx,
+            writers.InTransaction(info.context.tx),
             symbol=input.symbol,
             side=input.side.value,
             quantity=input.quantity,
@@ -150,7 +150,9 @@ class Mutation:
         reason: Annotated[str | None, strawberry.argument(description=_REASON)] = None,
     ) -> Order:
         return Order.from_row(
-            await service.cancel_order(info.context.tx, order_id=id, reason=reason)
+            await service.cancel_order(
+                writers.InTransaction(info.context.tx), order_id=id, reason=reason
+            )
         )
 
     @strawberry.mutation(

@@ -1,8 +1,9 @@
 """Every write to an order, once: the API's mutations and the engine use these alike.
 
 Each function is one statement inside the caller's transaction (``Tx``), which
-decides the role: a trader submits and cancels, ``service_role`` (the API's
-operator mutations and the engine) does the rest. The statements write only
+decides the role: a trader replaces, ``service_role`` (the API's operator mutations
+and the engine) does the rest. A trader's submit and cancel are migration 011's
+functions, called through orders/writers.py. The statements write only
 ``orders`` columns and ``fills``; the migrations' triggers derive fill state and
 statuses, enforce the lifecycle (``app.orders.lifecycle`` states it in Python) and
 write every ``execution_logs`` row. Each returns the order (or fill) as written,
@@ -29,16 +30,10 @@ from app.orders.fields import SUBMIT_FIELDS
 from app.orders.queries import FILL_COLUMNS, ORDER_COLUMNS
 from app.orders.validation import NewOrder
 
-# The submit fields come from the registry (orders/fields.py): a new one is an insert column
-# without an edit here. asyncpg types each parameter from its column (enums included).
-_INSERT_ORDER: Final = text(
-    f"INSERT INTO orders (trader_id, {', '.join(SUBMIT_FIELDS)})"
-    f" VALUES (:trader_id, {', '.join(':' + name for name in SUBMIT_FIELDS)})"
-    " ON CONFLICT (trader_id, client_order_id) DO NOTHING"
-    f" RETURNING {ORDER_COLUMNS}"
-)
-# A replacement (migration 006's protocol, step 1): the same fields and the order it replaces.
-# Its quantity is the total wanted; the database stores what is left after the chain's fills.
+# A replacement (migration 006's protocol, step 1): the submit fields, from the registry
+# (orders/fields.py: a new one is an insert column without an edit here), and the order it
+# replaces. Its quantity is the total wanted; the database stores what is left after the
+# chain's fills. asyncpg types each parameter from its column (enums included).
 _INSERT_REPLACEMENT: Final = text(
     f"INSERT INTO orders (trader_id, replaces_id, {', '.join(SUBMIT_FIELDS)})"
     f" VALUES (:trader_id, :replaces_id, {', '.join(':' + name for name in SUBMIT_FIELDS)})"
@@ -93,17 +88,6 @@ _INSERT_FILL: Final = text(
     " ON CONFLICT (id) DO NOTHING"
     f" RETURNING {FILL_COLUMNS}"
 )
-
-
-async def insert_order(tx: Tx, trader_id: UUID, order: NewOrder) -> RowMapping | None:
-    """The new order, or None when the trader already used this clientOrderId."""
-    return await tx.first(
-        _INSERT_ORDER,
-        {
-            "trader_id": trader_id,
-            **{name: _value(getattr(order, name)) for name in SUBMIT_FIELDS},
-        },
-    )
 
 
 async def insert_replacement(

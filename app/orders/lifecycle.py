@@ -29,8 +29,10 @@ request: it is not approved until the engine confirms it (or rejects it).
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final
 
 from app.models.order import OrderStatusEnum as Status
 
@@ -146,3 +148,12 @@ def closing_status(current: Status, wanted: Status) -> Status:
 def sql_list(statuses: Iterable[Status]) -> str:
     """``statuses`` as an SQL list of literals, for statements that filter on a status set."""
     return "(" + ", ".join(f"'{status.value}'" for status in sorted(statuses)) + ")"
+
+
+CANCELLABLE: Final = sorted(
+    f"{status.value}:{str(approved).lower()}:{str(routed).lower()}"
+    for status, approved, routed in itertools.product(Status, (False, True), (False, True))
+    if allows(State(status, approved=approved, routed=routed), Change.CANCEL)
+)
+"""The states a trader's cancel takes, as migration 011's ``cancel_own_order`` compares them
+(STATUS:approved:routed): this table, passed in rather than restated in SQL."""

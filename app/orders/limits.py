@@ -9,6 +9,7 @@ approval, with the venue's price for MARKET orders. The owner changes them with 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -17,6 +18,13 @@ from sqlalchemy import text
 from sqlalchemy.engine import RowMapping
 
 READ = text("SELECT max_quantity, max_notional, symbols FROM order_limits")
+IN_FORCE = text(
+    "SELECT max_quantity, max_notional, symbols, public.session_close(now()) AS session_close"
+    " FROM order_limits"
+)
+"""The limits, and the close a DAY order submitted now ends at (migration 006's
+trading_session, at the transaction's now()), in one round trip: what a refusal is phrased
+with."""
 
 
 class LimitsMissing(RuntimeError):
@@ -56,3 +64,9 @@ class OrderLimits:
             max_notional=row["max_notional"],
             symbols=row["symbols"] or (),
         )
+
+
+OPEN = OrderLimits.of(max_quantity=sys.maxsize, max_notional=None)
+"""Every limit left open. A limit only ever adds a refusal: an order this lets through may
+still break one (the database's trigger then refuses it, and the order is validated again
+with the limits in force for the words), and one it refuses breaks a rule anyway."""

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import asyncpg  # type: ignore[import-untyped]  # ships no type information
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.engine import RowMapping
@@ -104,12 +105,18 @@ def log_conditions(
 
 @contextmanager
 def database_errors(order_id: UUID | None = None) -> Iterator[None]:
-    """Translate the database's refusals into the API's terms."""
+    """Translate the database's refusals into the API's terms: through SQLAlchemy (a
+    transaction) or straight from asyncpg (``Database.autocommit_row``)."""
     try:
         yield
     except sa_exc.DBAPIError as error:
         state = getattr(error.orig, "sqlstate", None)
         translated = translate(state, order_id, getattr(error.orig, "__cause__", None))
+        if translated is None:
+            raise
+        raise translated from error
+    except asyncpg.PostgresError as error:
+        translated = translate(error.sqlstate, order_id, error)
         if translated is None:
             raise
         raise translated from error

@@ -8,8 +8,8 @@ zone: app/db/session.py's statement), then the work, then COMMIT.
   for the benchmark's own document (so it follows the code), its parameters spliced in as
   pgbench variables.
 - W2: the one autocommit statement the API's compiled submitOrder sends
-  (app/graphql/compiled/mutations.py, migration 007's function), taken from that module,
-  with the submit fields of the registry (app/orders/fields.py).
+  (app/orders/writers.py's autocommit writer, migration 011's outer function), taken from
+  that module, with the submit fields of the registry (app/orders/fields.py).
 
 pgbench has no string variables, so the trader's uuid, its claims and W3's order id are SQL
 expressions of integers (``dataset.TRADER_SQL``, ``ORDER_SQL``): the trader is one of the
@@ -28,9 +28,8 @@ from pathlib import Path
 from app.auth.claims import Claims
 from app.db.session import _SET_CALLER_SQL
 from app.graphql import compiled
-from app.graphql.compiled import mutations
 from app.graphql.schema import build_schema
-from app.orders import fields
+from app.orders import fields, writers
 from app.settings import Settings
 from bench.scale import workloads
 from bench.scale.dataset import ORDER_SQL, TRADER_SQL, Shape
@@ -115,7 +114,7 @@ def scripts(workdir: Path, shape: Shape) -> dict[str, Path]:
         writer_number
         + "\\set quantity random(1, 100)\n"
         + _splice(
-            mutations.SUBMIT_SQL,
+            writers.PLACE_ORDER.autocommit,
             {
                 1: "'authenticated'",
                 2: CLAIMS.format(trader=f"({trader})::text"),
