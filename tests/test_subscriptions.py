@@ -283,6 +283,26 @@ async def test_two_traders_each_receive_only_their_own_updates_in_order(database
         assert (await b.order())["id"] == sentinel
 
 
+STATUS_ONLY = """
+subscription Updates($orderId: UUID) { orderUpdates(orderId: $orderId) { id status filledQuantity } }
+"""
+
+
+async def test_a_change_the_subscription_does_not_select_is_not_sent_again(database: Db) -> None:
+    # Approval changes nothing a status-only subscription shows (issue 23: identical
+    # PENDING events before FILLED); the fill after it does, and arrives next.
+    trader = uuid.uuid4()
+    async with harness(database) as h, subscribed(h, h.token(trader), query=STATUS_ONLY) as s:
+        await h.subscribers(1)
+        order_id = await h.submit(trader)
+        assert await s.order() == {"id": order_id, "status": "PENDING", "filledQuantity": 0}
+        await h.approve(order_id)
+        await h.fill(order_id, 40)
+        assert await s.order() == {"id": order_id, "status": "PARTIAL", "filledQuantity": 40}
+        await h.fill(order_id, 60)
+        assert await s.order() == {"id": order_id, "status": "FILLED", "filledQuantity": 100}
+
+
 async def test_fills_and_the_audit_trail_arrive_with_the_order(database: Db) -> None:
     trader = uuid.uuid4()
     async with harness(database) as h:

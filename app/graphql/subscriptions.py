@@ -55,7 +55,7 @@ from app.db.change_feed import Changed, ChangeFeed, FeedStopped, Missed
 from app.db.session import Database, DatabaseUnavailable
 from app.graphql.context import Context
 from app.graphql.types import Order
-from app.orders import queries
+from app.orders import fields, queries
 from app.orders.errors import InvalidInput, OrderError, OrderNotFound, Unauthenticated
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,9 @@ RETRY_READ_SECONDS = 0.5
 """Pause before a subscriber retries a re-read that failed because the database was away."""
 
 READ_BATCH = 100
+
+LAST_SENT_KEPT = 1000
+"""Orders whose last event a subscription remembers, so as not to send it twice."""
 """Changed orders a subscriber re-reads together at most, in one statement."""
 
 SHUTDOWN_GRACE_SECONDS = 5.0
@@ -236,6 +239,28 @@ def _selects(selections: Sequence[Selection], name: str) -> bool:
     return False
 
 
+def _selected_names(selections: Sequence[Selection]) -> frozenset[str]:
+    """The order's fields the subscription selects, through fragments too."""
+    names: set[str] = set()
+    for selection in selections:
+        if isinstance(selection, SelectedField):
+            names.add(selection.name)
+        elif isinstance(selection, FragmentSpread | InlineFragment):
+            names |= _selected_names(selection.selections)
+    return frozenset(names)
+
+
+def _what_is_sent(read: Snapshot, selected: frozenset[str]) -> tuple[object, ...]:
+    """What an event shows of an order: the selected fields' values and, when selected, its
+    fills and audit rows. Two equal ones are the same event to the subscriber."""
+    values = tuple(read.order[f.name] for f in fields.ORDER.fields if f.graphql in selected)
+    return (
+        values,
+        None if read.fills is None else tuple(tuple(row.values()) for row in read.fills),
+        None if read.logs is None else tuple(tuple(row.values()) for row in read.logs),
+    )
+
+
 async def _updates(
     info: Info[Context, None], claims: Claims, order_id: UUID | None, snapshot: bool
 ) -> AsyncGenerator[Order | UpdatesMissed | OrderNotFound, None]:
@@ -244,6 +269,11 @@ async def _updates(
     root = info.selected_fields[0].selections if info.selected_fields else []
     wants_fills = _selects(root, "fills")
     wants_logs = _selects(root, "executionLogs")
+    selected = _selected_names(root)
+    # What each order's last event showed: a change the subscription does not select (the
+    # engine's approval and routing leave status and fills as they were) is not sent again
+    # (issue 23: three identical PENDING events before FILLED). Bounded like the mailbox.
+    last_sent: dict[UUID, tuple[object, ...]] = {}
     # Only saves work: changes announced for other traders are not worth re-reading. The
     # re-read under the subscriber's own claims is what isolates traders.
     trader_id = claims.sub if claims.role == "authenticated" else None
@@ -267,6 +297,8 @@ async def _updates(
                     raise Unauthenticated("the token expired")
                 if isinstance(event, Missed):
                     metrics.SUBSCRIPTION_GAPS.labels(event.reason).inc()
+                    # The client rebuilds its view: whatever comes next is sent.
+                    last_sent.clear()
                     yield UpdatesMissed()
                     if order_id is None:
                         continue
@@ -298,6 +330,13 @@ async def _updates(
                 read = reads.get(target)
                 if read is None:
                     continue
+                shown = _what_is_sent(read, selected)
+                if last_sent.get(target) == shown:
+                    continue
+                last_sent.pop(target, None)
+                last_sent[target] = shown
+                if len(last_sent) > LAST_SENT_KEPT:
+                    del last_sent[next(iter(last_sent))]
                 # The fields resolve after the yield, without a transaction: hand them the
                 # rows read above (context is this operation's own, see graphql/websocket.py).
                 primed = []
