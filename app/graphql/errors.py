@@ -35,7 +35,7 @@ from starlette.responses import JSONResponse, Response
 from strawberry.exceptions import MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
-from app.db.session import (
+from app.db.failures import (
     CONNECTION_LOST,
     DATABASE_UNREACHABLE,
     POOL_EXHAUSTED,

@@ -17,7 +17,8 @@ from cross_web import HTTPException
 from graphql import GraphQLError, OperationType, get_operation_ast, parse
 from strawberry.types import ExecutionResult
 
-from app.db.session import Database, DatabaseUnavailable
+from app.db.failures import DatabaseUnavailable
+from app.db.session import Database
 from app.graphql import errors
 from app.graphql.context import Context
 

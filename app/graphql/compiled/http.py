@@ -13,7 +13,8 @@ from starlette.responses import JSONResponse, Response
 
 from app import metrics, telemetry
 from app.auth.claims import Claims
-from app.db.session import Database, DatabaseUnavailable
+from app.db.failures import DatabaseUnavailable
+from app.db.session import Database
 from app.graphql import body, inputs
 from app.graphql.compiled.mutations import Answer, CompiledMutation, Declined
 from app.graphql.compiled.plans import Plans
