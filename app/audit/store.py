@@ -81,8 +81,11 @@ async def audit_rows(
 ) -> AsyncIterator[dict[str, Any]]:
     """The selected rows in chain order, as compliance_auditor sees them."""
     # A verification of millions of rows is one long statement: no request timeout here.
+    # A transaction pooler the URL was not declared as is the commands' own one line.
     database = Database(
-        create_engine(async_url(url), pool_size=1, pooler=pooler), statement_timeout_ms=0
+        create_engine(async_url(url), pool_size=1, pooler=pooler),
+        statement_timeout_ms=0,
+        hint_pooler=False,
     )
     try:
         async with database.transaction(AUDITOR, read_only=True, isolation="REPEATABLE READ") as tx:

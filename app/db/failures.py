@@ -149,10 +149,14 @@ def unavailable_reason(error: BaseException, *, connecting: bool) -> str | None:
 
 
 @asynccontextmanager
-async def unavailable_if_away(*, connecting: bool = False) -> AsyncIterator[None]:
+async def unavailable_if_away(
+    *, connecting: bool = False, hint_pooler: bool = True
+) -> AsyncIterator[None]:
     """Raise a failure that means "the database is away" as ``DatabaseUnavailable``.
 
     ``connecting``: the block gets a connection (nothing of the request was sent yet).
+    ``hint_pooler``: log the hint at a transaction pooler (once per process) when another
+    failure looks like one; off for a caller that says so itself.
     """
     try:
         yield
@@ -161,7 +165,8 @@ async def unavailable_if_away(*, connecting: bool = False) -> AsyncIterator[None
     except Exception as error:
         reason = unavailable_reason(error, connecting=connecting)
         if reason is None:
-            hint_at_a_transaction_pooler(error)
+            if hint_pooler:
+                hint_at_a_transaction_pooler(error)
             raise
         raise DatabaseUnavailable(reason, str(error)) from error
 

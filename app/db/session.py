@@ -39,7 +39,6 @@ from app.auth.claims import Claims
 from app.db.failures import (
     CONNECTION_LOST,
     DatabaseUnavailable,
-    hint_at_a_transaction_pooler,
     unavailable_if_away,
     unavailable_reason,
 )
@@ -250,8 +249,7 @@ async def _begin(
             log.info("a pooled connection was broken; retrying on a new one")
             return False
         if reason is None:
-            hint_at_a_transaction_pooler(error)
-            raise
+            raise  # transaction's unavailable_if_away hints at a transaction pooler
         raise DatabaseUnavailable(reason, str(error)) from error
 
 
@@ -276,8 +274,13 @@ async def _end_after_failure(conn: AsyncConnection, error: BaseException) -> Non
 class Database:
     """The pool of ``authenticator`` connections and the per-caller transaction."""
 
-    def __init__(self, engine: AsyncEngine, *, statement_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, statement_timeout_ms: int = 5000, hint_pooler: bool = True
+    ) -> None:
         self.engine = engine
+        self.hint_pooler = hint_pooler
+        """Log the hint at a transaction pooler (app/db/failures.py) on the failures it
+        explains; off for a caller that explains them itself (the audit commands)."""
         self.statement_timeout = str(statement_timeout_ms)
         """Per transaction (``_caller_settings``); "0" means none."""
         self._autocommit_timeout = statement_timeout_ms / 1000 if statement_timeout_ms else None
@@ -297,13 +300,13 @@ class Database:
         """
         role, claims_json = _caller_values(claims)
         params = {"role": role, "claims": claims_json, "timeout": self.statement_timeout}
-        async with unavailable_if_away():
+        async with unavailable_if_away(hint_pooler=self.hint_pooler):
             for attempt in (1, 2):
                 # The connection's own context manager returns it to the pool in a task of
                 # its own: safe from cancellation, and a request waiting for a connection
                 # gets it before this task can take it back for its next request.
                 async with contextlib.AsyncExitStack() as stack:
-                    async with unavailable_if_away(connecting=True):
+                    async with unavailable_if_away(connecting=True, hint_pooler=self.hint_pooler):
                         conn = await stack.enter_async_context(self.engine.connect())
                     if isolation is not None:
                         conn = await conn.execution_options(isolation_level=isolation)
@@ -365,12 +368,12 @@ class Database:
         waits for a statement the client timed out to be cancelled on the server, so that
         "nothing was written" is true when the caller answers.
         """
-        async with unavailable_if_away(connecting=True):
+        async with unavailable_if_away(connecting=True, hint_pooler=self.hint_pooler):
             proxied = await self.engine.raw_connection()
         conn = proxied.driver_connection
         assert conn is not None
         try:
-            async with unavailable_if_away():
+            async with unavailable_if_away(hint_pooler=self.hint_pooler):
                 yield conn
         except DatabaseUnavailable:
             with contextlib.suppress(Exception):
