@@ -30,7 +30,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import URL, make_url
 
-from app.db import session
+from app.db import failures
 from app.db.migrations import upgrade_to_head
 from app.db.urls import libpq_url, with_user
 from app.main import create_app
@@ -45,10 +45,10 @@ DEADLINE = 5.0
 """Seconds within which every request is answered, success or 503."""
 CLIENTS = 20
 REASONS = {
-    session.DATABASE_UNREACHABLE,
-    session.CONNECTION_LOST,
-    session.POOL_EXHAUSTED,
-    session.STATEMENT_TIMEOUT,
+    failures.DATABASE_UNREACHABLE,
+    failures.CONNECTION_LOST,
+    failures.POOL_EXHAUSTED,
+    failures.STATEMENT_TIMEOUT,
 }
 
 SUBMIT = """

@@ -22,8 +22,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 from app.auth.claims import Claims
-from app.db import session
-from app.db.session import STATEMENT_TIMEOUT, DatabaseUnavailable
+from app.db import failures
+from app.db.failures import STATEMENT_TIMEOUT, DatabaseUnavailable
 from app.db.urls import libpq_url
 from app.engine.leases import LEASE_NAMESPACE
 from app.engine.run import run_worker
@@ -121,7 +121,7 @@ async def test_many_traders_at_once_through_the_pooler_each_see_only_their_own_r
 async def test_without_db_pooler_the_failures_are_graphql_shaped_and_name_the_setting(
     pooled: Db, caplog: pytest.LogCaptureFixture
 ) -> None:
-    session._log_pooler_hint.cache_clear()
+    failures._log_pooler_hint.cache_clear()
     async with api_client(api_settings(pooled, db_pooler="none")) as client:
         responses = await asyncio.gather(
             *(client.post(ORDERS, token=client.token(uuid.uuid4())) for _ in range(30))

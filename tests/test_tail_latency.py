@@ -14,8 +14,8 @@ from sqlalchemy.util import greenlet_spawn
 from sqlalchemy.util.queue import Empty
 
 from app.auth.claims import Claims
+from app.db.failures import DatabaseUnavailable
 from app.db.pool import FairQueue, FairQueuePool
-from app.db.session import DatabaseUnavailable
 from tests.api import api_client, api_settings
 from tests.conftest import Db
 from tests.test_cli_failures import assert_one_line, env_without_database, run_clean

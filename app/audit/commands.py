@@ -15,8 +15,7 @@ from sqlalchemy import exc as sa_exc
 from app.audit.chain import ChainChecker
 from app.audit.export import ExportError, Format, read_rows, write_header, write_row
 from app.audit.store import Selection, audit_rows
-from app.db.failures import connection_failure
-from app.db.session import prepared_statements_lost
+from app.db.failures import connection_failure, prepared_statements_lost
 from app.settings import PoolerMode
 
 PROGRESS_EVERY = 10_000

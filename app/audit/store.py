@@ -13,22 +13,24 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import text
 
-from app.db.session import create_engine
+from app.auth.claims import Claims
+from app.db.session import Database, create_engine
 from app.db.urls import async_url
 from app.settings import PoolerMode
 
 BATCH = 5000
 
-_BECOME_AUDITOR = text(
-    "SELECT set_config('role', 'compliance_auditor', true),"
-    " set_config('request.jwt.claims', '{\"role\": \"compliance_auditor\"}', true),"
-    # A verification of millions of rows is one long statement: no request timeout here.
-    " set_config('statement_timeout', '0', true), set_config('TimeZone', 'UTC', true)"
+AUDITOR = Claims(
+    role="compliance_auditor",
+    sub=None,
+    raw=MappingProxyType({"role": "compliance_auditor"}),
+    expires_at=None,
 )
 
 
@@ -78,17 +80,18 @@ async def audit_rows(
     url: str, pooler: PoolerMode, selection: Selection, *, predecessors: bool = False
 ) -> AsyncIterator[dict[str, Any]]:
     """The selected rows in chain order, as compliance_auditor sees them."""
-    engine = create_engine(async_url(url), pool_size=1, pooler=pooler)
+    # A verification of millions of rows is one long statement: no request timeout here.
+    # A transaction pooler the URL was not declared as is the commands' own one line.
+    database = Database(
+        create_engine(async_url(url), pool_size=1, pooler=pooler),
+        statement_timeout_ms=0,
+        hint_pooler=False,
+    )
     try:
-        async with engine.connect() as conn:
-            conn = await conn.execution_options(
-                isolation_level="REPEATABLE READ", postgresql_readonly=True
-            )
-            async with conn.begin():
-                await conn.execute(_BECOME_AUDITOR)
-                sql, params = _query(selection, predecessors=predecessors)
-                result = await conn.stream(text(sql).execution_options(yield_per=BATCH), params)
-                async for row in result.mappings():
-                    yield dict(row)
+        async with database.transaction(AUDITOR, read_only=True, isolation="REPEATABLE READ") as tx:
+            sql, params = _query(selection, predecessors=predecessors)
+            result = await tx.conn.stream(text(sql).execution_options(yield_per=BATCH), params)
+            async for row in result.mappings():
+                yield dict(row)
     finally:
-        await engine.dispose()
+        await database.dispose()

@@ -21,8 +21,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import migrations
-from app.db.failures import connection_failure
-from app.db.session import DatabaseUnavailable
+from app.db.failures import DatabaseUnavailable, connection_failure
 
 State = Literal["ready", "not migrated", "unreachable"]
 

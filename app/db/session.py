@@ -1,25 +1,33 @@
-"""The one place that opens a database transaction for a caller.
+"""The one place that runs SQL as a caller: role, claims, timeout, statement, commit.
 
 Every request (and every unit of engine work) runs in exactly one transaction
 in which the caller's role and verified claims are set *transaction-locally*,
 in one round trip, before anything else runs. Row level security then decides
 what the caller sees. Because the settings are transaction-local, nothing of
 one request survives into the next user of the pooled connection.
+
+Three shapes, one pool, one statement that sets the caller (``_caller_settings``):
+
+- ``transaction``: a SQLAlchemy connection shared by the resolvers of one request (``Tx``);
+- ``read_json``: the hot path of compiled queries, the same transaction straight on the
+  asyncpg connection;
+- ``autocommit_row``: the hot path of compiled writes, one statement that sets the caller
+  itself (migration 007's functions), bounded by the client's timeout, which asyncpg
+  turns into a cancel on the server.
+
+Failures are classified by app/db/failures.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-import weakref
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]  # ships no type information
 from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, RowMapping
@@ -28,29 +36,49 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.sql.elements import TextClause
 
 from app.auth.claims import Claims
+from app.db.failures import (
+    CONNECTION_LOST,
+    DatabaseUnavailable,
+    unavailable_if_away,
+    unavailable_reason,
+)
 from app.db.pool import FairQueuePool
 from app.settings import APP_ROLES, PoolerMode, Settings
 
+__all__ = ["Database", "DatabaseUnavailable", "LoginRole", "Tx", "UnsafeLoginRole"]
+# DatabaseUnavailable is app/db/failures.py's; named here too because every caller of
+# Database meets it.
+
 log = logging.getLogger(__name__)
 
-# Bound parameters only: the role name never becomes part of the SQL text. The statement
-# timeout and the time zone are set here too, per transaction, because a transaction pooler
-# may refuse them as startup parameters and would not keep session-level ones; it costs no
-# extra round trip.
-_CALLER_SETTINGS = (
-    "set_config('role', {role}, true), set_config('request.jwt.claims', {claims}, true),"
-    " set_config('statement_timeout', {timeout}, true), set_config('TimeZone', 'UTC', true)"
-)
-_SET_CALLER = text(
-    "SELECT " + _CALLER_SETTINGS.format(role=":role", claims=":claims", timeout=":timeout")
-)
-_SET_CALLER_READ_ONLY = text(
-    "SELECT "
-    + _CALLER_SETTINGS.format(role=":role", claims=":claims", timeout=":timeout")
-    + ", set_config('transaction_read_only', 'on', true)"
-)
-_SESSION_TIMEOUT = "SELECT set_config('statement_timeout', $1, false)"
-_SET_CALLER_SQL = "SELECT " + _CALLER_SETTINGS.format(role="$1", claims="$2", timeout="$3")
+
+def _caller_settings(role: str, claims: str, timeout: str, *, read_only: bool) -> str:
+    """The statement that makes a transaction the caller's, with placeholders for the values.
+
+    Bound parameters only: the role name never becomes part of the SQL text. The statement
+    timeout and the time zone are set here too, per transaction, because a transaction
+    pooler may refuse them as startup parameters and would not keep session-level ones;
+    it costs no extra round trip.
+    """
+    read_only_setting = ", set_config('transaction_read_only', 'on', true)" if read_only else ""
+    return (
+        f"SELECT set_config('role', {role}, true), set_config('request.jwt.claims', {claims}, true),"
+        f" set_config('statement_timeout', {timeout}, true), set_config('TimeZone', 'UTC', true)"
+        + read_only_setting
+    )
+
+
+# SQLAlchemy's named parameters (transaction), asyncpg's positional ones (read_json).
+_SET_CALLER = {
+    read_only: text(_caller_settings(":role", ":claims", ":timeout", read_only=read_only))
+    for read_only in (False, True)
+}
+_SET_CALLER_SQL = _caller_settings("$1", "$2", "$3", read_only=False)
+_SET_CALLER_READ_ONLY_SQL = _caller_settings("$1", "$2", "$3", read_only=True)
+
+_CLOSE_TIMEOUT = 1.0
+"""Seconds a failed raw connection may take to close: long enough for a statement the client
+timed out to be cancelled on the server before the request is answered."""
 
 _LOGIN_ROLE_CHECK = text(
     """
@@ -80,32 +108,6 @@ _LOGIN_ROLE_CHECK = text(
     """
 )
 
-# Why a request could not be served although nothing is wrong with it (extensions.reason).
-POOL_EXHAUSTED = "POOL_EXHAUSTED"
-"""Every pooled connection stayed busy for ``DB_POOL_TIMEOUT``."""
-DATABASE_UNREACHABLE = "DATABASE_UNREACHABLE"
-"""No new connection: refused, timed out, or the server is starting up or shutting down."""
-CONNECTION_LOST = "CONNECTION_LOST"
-"""The connection broke during the request; it was rolled back unless its commit had been
-sent, so a retried write must be idempotent (``clientOrderId``)."""
-STATEMENT_TIMEOUT = "STATEMENT_TIMEOUT"
-"""A statement ran longer than ``STATEMENT_TIMEOUT_MS`` and was cancelled; nothing was written."""
-
-# SQLSTATEs that say the server, not the request, is the problem.
-_SERVER_GOING_AWAY = {"57P01", "57P02", "57P03", "53300"}  # admin/crash shutdown, starting, full
-_QUERY_CANCELED = "57014"  # statement_timeout (or an operator's pg_cancel_backend)
-
-
-class DatabaseUnavailable(Exception):
-    """The request could not be served by the database for now; the caller may retry.
-
-    ``reason`` is one of the constants above.
-    """
-
-    def __init__(self, reason: str = DATABASE_UNREACHABLE, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-
 
 class UnsafeLoginRole(RuntimeError):
     """The API's login role would bypass row level security; the server refuses to start."""
@@ -119,53 +121,6 @@ class LoginRole:
     owns_tables: bool
     compiled_writes: bool = False
     """May call migration 007's functions (graphql/compiled/mutations.py)."""
-
-
-def _chain(error: BaseException) -> Iterator[BaseException]:
-    """The error and what it wraps: SQLAlchemy's ``orig``, then the ``__cause__`` chain."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        wrapped = getattr(current, "orig", None)
-        current = wrapped if isinstance(wrapped, BaseException) else current.__cause__
-
-
-def unavailable_reason(error: BaseException, *, connecting: bool) -> str | None:
-    """Why ``error`` means "the database is away, retry" (a reason above), or None.
-
-    ``connecting``: raised while getting a connection (before anything was sent).
-    """
-    lost = DATABASE_UNREACHABLE if connecting else CONNECTION_LOST
-    for cause in _chain(error):
-        if isinstance(cause, DatabaseUnavailable):
-            return cause.reason
-        if isinstance(cause, sa_exc.TimeoutError):
-            return POOL_EXHAUSTED
-        if isinstance(cause, sa_exc.DBAPIError) and cause.connection_invalidated:
-            return lost
-        if isinstance(cause, asyncpg.PostgresError):
-            state = cause.sqlstate or ""
-            if state == _QUERY_CANCELED:
-                return STATEMENT_TIMEOUT
-            if state in _SERVER_GOING_AWAY or state.startswith("08"):
-                return lost
-        if isinstance(cause, asyncpg.ConnectionDoesNotExistError) or (
-            isinstance(cause, asyncpg.InterfaceError) and "connection is closed" in str(cause)
-        ):
-            return lost
-        if isinstance(cause, asyncpg.InternalClientError) and "in progress" in str(cause):
-            # "cannot switch to state ...; another operation is in progress": seen when an
-            # immediate shutdown's goodbye reached an idle pooled connection (one statement
-            # at a time is the rule here, see Tx). The connection is unusable.
-            return lost
-        if isinstance(cause, TimeoutError):
-            # asyncpg's connect timeout, or its command timeout: the server did not answer.
-            return DATABASE_UNREACHABLE if connecting else STATEMENT_TIMEOUT
-        if isinstance(cause, OSError):
-            return lost
-    return None
 
 
 def create_engine(
@@ -239,7 +194,6 @@ def open_database(url: URL, settings: Settings, *, pooler: PoolerMode) -> Databa
             pooler=pooler,
         ),
         statement_timeout_ms=timeout_ms,
-        session_timeout=pooler == "none",
     )
 
 
@@ -260,60 +214,51 @@ class Tx:
     async def all(
         self, statement: TextClause, params: Mapping[str, Any] | None = None
     ) -> Sequence[RowMapping]:
-        async with self._lock, _unavailable_if_away():
+        async with self._lock, unavailable_if_away():
             return (await self.conn.execute(statement, params or {})).mappings().all()
 
     async def first(
         self, statement: TextClause, params: Mapping[str, Any] | None = None
     ) -> RowMapping | None:
-        async with self._lock, _unavailable_if_away():
+        async with self._lock, unavailable_if_away():
             return (await self.conn.execute(statement, params or {})).mappings().first()
 
     async def scalar(self, statement: TextClause, params: Mapping[str, Any] | None = None) -> Any:
-        async with self._lock, _unavailable_if_away():
+        async with self._lock, unavailable_if_away():
             return (await self.conn.execute(statement, params or {})).scalar()
 
 
-@asynccontextmanager
-async def _unavailable_if_away(*, connecting: bool = False) -> AsyncIterator[None]:
+async def _begin(
+    conn: AsyncConnection, statement: TextClause, params: Mapping[str, str], *, may_retry: bool
+) -> bool:
+    """Begin the transaction with the caller's role, claims and timeout; False when the
+    connection broke doing so and may be replaced.
+
+    A connection that breaks here has run nothing of the request yet, so it is
+    replaced once (a connection the server dropped while it sat in the pool);
+    nothing after this point is ever retried, because a write may have been sent.
+    """
     try:
-        yield
-    except DatabaseUnavailable:
-        raise
+        await conn.begin()
+        await conn.execute(statement, params)
+        return True
     except Exception as error:
-        reason = unavailable_reason(error, connecting=connecting)
+        await _end_after_failure(conn, error)
+        reason = unavailable_reason(error, connecting=False)
+        if reason == CONNECTION_LOST and may_retry:
+            log.info("a pooled connection was broken; retrying on a new one")
+            return False
         if reason is None:
-            _hint_at_a_transaction_pooler(error)
-            raise
+            raise  # transaction's unavailable_if_away hints at a transaction pooler
         raise DatabaseUnavailable(reason, str(error)) from error
 
 
-# Named prepared statements that vanish or collide: a transaction pooler handed the
-# connection's next transaction to another server session.
-_PREPARED_STATEMENT_STATES = {"26000", "42P05"}
-
-
-def prepared_statements_lost(error: BaseException) -> bool:
-    """Whether ``error`` is a named prepared statement missing or already there: the mark of a
-    transaction pooler in front of a connection that was not told so (``DB_POOLER``)."""
-    return any(
-        isinstance(cause, asyncpg.PostgresError) and cause.sqlstate in _PREPARED_STATEMENT_STATES
-        for cause in _chain(error)
-    )
-
-
-def _hint_at_a_transaction_pooler(error: Exception) -> None:
-    if prepared_statements_lost(error):
-        _log_pooler_hint()
-
-
-@functools.cache  # once per process: the cause is the configuration, not the request
-def _log_pooler_hint() -> None:
-    log.error(
-        "prepared statements are failing: API_DATABASE_URL looks like a transaction"
-        " pooler (PgBouncer pool_mode=transaction, Supavisor on 6543); set"
-        " DB_POOLER=transaction"
-    )
+def _caller_values(claims: Claims) -> tuple[str, str]:
+    """The role and claims to set: ``claims.role`` must be an application role."""
+    if claims.role not in APP_ROLES:
+        # Token verification already refuses these; this keeps the invariant local.
+        raise ValueError(f"role {claims.role!r} is not an application role")
+    return claims.role, claims.to_json()
 
 
 async def _end_after_failure(conn: AsyncConnection, error: BaseException) -> None:
@@ -330,36 +275,43 @@ class Database:
     """The pool of ``authenticator`` connections and the per-caller transaction."""
 
     def __init__(
-        self, engine: AsyncEngine, *, statement_timeout_ms: int = 5000, session_timeout: bool = True
+        self, engine: AsyncEngine, *, statement_timeout_ms: int = 5000, hint_pooler: bool = True
     ) -> None:
         self.engine = engine
+        self.hint_pooler = hint_pooler
+        """Log the hint at a transaction pooler (app/db/failures.py) on the failures it
+        explains; off for a caller that explains them itself (the audit commands)."""
         self.statement_timeout = str(statement_timeout_ms)
-        """Per transaction (``_SET_CALLER``); "0" means none."""
-        self.session_timeout = session_timeout
-        """Give each connection the timeout for its autocommit statements too (no pooler:
-        the session is this connection's own)."""
-        self._timed: weakref.WeakSet[Any] = weakref.WeakSet()
-        """Connections that have it."""
+        """Per transaction (``_caller_settings``); "0" means none."""
+        self._autocommit_timeout = statement_timeout_ms / 1000 if statement_timeout_ms else None
+        """An autocommit statement's bound, on the client: no transaction to set it in, and
+        a session setting would outlive the request on a pooled connection."""
 
     @asynccontextmanager
-    async def transaction(self, claims: Claims, *, read_only: bool = False) -> AsyncIterator[Tx]:
+    async def transaction(
+        self, claims: Claims, *, read_only: bool = False, isolation: str | None = None
+    ) -> AsyncIterator[Tx]:
         """One transaction as ``claims.role`` with ``claims`` visible to the policies.
 
         Commits when the block ends normally, rolls back on any exception. A database
         that is away (or a statement timeout) raises ``DatabaseUnavailable``.
+        ``isolation``: SQLAlchemy's isolation level, for a reader that needs one snapshot
+        (the audit trail); READ COMMITTED otherwise.
         """
-        if claims.role not in APP_ROLES:
-            # Token verification already refuses these; this keeps the invariant local.
-            raise ValueError(f"role {claims.role!r} is not an application role")
-        async with _unavailable_if_away():
+        role, claims_json = _caller_values(claims)
+        params = {"role": role, "claims": claims_json, "timeout": self.statement_timeout}
+        async with unavailable_if_away(hint_pooler=self.hint_pooler):
             for attempt in (1, 2):
                 # The connection's own context manager returns it to the pool in a task of
                 # its own: safe from cancellation, and a request waiting for a connection
                 # gets it before this task can take it back for its next request.
                 async with contextlib.AsyncExitStack() as stack:
-                    async with _unavailable_if_away(connecting=True):
+                    async with unavailable_if_away(connecting=True, hint_pooler=self.hint_pooler):
                         conn = await stack.enter_async_context(self.engine.connect())
-                    if not await self._set_caller(conn, claims, read_only, may_retry=attempt == 1):
+                    if isolation is not None:
+                        conn = await conn.execution_options(isolation_level=isolation)
+                    statement = _SET_CALLER[read_only]
+                    if not await _begin(conn, statement, params, may_retry=attempt == 1):
                         continue
                     try:
                         yield Tx(conn, claims)
@@ -368,36 +320,6 @@ class Database:
                         await _end_after_failure(conn, error)
                         raise
                     return
-
-    async def _set_caller(
-        self, conn: AsyncConnection, claims: Claims, read_only: bool, *, may_retry: bool
-    ) -> bool:
-        """Begin the transaction with the caller's role, claims and timeout; False when the
-        connection broke doing so and may be replaced.
-
-        A connection that breaks here has run nothing of the request yet, so it is
-        replaced once (a connection the server dropped while it sat in the pool);
-        nothing after this point is ever retried, because a write may have been sent.
-        """
-        params = {
-            "role": claims.role,
-            "claims": claims.to_json(),
-            "timeout": self.statement_timeout,
-        }
-        try:
-            await conn.begin()
-            await conn.execute(_SET_CALLER_READ_ONLY if read_only else _SET_CALLER, params)
-            return True
-        except Exception as error:
-            await _end_after_failure(conn, error)
-            reason = unavailable_reason(error, connecting=False)
-            if reason == CONNECTION_LOST and may_retry:
-                log.info("a pooled connection was broken; retrying on a new one")
-                return False
-            if reason is None:
-                _hint_at_a_transaction_pooler(error)
-                raise
-            raise DatabaseUnavailable(reason, str(error)) from error
 
     async def read_json(self, claims: Claims, sql: str, args: Sequence[Any]) -> str:
         """One read-only statement answering JSON text, as ``claims.role`` with ``claims`` set.
@@ -408,34 +330,20 @@ class Database:
         more CPU than the statement does in PostgreSQL. Read-only, so a connection that
         breaks is replaced and the statement sent again, once.
         """
-        if claims.role not in APP_ROLES:
-            raise ValueError(f"role {claims.role!r} is not an application role")
+        role, claims_json = _caller_values(claims)
         for attempt in (1, 2):
             try:
-                return await self._read_json_once(claims, sql, args)
+                async with self._raw_connection() as conn, conn.transaction():
+                    await conn.execute(
+                        _SET_CALLER_READ_ONLY_SQL, role, claims_json, self.statement_timeout
+                    )
+                    raw: str = await conn.fetchval(sql, *args)
+                return raw
             except DatabaseUnavailable as error:
                 if error.reason != CONNECTION_LOST or attempt == 2:
                     raise
                 log.info("a pooled connection was broken; reading again on a new one")
         raise AssertionError("unreachable")
-
-    async def _read_json_once(self, claims: Claims, sql: str, args: Sequence[Any]) -> str:
-        async with _unavailable_if_away(connecting=True):
-            proxied = await self.engine.raw_connection()
-        try:
-            conn = proxied.driver_connection
-            assert conn is not None
-            async with _unavailable_if_away(), conn.transaction(readonly=True):
-                await conn.execute(
-                    _SET_CALLER_SQL, claims.role, claims.to_json(), self.statement_timeout
-                )
-                raw: str = await conn.fetchval(sql, *args)
-            return raw
-        except DatabaseUnavailable:
-            proxied.invalidate()  # its state is unknown: never hand it out again
-            raise
-        finally:
-            proxied.close()
 
     async def autocommit_row(self, sql: str, args: Sequence[Any]) -> Any:
         """One statement in autocommit, its own implicit transaction, on a pooled connection:
@@ -443,25 +351,34 @@ class Database:
 
         The hot path of compiled mutations (graphql/compiled/mutations.py): one round trip,
         no BEGIN or COMMIT. The statement sets the caller's role and claims itself (migration
-        007's functions); the statement timeout is the connection's session setting, or
-        through a pooler the client's command timeout. A write: never sent twice,
-        and a connection that broke is discarded.
+        007's functions). It is bounded by ``STATEMENT_TIMEOUT_MS`` on the client, which
+        cancels it on the server (directly or through a pooler) before answering
+        STATEMENT_TIMEOUT. A write: never sent twice, and a connection that broke is
+        discarded.
         """
-        async with _unavailable_if_away(connecting=True):
+        async with self._raw_connection() as conn:
+            return await conn.fetchrow(sql, *args, timeout=self._autocommit_timeout)
+
+    @asynccontextmanager
+    async def _raw_connection(self) -> AsyncIterator[Any]:
+        """A pooled asyncpg connection for the hot paths, given back when the block ends.
+
+        Failures that mean the database is away raise ``DatabaseUnavailable``, and the
+        connection is then discarded (its state is unknown), after a graceful close: that
+        waits for a statement the client timed out to be cancelled on the server, so that
+        "nothing was written" is true when the caller answers.
+        """
+        async with unavailable_if_away(connecting=True, hint_pooler=self.hint_pooler):
             proxied = await self.engine.raw_connection()
+        conn = proxied.driver_connection
+        assert conn is not None
         try:
-            conn = proxied.driver_connection
-            assert conn is not None
-            async with _unavailable_if_away():
-                if self.session_timeout and conn not in self._timed:
-                    # Once per connection: an autocommit statement has no transaction to set
-                    # it in. Not through a pooler (the session is not ours there): the
-                    # client's command timeout bounds the statement instead.
-                    await conn.execute(_SESSION_TIMEOUT, self.statement_timeout)
-                    self._timed.add(conn)
-                return await conn.fetchrow(sql, *args)
+            async with unavailable_if_away(hint_pooler=self.hint_pooler):
+                yield conn
         except DatabaseUnavailable:
-            proxied.invalidate()  # its state is unknown: never hand it out again
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=_CLOSE_TIMEOUT)
+            proxied.invalidate()  # never hand it out again
             raise
         finally:
             proxied.close()

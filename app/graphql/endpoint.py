@@ -1,12 +1,15 @@
-"""The /graphql endpoint: token -> claims -> one transaction -> execute -> commit or roll back.
+"""The /graphql endpoint: body -> auth -> operation -> errors, the same stages for every request.
 
-The dispatcher only; each arrow is another module's. A present but invalid
-token is answered 401 before anything executes (auth/jwt.py verifies it); no
-token means role anon. The operation runs in one transaction under the policy
-of graphql/operation.py; errors are shaped by graphql/errors.py, the GraphiQL
-page is graphql/graphiql.py's. A document that once passed every check may be
-answered by its compiled plan (graphql/compiled/) rather than the resolvers,
-in the same transaction.
+The dispatcher only; each arrow is another module's. The front stage (``serve``)
+runs once per HTTP request, whichever path answers it: the body's declared type
+and size (graphql/body.py), the caller's claims (a present but invalid token is
+answered 401 before anything executes; auth/jwt.py verifies it; no token means
+role anon), the request id and its telemetry, then the JSON body of a POST,
+decoded once. The operation stage is either a learned document's compiled plan
+(graphql/compiled/), or Strawberry's resolvers in one transaction under the
+policy of graphql/operation.py, which are handed what the front stage found and
+do not look again. Errors, bodies and statuses are graphql/errors.py's, the
+GraphiQL page is graphql/graphiql.py's.
 
 Subscriptions over WebSocket are served by graphql/websocket.py; this view only
 names its handlers and authenticates their connection_init through it.
@@ -16,8 +19,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from contextvars import ContextVar
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import strawberry
 from cross_web import HTTPException
@@ -40,12 +44,14 @@ from app.db.session import Database
 from app.graphql import body, errors, graphiql, inputs, operation
 from app.graphql.compiled import CompiledPath
 from app.graphql.context import Context
-from app.graphql.errors import code_of, format_error
 from app.graphql.subscriptions import OrderFeed
 from app.graphql.websocket import LegacyWSHandler, TransportWSHandler, connection_claims
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
+
+_DECODED: ContextVar[tuple[bytes, object] | None] = ContextVar("decoded_body", default=None)
+"""The body the front stage read and what it decoded to, while Strawberry runs the request."""
 
 
 class GraphQLEndpoint(GraphQL[Context, None]):
@@ -78,7 +84,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         self.feed = OrderFeed(database, changes) if changes is not None else None
         assert isinstance(schema, strawberry.Schema)
         self.graphql_schema = schema._schema
-        self.compiled = CompiledPath(settings, database, self.graphql_schema, self.claims_for)
+        self.compiled = CompiledPath(settings, database, self.graphql_schema)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -86,22 +92,53 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             return
         request = Request(scope=scope, receive=body.bounded(receive, self.settings))
         try:
-            body.check_content_type(request.method, request.headers.get("content-type"))
-            response = await self.compiled.answer(request) or await self.run(request)
+            response = await self.serve(request)
         except HTTPException as refusal:
             # Refused before execution (bad token, oversized or malformed request).
             response = errors.refusal_response(refusal)
-            telemetry.note(codes=[errors.refusal_code(refusal.status_code)])
         await response(scope, receive, send)
 
-    def _check_length(self, request: Request) -> None:
-        body.check_length_header(request.headers.get("content-length"), self.settings)
+    async def serve(self, request: Request) -> Response:
+        """The front stage, once, then the compiled plan or Strawberry's resolvers."""
+        headers = request.headers
+        body.check_content_type(request.method, headers.get("content-type"))
+        body.check_length_header(headers.get("content-length"), self.settings)
+        claims = await self.claims_for(headers.getlist("authorization"))
+        request_id = inputs.request_id(headers.get("x-request-id"))
+        telemetry.note(request_id=request_id, role=claims.role)
+        if request.method != "POST":
+            return await self.resolve(request, claims, request_id, None)
+        raw = await request.body()
+        data = body.parse_json(raw)
+        answer = await self.compiled.answer(data, claims, request_id)
+        if answer is not None:
+            return answer
+        return await self.resolve(request, claims, request_id, (raw, data))
+
+    async def resolve(
+        self,
+        request: Request,
+        claims: Claims,
+        request_id: str,
+        decoded: tuple[bytes, object] | None,
+    ) -> Response:
+        """Strawberry's run, with the context and the decoded body of the front stage."""
+        request.state.request_id = request_id  # process_result's and get_sub_response's
+        context = Context(claims=claims, settings=self.settings, request_id=request_id)
+        token = _DECODED.set(decoded)
+        try:
+            return await self.run(request, context=context)
+        finally:
+            _DECODED.reset(token)
 
     def decode_json(self, data: str | bytes) -> object:
-        return body.decode_json(data)  # HTTP bodies and WebSocket messages
+        return body.decode_json(data)  # WebSocket messages
 
     def parse_json(self, data: str | bytes) -> Any:
-        return body.parse_json(data)  # HTTP bodies
+        decoded = _DECODED.get()
+        if decoded is not None and decoded[0] is data:
+            return decoded[1]  # the body, decoded by the front stage
+        return body.parse_json(data)  # the variables of a GET request
 
     @property
     def graphql_ide_html(self) -> str:
@@ -123,22 +160,22 @@ class GraphQLEndpoint(GraphQL[Context, None]):
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket | None = None
     ) -> Context:
+        """A WebSocket connection's context; an HTTP request's is the front stage's."""
+        if not isinstance(request, WebSocket):
+            raise TypeError("HTTP requests get their context from GraphQLEndpoint.serve")
         request_id = inputs.request_id(request.headers.get("x-request-id"))
-        if isinstance(request, Request):
-            self._check_length(request)
-            claims = await self.claims_for(request.headers.getlist("authorization"))
-        else:
-            # WebSocket callers authenticate in connection_init (subscriptions).
-            claims = Claims.anonymous()
         request.state.request_id = request_id
-        telemetry.note(request_id=request_id, role=claims.role)
-        context = Context(claims=claims, settings=self.settings, request_id=request_id)
-        if isinstance(request, WebSocket):
-            # Browsers cannot set headers on a WebSocket; other clients may, on the upgrade.
-            context.upgrade_authorization = request.headers.getlist("authorization")
-        if isinstance(response, Response):
-            response.headers["x-request-id"] = request_id
+        telemetry.note(request_id=request_id, role="anon")
+        # WebSocket callers authenticate in connection_init (subscriptions).
+        context = Context(claims=Claims.anonymous(), settings=self.settings, request_id=request_id)
+        # Browsers cannot set headers on a WebSocket; other clients may, on the upgrade.
+        context.upgrade_authorization = request.headers.getlist("authorization")
         return context
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        response = await super().get_sub_response(request)
+        response.headers["x-request-id"] = request.state.request_id
+        return response
 
     async def execute_single(
         self,
@@ -177,21 +214,17 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             query=query,
             operation_name=request_data.operation_name,
         )
-        if outcome.status_code is not None:
-            sub_response.status_code = outcome.status_code
+        sub_response.status_code = outcome.status_code
         return outcome.result
 
     async def process_result(
         self, request: Request | WebSocket, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
-        request_id = getattr(request.state, "request_id", "")
-        response: GraphQLHTTPResponse = {"data": result.data}
-        if result.errors:  # logged by the schema (graphql/schema.py)
-            telemetry.note(codes=[code_of(error) for error in result.errors])
-            response["errors"] = [format_error(error, request_id) for error in result.errors]
-        if result.extensions:
-            response["extensions"] = result.extensions
-        return response
+        # Errors are logged by the schema (graphql/schema.py), shaped by graphql/errors.py.
+        shaped = errors.http_body(
+            result.data, result.errors, request.state.request_id, result.extensions
+        )
+        return cast(GraphQLHTTPResponse, shaped)
 
     # --- WebSocket (graphql/websocket.py) -------------------------------------------------
 

@@ -1,8 +1,13 @@
-"""One place that turns exceptions into the contract's GraphQL errors, and logs them.
+"""One place that turns exceptions into the contract's GraphQL errors, bodies and statuses.
 
-HTTP (graphql/endpoint.py, graphql/operation.py) and both WebSocket protocols
+HTTP (graphql/endpoint.py and graphql/operation.py for the resolvers,
+graphql/compiled/http.py for the compiled path) and both WebSocket protocols
 (graphql/websocket.py) shape every error here, so a client meets the same
-message and ``extensions.code`` whichever way it asked:
+message and ``extensions.code`` whichever way it asked. Each error's body is
+``format_error``'s; an HTTP response's body is ``http_body``'s and its status
+``http_status``'s (503 when the database was unavailable: retry; 500 for our
+own fault outside any resolver; 200 otherwise, GraphQL errors travel in the
+body):
 
 - an error of the operation (a GraphQLError): domain errors (orders/errors.py)
   keep their message and code; GraphQL's own parse and validation errors, and
@@ -27,15 +32,17 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from cross_web import HTTPException
-from graphql import GraphQLError
+from graphql import GraphQLError, Node
 from starlette.responses import JSONResponse, Response
 from strawberry.exceptions import MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
-from app.db.session import (
+from app import telemetry
+from app.db.failures import (
     CONNECTION_LOST,
     DATABASE_UNREACHABLE,
     POOL_EXHAUSTED,
@@ -239,13 +246,15 @@ def refusal_response(refusal: HTTPException) -> Response:
     headers = {}
     if refusal.status_code == 401:
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    code = refusal_code(refusal.status_code)
+    telemetry.note(codes=[code])
     return JSONResponse(
         {
             "data": None,
             "errors": [
                 {
                     "message": refusal.reason,
-                    "extensions": {"code": refusal_code(refusal.status_code)},
+                    "extensions": {"code": code},
                 }
             ],
         },
@@ -280,9 +289,64 @@ def database_unavailable(error: DatabaseUnavailable, request_id: str) -> GraphQL
     return GraphQLError("database unavailable", original_error=error)
 
 
+class _Fault(GraphQLError):
+    """Ours, outside any resolver: the whole request failed (HTTP 500)."""
+
+
 def internal_fault(fault: Exception) -> GraphQLError:
     """Ours, outside any resolver: masked by format_error and logged whole by log_errors."""
-    return GraphQLError("internal error", original_error=fault)
+    return _Fault("internal error", original_error=fault)
+
+
+def failed_field(failure: Exception, node: Node, key: str, request_id: str) -> GraphQLError:
+    """``failure`` of a root field answered without the resolvers (graphql/compiled/), shaped
+    and logged as the resolvers' failure there would be; an unavailable database is retryable,
+    so a warning rather than an error."""
+    error = GraphQLError(str(failure), nodes=[node], path=[key], original_error=failure)
+    if isinstance(_original(error), DatabaseUnavailable):
+        log.warning("request %s: database unavailable: %s", request_id, failure)
+    else:
+        log_errors([error], request_id)
+    return error
+
+
+# --- HTTP answers: the body and the status --------------------------------------------------------
+
+
+def http_status(errors: Sequence[GraphQLError]) -> int:
+    """The HTTP status a result with ``errors`` calls for: 503 when the database was
+    unavailable (retry), 500 for our own fault outside any resolver, 200 otherwise."""
+    if any(code_of(error) == UNAVAILABLE for error in errors):
+        return 503
+    if any(isinstance(error, _Fault) for error in errors):
+        return 500
+    return 200
+
+
+def http_body(
+    data: object,
+    errors: Sequence[GraphQLError] | None,
+    request_id: str,
+    extensions: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The response body of an operation's result, its errors shaped by format_error (and
+    their codes noted for the request's log line and metrics)."""
+    body: dict[str, Any] = {"data": data}
+    if errors:
+        telemetry.note(codes=[code_of(error) for error in errors])
+        body["errors"] = [format_error(error, request_id) for error in errors]
+    if extensions:
+        body["extensions"] = extensions
+    return body
+
+
+def http_response(data: object, errors: Sequence[GraphQLError], request_id: str) -> Response:
+    """A whole answer with errors, for a path that builds its own response (the compiled one)."""
+    return JSONResponse(
+        http_body(data, errors, request_id),
+        http_status(errors),
+        headers={"x-request-id": request_id},
+    )
 
 
 def refused_before_execution(error: Exception, request_id: str) -> GraphQLError:

@@ -3,9 +3,8 @@
 The transaction is opened by db/session.py as the caller's role with the caller's claims; the
 operation's resolvers share it through the Context. Any error rolls all of it back, so a request
 with errors has written nothing, and a mutation that rolled back reports no data rather than
-results that were never committed. The HTTP status says what a client may do next: 503 when the
-database was unavailable (retry), 500 for our own fault outside any resolver, 200 otherwise
-(GraphQL errors travel in the body). Errors are shaped and logged by graphql/errors.py.
+results that were never committed. Errors, and the HTTP status they call for, are shaped by
+graphql/errors.py.
 """
 
 from __future__ import annotations
@@ -17,7 +16,8 @@ from cross_web import HTTPException
 from graphql import GraphQLError, OperationType, get_operation_ast, parse
 from strawberry.types import ExecutionResult
 
-from app.db.session import Database, DatabaseUnavailable
+from app.db.failures import DatabaseUnavailable
+from app.db.session import Database
 from app.graphql import errors
 from app.graphql.context import Context
 
@@ -25,8 +25,8 @@ from app.graphql.context import Context
 @dataclass(frozen=True, slots=True)
 class Outcome:
     result: ExecutionResult
-    status_code: int | None = None
-    """The HTTP status the result calls for; None leaves the response's own (200)."""
+    status_code: int = 200
+    """The HTTP status the result calls for (errors.http_status)."""
 
 
 class _RollBack(Exception):
@@ -56,24 +56,27 @@ async def run(
     except _RollBack as rollback:
         result = rollback.result
     except DatabaseUnavailable as unavailable:
-        error = errors.database_unavailable(unavailable, context.request_id)
-        return Outcome(ExecutionResult(data=None, errors=[error]), 503)
+        result = _failed(errors.database_unavailable(unavailable, context.request_id))
     except HTTPException:
         raise
     except Exception as fault:
         # Ours, outside any resolver (opening or committing the transaction, e.g. a
         # transaction pooler without DB_POOLER=transaction): still a GraphQL-shaped body
         # rather than plain text.
-        return Outcome(ExecutionResult(data=None, errors=[errors.internal_fault(fault)]), 500)
+        result = _failed(errors.internal_fault(fault))
     finally:
         context.tx = None
     if not result.errors:
         return Outcome(result)
-    status = 503 if any(errors.code_of(e) == errors.UNAVAILABLE for e in result.errors) else None
+    status = errors.http_status(result.errors)
     if result.data is not None and operation_type(query, operation_name) == OperationType.MUTATION:
         # Rolled back: report no data rather than results that were never committed.
         result = ExecutionResult(data=None, errors=result.errors, extensions=result.extensions)
     return Outcome(result, status)
+
+
+def _failed(error: GraphQLError) -> ExecutionResult:
+    return ExecutionResult(data=None, errors=[error])
 
 
 def operation_type(query: object, operation_name: object) -> OperationType | None:

@@ -1,23 +1,26 @@
 """The HTTP shortcut: a POST of a learned document answered by its compiled statement, with
 PostgreSQL's JSON passed through as it is (no decode, no re-encode); a learned submitOrder or
-cancelOrder by its one autocommit statement (mutations.py)."""
+cancelOrder by its one autocommit statement (mutations.py).
+
+It is the operation stage only: graphql/endpoint.py has already read and decoded the body,
+authenticated the caller and named the request, once for both paths; errors, bodies and
+statuses are graphql/errors.py's.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
 
-from graphql import GraphQLError, GraphQLSchema
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from graphql import GraphQLSchema
+from starlette.responses import Response
 
 from app import metrics, telemetry
 from app.auth.claims import Claims
-from app.db.session import Database, DatabaseUnavailable
-from app.graphql import body, inputs
-from app.graphql.compiled.mutations import Answer, CompiledMutation, Declined
+from app.db.failures import DatabaseUnavailable
+from app.db.session import Database
+from app.graphql import errors
+from app.graphql.compiled.mutations import CompiledMutation, Declined
 from app.graphql.compiled.plans import Plans
-from app.graphql.errors import UNAVAILABLE, code_of, format_error, log_errors
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,31 +30,16 @@ class CompiledPath:
     """What graphql/endpoint.py asks before Strawberry runs (``answer``) and tells after the
     resolvers answered (``plans.learn``)."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        database: Database,
-        schema: GraphQLSchema,
-        claims_for: Callable[[Sequence[str]], Awaitable[Claims]],
-    ) -> None:
+    def __init__(self, settings: Settings, database: Database, schema: GraphQLSchema) -> None:
         self.settings = settings
         self.database = database
         self.schema = schema
-        self.claims_for = claims_for
         self.plans = Plans(settings)
 
-    async def answer(self, request: Request) -> Response | None:
-        """The response, or None to leave the request to Strawberry."""
-        if not self.plans or request.method != "POST":
-            return None
-        if not body.is_json(request.headers.get("content-type")):
-            return None
-        body.check_length_header(request.headers.get("content-length"), self.settings)
-        try:
-            data = body.decode_json(await request.body())  # Starlette keeps it for Strawberry
-        except ValueError:
-            return None
-        if not isinstance(data, dict):
+    async def answer(self, data: object, claims: Claims, request_id: str) -> Response | None:
+        """The response to a POST whose decoded body is ``data``, or None to leave the request
+        to Strawberry."""
+        if not self.plans or not isinstance(data, dict):
             return None
         query, name, variables = data.get("query"), data.get("operationName"), data.get("variables")
         if not (isinstance(query, str) and isinstance(name, str | None)):
@@ -59,8 +47,6 @@ class CompiledPath:
         plan = self.plans.get((query, name))
         if plan is None or not isinstance(variables, dict | None):
             return None
-        claims = await self.claims_for(request.headers.getlist("authorization"))
-        request_id = inputs.request_id(request.headers.get("x-request-id"))
         if isinstance(plan, CompiledMutation):
             return await self.mutate(plan, variables, claims, request_id, name)
         try:
@@ -78,10 +64,7 @@ class CompiledPath:
             # Unusual arguments: the resolvers give the precise error.
             metrics.COMPILED_QUERIES.labels("declined").inc()
             return None
-        telemetry.note(
-            request_id=request_id, role=claims.role, operation=plan.operation, operation_name=name
-        )
-        headers = {"x-request-id": request_id}
+        telemetry.note(operation=plan.operation, operation_name=name)
         try:
             raw = await self.database.read_json(claims, *bound)
         except Exception as failure:
@@ -90,19 +73,13 @@ class CompiledPath:
             metrics.COMPILED_QUERIES.labels("failed").inc()
             # At the first root field, where the resolvers meet the same failure first.
             root, node = plan.roots[0]
-            error = GraphQLError(
-                str(failure), nodes=[node], path=[root.key], original_error=failure
-            )
-            status = 503 if code_of(error) == UNAVAILABLE else 200
-            if status == 503:
-                log.warning("request %s: database unavailable: %s", request_id, failure)
-            else:
-                log_errors([error], request_id)
-            answer = {"data": None, "errors": [format_error(error, request_id)]}
-            return JSONResponse(answer, status, headers=headers)
+            error = errors.failed_field(failure, node, root.key, request_id)
+            return errors.http_response(None, [error], request_id)
         metrics.COMPILED_QUERIES.labels("answered").inc()
         return Response(
-            b'{"data":' + raw.encode() + b"}", media_type="application/json", headers=headers
+            b'{"data":' + raw.encode() + b"}",
+            media_type="application/json",
+            headers={"x-request-id": request_id},
         )
 
     async def mutate(
@@ -120,11 +97,7 @@ class CompiledPath:
             # Variables graphql-core refuses: the resolvers report them as they always do.
             metrics.COMPILED_MUTATIONS.labels(plan.name, "declined").inc()
             return None
-        telemetry.note(
-            request_id=request_id, role=claims.role, operation=plan.operation, operation_name=name
-        )
-        headers = {"x-request-id": request_id}
-        status = 200
+        telemetry.note(operation=plan.operation, operation_name=name)
         try:
             answer = await plan.run(self.database, self.schema, arguments, claims)
             metrics.COMPILED_MUTATIONS.labels(plan.name, "answered").inc()
@@ -137,17 +110,10 @@ class CompiledPath:
                 failure, DatabaseUnavailable
             ):
                 raise
-            error = GraphQLError(
-                str(failure), nodes=[plan.root], path=[plan.key], original_error=failure
-            )
-            if code_of(error) == UNAVAILABLE:
-                status = 503
-                log.warning("request %s: database unavailable: %s", request_id, failure)
-            answer = Answer(None, error)
-        if answer.error is None:
-            return JSONResponse({"data": answer.data}, headers=headers)
-        if status != 503:
-            log_errors([answer.error], request_id)
-        telemetry.note(codes=[code_of(answer.error)])
-        body = {"data": None, "errors": [format_error(answer.error, request_id)]}
-        return JSONResponse(body, status, headers=headers)
+            error = errors.failed_field(failure, plan.root, plan.key, request_id)
+            return errors.http_response(None, [error], request_id)
+        if answer.error is not None:
+            errors.log_errors([answer.error], request_id)
+        return errors.http_response(
+            answer.data, [] if answer.error is None else [answer.error], request_id
+        )
