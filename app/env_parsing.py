@@ -7,10 +7,11 @@ variables exist, and their defaults, is ``app/settings.py``'s table.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -267,3 +268,27 @@ def origins(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tupl
 @reads("comma-separated header names, or *")
 def header_names(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     return parse_header_names(env, name)
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: its name, how its text is read, and what it means."""
+
+    name: str
+    read: Reader
+    doc: str
+
+
+def env(name: str, default: Any, read: Reader, doc: str) -> Any:
+    """A setting's one declaration: its variable, default, reader (type and bounds) and
+    meaning. ``Settings.from_env`` reads every field so declared; ``variables()`` lists them."""
+    return field(default=default, metadata={"env": Variable(name, read, doc)})
+
+
+def declared(cls: type) -> list[tuple[str, Variable, Any]]:
+    """(field, variable, default) of each field of ``cls`` declared with ``env``, in order."""
+    return [
+        (f.name, f.metadata["env"], f.default)
+        for f in dataclasses.fields(cls)
+        if "env" in f.metadata
+    ]

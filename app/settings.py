@@ -12,33 +12,33 @@ names imply is ``app/supabase.py``.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from app import supabase
+from app.env_parsing import SettingsError as SettingsError  # raised here, caught by importers
 from app.env_parsing import (
-    Reader,
+    Variable,
     boolean,
     choice,
     decimal_number,
+    declared,
+    env,
     header_names,
     integer,
     names,
     number,
     optional_integer,
     origins,
-    parse_one_of,
     path,
     postgres_url,
     reads,
     text,
 )
-from app.env_parsing import SettingsError as SettingsError  # raised here, caught by importers
 
 APP_ROLES = ("anon", "authenticated", "service_role", "compliance_auditor")
 """The database roles a request may run as; the token's ``role`` claim picks one of them."""
@@ -81,53 +81,9 @@ def _refuse_moved_limits(env: Mapping[str, str]) -> None:
             )
 
 
-@reads(f"one of {', '.join(get_args(PoolerMode))}")
-def _pooler(env: Mapping[str, str], name: str, default: PoolerMode) -> PoolerMode:
-    raw = (env.get(name) or "none").strip().lower()
-    if raw == "none":
-        return "none"
-    if raw == "session":
-        return "session"
-    if raw == "transaction":
-        return "transaction"
-    raise SettingsError(f"{name} must be none, session or transaction, got {env.get(name)!r}")
-
-
 @reads(f"text of ≥ {MIN_HS256_SECRET_LENGTH} characters")
 def _jwt_secret(env: Mapping[str, str], name: str, default: None) -> str | None:
     return supabase.jwt_secret(env)
-
-
-def _implied_by_supabase(path: str, kind: str) -> Reader:
-    """The variable's value, or the one SUPABASE_URL implies (``path`` below the project)."""
-
-    @reads(kind)
-    def read(env: Mapping[str, str], name: str, default: None) -> str | None:
-        project = supabase.project_url(env)
-        implied = None if project is None else project + path
-        return parse_one_of(env, name, implied, "SUPABASE_URL")
-
-    return read
-
-
-@reads("URL")
-def _supabase_url(env: Mapping[str, str], name: str, default: None) -> str | None:
-    return supabase.project_url(env)
-
-
-@dataclass(frozen=True)
-class Variable:
-    """One environment variable: its name, how its text is read, and what it means."""
-
-    name: str
-    read: Reader
-    doc: str
-
-
-def env(name: str, default: Any, read: Reader, doc: str) -> Any:
-    """A setting's one declaration: its variable, default, reader (type and bounds) and
-    meaning. ``Settings.from_env`` reads every field so declared; ``variables()`` lists them."""
-    return field(default=default, metadata={"env": Variable(name, read, doc)})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -188,7 +144,7 @@ class Settings:
     db_pooler: PoolerMode = env(
         "DB_POOLER",
         "none",
-        _pooler,
+        choice(*get_args(PoolerMode)),
         "What `API_DATABASE_URL` goes through: nothing or a session-mode pooler, or a"
         " transaction-mode one (PgBouncer `pool_mode = transaction`, Supavisor on 6543), which"
         " gets unnamed prepared statements.",
@@ -233,7 +189,7 @@ class Settings:
     supabase_url: str | None = env(
         "SUPABASE_URL",
         None,
-        _supabase_url,
+        supabase.url_reader,
         "The Supabase project URL (`https://<ref>.supabase.co`): sets `JWT_JWKS` to"
         f" `<SUPABASE_URL>{supabase.JWKS_PATH}` and `JWT_ISSUER` to"
         f" `<SUPABASE_URL>{supabase.AUTH_PATH}`; an explicit different value is refused.",
@@ -249,7 +205,7 @@ class Settings:
     jwt_jwks: str | None = env(
         "JWT_JWKS",
         None,
-        _implied_by_supabase(supabase.JWKS_PATH, "URL or path"),
+        supabase.implied(supabase.JWKS_PATH, "URL or path"),
         "A JWKS URL (`https://...`) or file with the public keys for RS256/ES256 (Supabase's"
         " signing keys).",
     )
@@ -263,7 +219,7 @@ class Settings:
     jwt_issuer: str | None = env(
         "JWT_ISSUER",
         None,
-        _implied_by_supabase(supabase.AUTH_PATH, "text"),
+        supabase.implied(supabase.AUTH_PATH, "text"),
         "The required `iss`, when set; Supabase's API keys carry `iss` `supabase` instead.",
     )
     jwt_algorithms: tuple[str, ...] = env(
@@ -467,7 +423,7 @@ class Settings:
         _refuse_moved_limits(environ)
         values = {
             name: variable.read(environ, variable.name, default)
-            for name, variable, default in _declared(cls)
+            for name, variable, default in declared(cls)
         }
         return cls(**values)
 
@@ -485,14 +441,6 @@ class Settings:
             )
 
 
-def _declared(cls: type[Settings]) -> list[tuple[str, Variable, Any]]:
-    return [
-        (f.name, f.metadata["env"], f.default)
-        for f in dataclasses.fields(cls)
-        if "env" in f.metadata
-    ]
-
-
 def variables() -> list[tuple[Variable, Any]]:
     """Every variable with its default, in declaration order (the configuration reference)."""
-    return [(variable, default) for _, variable, default in _declared(Settings)]
+    return [(variable, default) for _, variable, default in declared(Settings)]

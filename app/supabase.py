@@ -10,7 +10,7 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Mapping
 
-from app.env_parsing import SettingsError, parse_str
+from app.env_parsing import Reader, SettingsError, parse_one_of, parse_str, reads
 
 AUTH_PATH = "/auth/v1"
 """Where a Supabase project serves Auth: its tokens' ``iss``, and its JWKS below it."""
@@ -37,3 +37,23 @@ def jwt_secret(env: Mapping[str, str]) -> str | None:
     if ours is not None and theirs is not None and ours != theirs:
         raise SettingsError("JWT_SECRET and SUPABASE_JWT_SECRET are both set and differ; set one")
     return ours if ours is not None else theirs
+
+
+# --- readers of the settings' declarations (app/settings.py) ---
+
+
+def implied(path: str, kind: str) -> Reader:
+    """The variable's value, or the one SUPABASE_URL implies (``path`` below the project)."""
+
+    @reads(kind)
+    def read(env: Mapping[str, str], name: str, default: None) -> str | None:
+        project = project_url(env)
+        implied = None if project is None else project + path
+        return parse_one_of(env, name, implied, "SUPABASE_URL")
+
+    return read
+
+
+@reads("URL")
+def url_reader(env: Mapping[str, str], name: str, default: None) -> str | None:
+    return project_url(env)
