@@ -139,8 +139,7 @@ def create_app(
         Route("/readyz", readyz),
     ]
     if settings.graphiql:
-        if graphiql_defaults is not None:
-            routes.append(graphiql.defaults_route(graphiql_defaults))  # before the mount
+        routes.append(graphiql.defaults_route(graphiql_defaults))  # before the mount
         routes.append(graphiql.assets_mount())
     if settings.metrics:
         routes.append(

@@ -11,8 +11,8 @@ cookies, so our page does without it.
 
 In ``dev`` the page opens with example operations and the dev token in the Headers tab
 (``Defaults``): the page itself is the same everywhere (endpoint.py serves it), and fetches
-``/graphiql/defaults.json``, a route only an app given defaults has. ``serve`` never has
-it: a token served to whoever asks would be a leak.
+``/graphiql/defaults.json``, which answers ``{}`` unless the app was given defaults. ``serve``
+never is: a token served to whoever asks would be a leak.
 
 The page hands the Headers tab to subscriptions: browsers cannot set headers on a WebSocket, so
 the same headers (which GraphiQL keeps in localStorage) become the socket's connection_init
@@ -152,7 +152,7 @@ function OrderApiGraphiQL({ tabs }) {
 
 // GraphiQL uses defaultTabs only while the browser has no tabs of its own stored.
 fetch("graphiql/defaults.json", { cache: "no-store" })
-  .then((response) => (response.ok ? response.json() : {}))  // 404: not dev, no defaults
+  .then((response) => (response.ok ? response.json() : {}))  // {} unless dev
   .catch((error) => {
     console.warn("GraphiQL defaults not loaded", error);
     return {};
@@ -282,10 +282,14 @@ class Defaults:
         }
 
 
-def defaults_route(defaults: Defaults) -> Route:
+def defaults_route(defaults: Defaults | None) -> Route:
+    """dev's defaults, or none (``{}``: GraphiQL opens empty). Always answered, so that the
+    page's fetch never fails in a browser's console."""
+
     async def serve(request: Request) -> JSONResponse:
         # no-store: it may hold a token.
-        return JSONResponse(defaults.body(), headers={"Cache-Control": "no-store"})
+        body = {} if defaults is None else defaults.body()
+        return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     return Route(f"{ASSETS_PATH}/defaults.json", serve, methods=["GET"])
 
