@@ -29,10 +29,10 @@ from app.orders import validation
 from tests import pg, privileges
 from tests.api import Client, api_client, api_settings, graphql_endpoint
 from tests.conftest import Db
+from tests.revisions import round_trip
 from tests.sql import as_role
-from tests.test_migrations import _structure, alembic
+from tests.test_migrations import alembic
 from tests.test_statement_timeouts import orders_locked
-from tests.test_static_submit_order import _functions
 from tests.test_subscriptions import LEGACY_WS, TRANSPORT_WS, harness
 
 SUBMIT = "mutation($input: SubmitOrderInput!) { submitOrder(input: $input) { id } }"
@@ -295,28 +295,10 @@ async def test_a_websocket_upgrade_with_two_authorization_headers_is_refused(
 
 
 async def test_the_downgrade_of_009_gives_back_008_exactly(cluster: pg.Cluster) -> None:
-    database = Db(cluster, await pg.create_empty_database(cluster))
-
-    async def facts() -> list[str]:
-        conn = await asyncpg.connect(database.dsn())
-        try:
-            return await privileges.render(conn) + await _structure(conn) + await _functions(conn)
-        finally:
-            await conn.close()
-
-    try:
-        assert alembic(database, "upgrade", "008").returncode == 0
-        at_008 = await facts()
-        up = alembic(database, "upgrade", "009")
-        assert up.returncode == 0, up.stderr
-        assert await facts() != at_008
-        down = alembic(database, "downgrade", "-1")
-        assert down.returncode == 0, down.stderr
-        assert "Running downgrade 009 -> 008" in down.stderr
-        back = await facts()
-        assert back == at_008, privileges.diff(at_008, back)
-    finally:
-        await pg.drop_test_database(cluster, database.name)
+    trip = await round_trip(cluster, "008", "009")
+    assert trip.after != trip.before
+    assert "Running downgrade 009 -> 008" in trip.downgrade_log
+    assert trip.back == trip.before, privileges.diff(trip.before, trip.back)
 
 
 async def test_the_upgrade_refuses_rows_no_reader_can_decode(cluster: pg.Cluster) -> None:

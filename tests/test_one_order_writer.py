@@ -19,12 +19,12 @@ from app.orders.lifecycle import CANCELLABLE
 from tests import pg, privileges
 from tests.api import api_client, api_settings, statements_sent
 from tests.conftest import Db
+from tests.revisions import round_trip
 from tests.sql import as_role
 from tests.test_api_orders import SUBMIT as SUBMIT_DOCUMENT
 from tests.test_api_orders import codes, ok, order_input
 from tests.test_compiled_mutation_security import SUBMIT, claims
-from tests.test_migrations import _structure, alembic
-from tests.test_static_submit_order import _functions, document
+from tests.test_static_submit_order import document
 
 PLACE = "SELECT inserted, refused, refused_field, (placed).* FROM order_api_private.place_order($1)"
 CANCEL_OWN = "SELECT outcome, (placed).* FROM order_api_private.cancel_own_order($1, $2, $3)"
@@ -156,26 +156,6 @@ async def test_a_submit_through_the_resolvers_sends_the_callers_settings_and_one
 
 
 async def test_the_downgrade_gives_back_exactly_what_010_made(cluster: pg.Cluster) -> None:
-    database = Db(cluster, await pg.create_empty_database(cluster))
-
-    async def facts() -> list[str]:
-        conn = await asyncpg.connect(database.dsn())
-        try:
-            return await privileges.render(conn) + await _structure(conn) + await _functions(conn)
-        finally:
-            await conn.close()
-
-    try:
-        assert alembic(database, "upgrade", "010").returncode == 0
-        at_010 = await facts()
-        up = alembic(database, "upgrade", "011")
-        assert up.returncode == 0, up.stderr
-        assert await facts() != at_010
-        down = alembic(database, "downgrade", "010")
-        assert down.returncode == 0, down.stderr
-        back = await facts()
-        assert back == at_010, privileges.diff(at_010, back)
-        again = alembic(database, "upgrade", "head")
-        assert again.returncode == 0, again.stderr
-    finally:
-        await pg.drop_test_database(cluster, database.name)
+    trip = await round_trip(cluster, "010", "011")
+    assert trip.after != trip.before
+    assert trip.back == trip.before, privileges.diff(trip.before, trip.back)

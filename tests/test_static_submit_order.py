@@ -20,9 +20,8 @@ import pytest
 from app.orders import fields, queries
 from app.orders.errors import Forbidden
 from tests import pg, privileges
-from tests.conftest import Db
+from tests.revisions import round_trip
 from tests.test_compiled_mutation_security import SUBMIT, claims
-from tests.test_migrations import _structure, alembic
 
 
 def document(trader: uuid.UUID, **changes: Any) -> str:
@@ -157,41 +156,12 @@ async def test_anything_but_an_object_is_refused(
     assert await orders(owner_conn) == 0
 
 
-async def _functions(conn: asyncpg.Connection) -> list[str]:
-    rows = await conn.fetch(
-        "SELECT format('function %s %s %s', p.oid::regprocedure, p.oid,"
-        " md5(pg_get_functiondef(p.oid)))"
-        " FROM pg_proc p WHERE p.pronamespace = 'order_api_private'::regnamespace ORDER BY 1"
-    )
-    return [r[0] for r in rows]
-
-
 async def test_the_downgrade_gives_back_007s_function_exactly(cluster: pg.Cluster) -> None:
     """007, then 008 (only submit_order's definition differs), then back to 007: the same
     functions (oid and definition), privileges and structure; then 008 again."""
-    database = Db(cluster, await pg.create_empty_database(cluster))
-
-    async def facts() -> list[str]:
-        conn = await asyncpg.connect(database.dsn())
-        try:
-            return await privileges.render(conn) + await _structure(conn) + await _functions(conn)
-        finally:
-            await conn.close()
-
-    try:
-        assert alembic(database, "upgrade", "007").returncode == 0
-        at_007 = await facts()
-        up = alembic(database, "upgrade", "008")
-        assert up.returncode == 0, up.stderr
-        changed = privileges.diff(at_007, await facts()).splitlines()
-        assert [line[0] for line in changed] == ["-", "+"], changed
-        assert all(" order_api_private.submit_order(text,text,jsonb) " in c for c in changed)
-        down = alembic(database, "downgrade", "-1")
-        assert down.returncode == 0, down.stderr
-        assert "Running downgrade 008 -> 007" in down.stderr
-        back = await facts()
-        assert back == at_007, privileges.diff(at_007, back)
-        again = alembic(database, "upgrade", "head")
-        assert again.returncode == 0, again.stderr
-    finally:
-        await pg.drop_test_database(cluster, database.name)
+    trip = await round_trip(cluster, "007", "008")
+    changed = privileges.diff(trip.before, trip.after).splitlines()
+    assert [line[0] for line in changed] == ["-", "+"], changed
+    assert all(" order_api_private.submit_order(text,text,jsonb) " in c for c in changed)
+    assert "Running downgrade 008 -> 007" in trip.downgrade_log
+    assert trip.back == trip.before, privileges.diff(trip.before, trip.back)
