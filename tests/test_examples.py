@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from app.db.migrations import PROJECT_ROOT
 from tests.conftest import Db
 from tests.test_cli import SEED_TRADER, free_port
 from tests.test_cli_failures import env_without_database
+from tests.test_serve_workers import start_until_ready
 
 CLIENT = PROJECT_ROOT / "examples" / "python" / "client.py"
 SEED_ORDERS = [f"a1000000-0000-4000-8000-00000000000{n}" for n in range(1, 6)]
@@ -36,23 +36,9 @@ def dev_url_and_token(database: Db, tmp_path: Path) -> Iterator[tuple[str, str]]
         HOST="127.0.0.1",
         PORT=str(port),
     )
-    # A file, not a pipe: the server logs every order, and a full pipe would block it.
     log_path = tmp_path / "dev.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app", "dev"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+    process = start_until_ready(["dev"], env, log_path)
     try:
-        deadline = time.monotonic() + 60
-        while "Order API ready" not in log_path.read_text():
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.1)
         # The token the banner offers, as the examples' README tells a newcomer to use.
         token = re.search(r"Bearer ([\w.-]+)", log_path.read_text())
         assert token, log_path.read_text()

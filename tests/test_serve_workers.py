@@ -69,6 +69,31 @@ def server_side_inode(server_port: int, client_port: int) -> int:
     raise AssertionError(f"no server socket for client port {client_port}")
 
 
+def start_until_ready(
+    command: list[str], env: dict[str, str], log_path: Path
+) -> subprocess.Popen[str]:
+    """``python -m app COMMAND`` started, once it printed its ready line. Its output goes to
+    ``log_path``: a file, not a pipe, which a server logging every request would fill and
+    block on. A process that exits or stays silent for 60 s fails the test with its log."""
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", *command],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    deadline = time.monotonic() + 60
+    while "Order API ready" not in log_path.read_text():
+        if process.poll() is not None or time.monotonic() >= deadline:
+            process.kill()
+            process.wait()
+            raise AssertionError(log_path.read_text())
+        time.sleep(0.05)
+    return process
+
+
 @contextlib.contextmanager
 def serving(
     database: Db, tmp_path: Path, *args: str
@@ -79,22 +104,8 @@ def serving(
         API_DATABASE_URL=database.api_url.render_as_string(hide_password=False),
         PORT=str(port),
     )
-    log_path = tmp_path / "serve.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", *args],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+    process = start_until_ready(["serve", *args], env, tmp_path / "serve.log")
     try:
-        deadline = time.monotonic() + 60
-        while "Order API ready" not in log_path.read_text():
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.05)
         yield process, port
     finally:
         workers = children(process.pid) if process.poll() is None else set()
