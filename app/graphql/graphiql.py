@@ -257,8 +257,9 @@ EXAMPLES = (
         None,
     ),
 )
-"""dev's GraphiQL tabs: a page of orders, a submit (run it with the subscription open in
-another tab to watch the order fill), the caller's order updates."""
+"""dev's GraphiQL tabs: a page of orders, a submit, the caller's order updates. GraphiQL ends a
+tab's subscription when another tab is selected, so the README runs Updates and Submit in two
+browser windows (measured in Chromium)."""
 
 
 @dataclass(frozen=True)
