@@ -12,11 +12,15 @@ statements) replaying two transactions:
 
 Each is run with every trigger, then with one cost taken away (an A/B on the scratch copy,
 never a product setting): the hash chain trigger, the audit trigger (no execution_logs rows,
-so no chain either), the order-rule triggers, the
-indexes only reads use (READ_INDEXES), and the commit's WAL flush (``synchronous_commit = off``). Variants rotate within
-each round so that the machine's other load falls on all of them alike; the report gives
-medians. "Per core" is transactions per CPU-second of the PostgreSQL processes (from /proc),
-which does not depend on how busy the rest of the machine was.
+so no chain either), the order-rule triggers, the indexes only reads use (READ_INDEXES),
+and the commit's WAL flush (``synchronous_commit = off``). Variants rotate within each
+round so that the machine's other load falls on all of them alike; the report gives
+medians. "Per core" is transactions per CPU-second of the PostgreSQL processes (from
+/proc), which depends far less than wall-clock rates on how busy the rest of the machine is.
+
+``--functions`` instead runs both with every trigger on and ``track_functions = 'pl'``, and
+prints each function's own and total time per transaction, and the WAL bytes per
+transaction: where the time goes, without switching anything off.
 
 The scratch copy drops NOT NULL on execution_logs.hash once, so that the no-chain variant can
 insert at all; nothing else of the schema changes between variants.
