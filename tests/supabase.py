@@ -107,19 +107,10 @@ GRANT EXECUTE ON FUNCTION auth.uid(), auth.role(), auth.jwt() TO {OWNER};
 RESET ROLE;
 """
 
-# README, "Deploy on Supabase": the API's own login role, created as postgres.
-OWN_LOGIN_ROLE = f"""
-CREATE ROLE {LOGIN} LOGIN NOINHERIT PASSWORD '{LOGIN_PASSWORD}';
-GRANT anon, authenticated, service_role, compliance_auditor TO {LOGIN};
--- What migrations 002 and 004 give authenticator: /readyz and the change feed (README).
-GRANT SELECT ON alembic_version TO {LOGIN};
-ALTER POLICY alembic_version_readiness ON alembic_version TO authenticator, {LOGIN};
-GRANT SELECT (seq, order_id, trader_id) ON execution_logs TO {LOGIN};
-ALTER POLICY execution_logs_change_feed ON execution_logs TO authenticator, {LOGIN};
--- What migration 007 gives authenticator: the compiled order writes.
-GRANT USAGE ON SCHEMA order_api_private TO {LOGIN};
-GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA order_api_private TO {LOGIN};
-"""
+# docs/deploying/supabase.md, step 3: the API's own login role, created as postgres (the
+# page includes the same file), and the password the page has psql's \password set.
+OWN_LOGIN_ROLE = (PROJECT_ROOT / "examples" / "supabase" / "own_login_role.sql").read_text()
+OWN_LOGIN_ROLE += f"ALTER ROLE {LOGIN} PASSWORD '{LOGIN_PASSWORD}';\n"
 
 
 @dataclass(frozen=True)
