@@ -69,12 +69,13 @@ def add_parser(sub: Any) -> None:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from app.db import trusted_documents
 
+    # Checked before any database is reached (or the embedded one started): nothing to undo.
+    documents = _checked(settings, args.files) if args.action == "add" else []
     configured = settings.database_url
     settings, _ = embedded_settings(settings)
     owner_url = settings.database_url
     assert owner_url is not None
     if args.action == "add":
-        documents = _checked(settings, args.files)  # before connecting: nothing to undo
         with connecting("DATABASE_URL" if configured else "embedded", configured):
             try:
                 added, present = asyncio.run(
