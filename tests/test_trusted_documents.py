@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -20,8 +21,10 @@ import pytest
 from app import metrics
 from app.__main__ import main
 from app.graphql.trusted import TrustedDocuments
+from tests import pg
 from tests.api import Client, api_client, api_settings, graphql_endpoint
 from tests.conftest import Db
+from tests.pooler import pgbouncer
 from tests.test_metrics import value
 from tests.test_subscriptions import LEGACY_WS, TRANSPORT_WS, connection, harness
 
@@ -438,3 +441,20 @@ async def test_a_refused_subscription_is_an_error_message_on_that_operation(
             {"id": "8", "type": kind, "payload": {"documentId": f"sha256:{sha(UPDATES)}"}}
         )
         await h.subscribers(1)
+
+
+async def test_pickup_and_requests_work_through_a_transaction_pooler(
+    database: Db, cluster: pg.Cluster
+) -> None:
+    with pgbouncer(cluster.owner_url, pool_size=2) as bouncer:
+        pooled = dataclasses.replace(database, pooler=bouncer)
+        settings = api_settings(pooled)
+        assert settings.db_pooler == "transaction"
+        async with api_client(settings) as client:
+            payload = {"documentId": f"sha256:{sha(VIEWER)}"}
+            assert (await post(client, payload, client.token(TRADER))).status_code == 400
+            await store(database, VIEWER)
+            for _ in range(3):  # every poll on whichever server connection is free
+                await trusted(client).refresh()
+            answer = await post(client, payload, client.token(TRADER))
+            assert answer.json() == {"data": {"viewer": {"role": "authenticated"}}}
