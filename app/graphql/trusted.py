@@ -89,6 +89,8 @@ class TrustedDocuments:
         self._by_id: dict[str, Trusted] = {}
         self._by_hash: dict[str, Trusted] = {}
         self._poller: asyncio.Task[None] | None = None
+        self._verdicts: dict[str, str | Checked] = {}
+        """Each held text's check, by its SHA-256: a pickup checks only the new texts."""
         self._failing = False
 
     def __len__(self) -> int:
@@ -145,8 +147,12 @@ class TrustedDocuments:
         by_id: dict[str, Trusted] = {}
         by_hash: dict[str, Trusted] = {}
         keys: list[Key] = []
+        verdicts: dict[str, str | Checked] = {}
         for row in stored:
-            verdict = problem(row.text, self.schema, self.settings)
+            verdict = self._verdicts.get(row.sha256) or problem(
+                row.text, self.schema, self.settings
+            )
+            verdicts[row.sha256] = verdict
             if not isinstance(verdict, Checked):
                 # Loaded against another schema or other limits than this process serves.
                 log.warning(
@@ -172,6 +178,7 @@ class TrustedDocuments:
         added = by_id.keys() - self._by_id.keys()
         removed = self._by_id.keys() - by_id.keys()
         self._by_id, self._by_hash, self.version = by_id, by_hash, version
+        self._verdicts = verdicts
         metrics.TRUSTED_DOCUMENTS.set(len(by_id))
         log.info(
             "trusted documents at version %d: %d served (%d added, %d removed)",

@@ -137,6 +137,8 @@ class _AuthenticatedHandler:
             error = GraphQLError(refusal.reason, original_error=refusal)
             errors.log_errors([error], request_id)
             return message, errors.contract_error(error, request_id).formatted
+        if resolved is payload:
+            return message, None  # names no document (or is no object: Strawberry refuses it)
         return {**message, "payload": resolved}, None
 
 
