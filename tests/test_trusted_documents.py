@@ -239,9 +239,12 @@ def test_an_id_stored_with_another_text_refuses_the_command(
 
 
 def test_help_never_acts(database: Db, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        documents(database, monkeypatch, "remove", "--help")
-    assert exit_.value.code == 0
+    documents(database, monkeypatch, "add", str(write(tmp_path, "m.json", {"v": VIEWER})))
+    for args in (["remove", "v", "--help"], ["add", str(tmp_path / "none.json"), "--help"]):
+        with pytest.raises(SystemExit) as exit_:
+            documents(database, monkeypatch, *args)
+        assert exit_.value.code == 0
+    assert asyncio.run(stored_ids(database)) == ["v"]
 
 
 # --- requests -------------------------------------------------------------------------------

@@ -139,6 +139,12 @@ class _AuthenticatedHandler:
             return message, errors.contract_error(error, request_id).formatted
         if resolved is payload:
             return message, None  # names no document (or is no object: Strawberry refuses it)
+        log.info(
+            "request %s: operation %s by trusted document %s",
+            self.context.request_id,
+            message.get("id"),
+            payload.get("documentId") or "by its sha256Hash",
+        )
         return {**message, "payload": resolved}, None
 
 
