@@ -1,4 +1,4 @@
-"""Command line: ``python -m app {dev,serve,worker,token,db,audit}``.
+"""Command line: ``python -m app {dev,serve,worker,token,db,audit,documents}``.
 
 ``dev`` is the README's one-command local start: embedded PostgreSQL,
 migrations at head, the dev seed, the API with GraphiQL and an in-process
@@ -16,12 +16,12 @@ import argparse
 import sys
 
 from app import logs
-from app.cli import audit, db, dev, serve, token, worker
+from app.cli import audit, db, dev, documents, serve, token, worker
 from app.cli.arguments import CommandFailed, Parser, UsageError, refusal
 from app.cli.connections import CannotConnect, quiet_pgserver
 from app.settings import Settings, SettingsError
 
-COMMANDS = (dev, serve, worker, token, db, audit)
+COMMANDS = (dev, serve, worker, token, db, audit, documents)
 """In the order ``--help`` lists them."""
 
 PROG = "python -m app"

@@ -110,10 +110,13 @@ def create_app(
                 role.name,
             )
         await changes.start()
+        # After the compiled mutations' verdict above: trusted documents are compiled now.
+        await graphql.trusted.start()
         try:
             async with metrics.watching_the_process():
                 yield
         finally:
+            await graphql.trusted.stop()
             await changes.stop()  # ends every subscription
             if graphql.feed is not None:
                 await graphql.feed.close()  # their reads in flight give their connections back

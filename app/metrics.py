@@ -68,11 +68,38 @@ REQUESTS = Counter(
     " (ok, the client error code, or server_error).",
     ["operation", "outcome"],
 )
+_LATENCY_BUCKETS: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 REQUEST_SECONDS = Histogram(
     f"{PREFIX}_request_duration_seconds",
     "GraphQL HTTP request latency, from the first byte read to the last byte sent.",
     ["operation"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    buckets=_LATENCY_BUCKETS,
+)
+TRUSTED_DOCUMENT_SECONDS = Histogram(
+    f"{PREFIX}_trusted_document_duration_seconds",
+    "GraphQL HTTP request latency of requests naming a trusted document, by its stored id"
+    " and operation name (bounded by the stored list: a removed document's series goes with"
+    " it, graphql/trusted.py).",
+    ["document", "operation_name"],
+    buckets=_LATENCY_BUCKETS,
+)
+TRUSTED_DOCUMENTS = Gauge(
+    f"{PREFIX}_trusted_documents",
+    "Trusted documents this process holds (TRUSTED_DOCUMENTS; python -m app documents add).",
 )
 SUBSCRIPTION_GAPS = Counter(
     f"{PREFIX}_subscription_gaps",

@@ -55,6 +55,8 @@ and let a paper venue file of an older run meet a fresh cluster (its orders unkn
 
 LOG_FORMATS = ("text", "json")
 
+TRUSTED_DOCUMENT_MODES = ("allow", "require", "off")
+
 PoolerMode = Literal["none", "session", "transaction"]
 """What sits between the pool and PostgreSQL (``DB_POOLER``): nothing or a session-mode
 pooler (one server session per client connection), or a transaction-mode pooler
@@ -300,6 +302,15 @@ class Settings:
         integer(minimum=100),
         "Document size, HTTP 413 beyond; a request body, or a WebSocket message, may be twice"
         " this.",
+    )
+    trusted_documents: str = env(
+        "TRUSTED_DOCUMENTS",
+        "allow",
+        choice(*TRUSTED_DOCUMENT_MODES),
+        "Trusted documents ([Trusted documents](api/trusted-documents.md)), loaded with"
+        " `python -m app documents add`: `allow` answers a `documentId` and a document's text"
+        " alike; `require` refuses text (HTTP 400 `PERSISTED_DOCUMENT_REQUIRED`, GraphiQL"
+        " included); `off` reads no ids.",
     )
     compiled_queries: bool = env(
         "COMPILED_QUERIES",

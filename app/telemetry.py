@@ -6,10 +6,12 @@ below fill it in without any plumbing through their signatures), times the reque
 when the response is sent writes:
 
 - one log line on the ``app.requests`` logger: request id, operation, role, status,
-  outcome, duration (and the client's operationName when it is a valid GraphQL name);
+  outcome, duration (and the client's operationName when it is a valid GraphQL name; for a
+  trusted document, its stored id and operation name);
   JSON with ``LOG_FORMAT=json`` (app/logs.py). Never a header, a token, a claim other than
   the role, a variable or the document;
-- the request counter and latency histogram (app/metrics.py) for ``/graphql``;
+- the request counter and latency histogram (app/metrics.py) for ``/graphql``, and the
+  latency per trusted document (graphql/trusted.py);
 - a span, when OpenTelemetry is configured (app/tracing.py).
 
 The *operation* is the operation type and its root fields as the schema names them
@@ -42,7 +44,15 @@ _RECORD: ContextVar[RequestRecord | None] = ContextVar("request_record", default
 SERVER_ERROR: Final = "server_error"
 OK: Final = "ok"
 _CLIENT_CODES: Final = frozenset(
-    {"BAD_USER_INPUT", "UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "CONFLICT"}
+    {
+        "BAD_USER_INPUT",
+        "UNAUTHENTICATED",
+        "FORBIDDEN",
+        "NOT_FOUND",
+        "CONFLICT",
+        "PERSISTED_DOCUMENT_NOT_FOUND",
+        "PERSISTED_DOCUMENT_REQUIRED",
+    }
 )
 _GRAPHQL_NAME: Final = re.compile(r"[_A-Za-z][_0-9A-Za-z]{0,63}")
 
@@ -55,6 +65,8 @@ class RequestRecord:
     operation_name: str | None = None
     role: str = "-"
     codes: list[str] = field(default_factory=list)
+    document: tuple[str, str] | None = None
+    """The trusted document that answered (its stored id and operation name), if any."""
 
     def outcome(self, status: int) -> str:
         """ok, the first client error code, or server_error (a fault of ours or the database)."""
@@ -72,6 +84,7 @@ def note(
     operation: OperationDefinitionNode | None = None,
     operation_name: str | None = None,
     codes: list[str] | None = None,
+    document: tuple[str, str] | None = None,
 ) -> None:
     """Add what the caller knows to the current request's record (if any)."""
     record = _RECORD.get()
@@ -87,6 +100,8 @@ def note(
         record.operation_name = operation_name
     if codes is not None:
         record.codes = codes
+    if document is not None:
+        record.document = document
 
 
 def operation_label(operation: OperationDefinitionNode) -> str:
@@ -154,6 +169,9 @@ class RequestTelemetry:
         if record.path == "/graphql":
             metrics.REQUESTS.labels(record.operation, outcome).inc()
             metrics.REQUEST_SECONDS.labels(record.operation).observe(seconds)
+            if record.document is not None:
+                # Labels from the stored list, never the client's text: bounded by it.
+                metrics.TRUSTED_DOCUMENT_SECONDS.labels(*record.document).observe(seconds)
         fields: dict[str, Any] = {
             "request_id": record.request_id,
             "path": record.path,
@@ -165,6 +183,9 @@ class RequestTelemetry:
         }
         if record.operation_name is not None:
             fields["operation_name"] = record.operation_name
+        if record.document is not None:
+            fields["document_id"] = record.document[0]
+            fields.setdefault("operation_name", record.document[1])
         # Probes and scrapes come every few seconds: their lines would drown the requests'.
         level = logging.INFO if record.path == "/graphql" else logging.DEBUG
         log.log(

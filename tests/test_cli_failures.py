@@ -68,7 +68,9 @@ def run_clean(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
     )
 
 
-@pytest.mark.parametrize("command", ["dev", "serve", "worker", "db upgrade"])
+@pytest.mark.parametrize(
+    "command", ["dev", "serve", "worker", "db upgrade", "documents list", "documents remove x"]
+)
 def test_a_database_at_a_closed_port_is_one_line_and_a_failure(
     command: str, tmp_path: Path
 ) -> None:

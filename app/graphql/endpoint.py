@@ -5,7 +5,8 @@ runs once per HTTP request, whichever path answers it: the body's declared type
 and size (graphql/body.py), the caller's claims (a present but invalid token is
 answered 401 before anything executes; auth/jwt.py verifies it; no token means
 role anon), the request id and its telemetry, then the JSON body of a POST,
-decoded once. The operation stage is either a learned document's compiled plan
+decoded once, and a trusted document it names resolved into its text
+(graphql/trusted.py). The operation stage is either a learned document's compiled plan
 (graphql/compiled/), or Strawberry's resolvers in one transaction under the
 policy of graphql/operation.py, which are handed what the front stage found and
 do not look again. Errors, bodies and statuses are graphql/errors.py's, the
@@ -45,13 +46,15 @@ from app.graphql import body, errors, graphiql, inputs, operation
 from app.graphql.compiled import CompiledPath
 from app.graphql.context import Context
 from app.graphql.subscriptions import OrderFeed
+from app.graphql.trusted import TrustedDocuments
 from app.graphql.websocket import LegacyWSHandler, TransportWSHandler, connection_claims
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_DECODED: ContextVar[tuple[bytes, object] | None] = ContextVar("decoded_body", default=None)
-"""The body the front stage read and what it decoded to, while Strawberry runs the request."""
+_DECODED: ContextVar[tuple[bytes | None, object] | None] = ContextVar("decoded_body", default=None)
+"""The body the front stage read and what it decoded to, while Strawberry runs the request
+(no body: a GET's parameters, resolved from a trusted document)."""
 
 
 class GraphQLEndpoint(GraphQL[Context, None]):
@@ -85,6 +88,9 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         assert isinstance(schema, strawberry.Schema)
         self.graphql_schema = schema._schema
         self.compiled = CompiledPath(settings, database, self.graphql_schema)
+        self.trusted = TrustedDocuments(
+            settings, database, self.graphql_schema, self.compiled.plans
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -107,9 +113,11 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         request_id = inputs.request_id(headers.get("x-request-id"))
         telemetry.note(request_id=request_id, role=claims.role)
         if request.method != "POST":
-            return await self.resolve(request, claims, request_id, None)
+            params = self.trusted.resolve_query_params(request.query_params, claims)
+            decoded = None if params is None else (None, params)
+            return await self.resolve(request, claims, request_id, decoded)
         raw = await request.body()
-        data = body.parse_json(raw)
+        data = self.trusted.resolve(body.parse_json(raw), claims)
         answer = await self.compiled.answer(data, claims, request_id)
         if answer is not None:
             return answer
@@ -120,7 +128,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         request: Request,
         claims: Claims,
         request_id: str,
-        decoded: tuple[bytes, object] | None,
+        decoded: tuple[bytes | None, object] | None,
     ) -> Response:
         """Strawberry's run, with the context and the decoded body of the front stage."""
         request.state.request_id = request_id  # process_result's and get_sub_response's
@@ -139,6 +147,16 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         if decoded is not None and decoded[0] is data:
             return decoded[1]  # the body, decoded by the front stage
         return body.parse_json(data)  # the variables of a GET request
+
+    def parse_query_params(self, params: Any) -> dict[str, Any]:
+        decoded = _DECODED.get()
+        if decoded is not None and decoded[0] is None:
+            return cast(dict[str, Any], decoded[1])  # resolved from a trusted document
+        return super().parse_query_params(params)
+
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        # A GET naming a trusted document has no query parameter, and is no page request.
+        return _DECODED.get() is None and super().should_render_graphql_ide(request)
 
     @property
     def graphql_ide_html(self) -> str:
@@ -196,6 +214,15 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         ):
             # Over HTTP the stream would have nowhere to go (it was an INTERNAL_SERVER_ERROR).
             raise HTTPException(400, SUBSCRIPTIONS_OVER_HTTP)
+        if (
+            request.method == "GET"
+            and isinstance(query, str)
+            and "mutation" in query  # spares the parse for every other GET
+            and operation.operation_type(query, request_data.operation_name)
+            == OperationType.MUTATION
+        ):
+            # GraphQL over HTTP: a GET may not mutate (Strawberry answers 400).
+            raise HTTPException(405, MUTATIONS_OVER_GET)
         execute = super().execute_single
 
         async def execute_and_learn() -> ExecutionResult:
@@ -233,6 +260,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         context.claims = await connection_claims(context, self.verifier)
         return await super().on_ws_connect(context)
 
+
+MUTATIONS_OVER_GET = "mutations are not allowed over GET: send them by POST"
 
 SUBSCRIPTIONS_OVER_HTTP = (
     "subscriptions are served over WebSocket at this URL (graphql-transport-ws or graphql-ws)"

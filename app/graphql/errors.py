@@ -16,7 +16,8 @@ body):
   request id, the log gets the whole story (format_error, contract_error);
 - a refusal before anything executes (an HTTPException: a bad token 401, an
   oversized or malformed request, a subscription over HTTP): a GraphQL-shaped
-  body with the contract's code for its status (refusal_response); over
+  body with the contract's code for its status, or its own (``CodedRefusal``:
+  a trusted document unknown or required, graphql/trusted.py) (refusal_response); over
   WebSocket, a refused token is the legacy protocol's connection_error
   (token_refused);
 - the database unavailable around the operation (opening or committing its
@@ -59,6 +60,10 @@ INTERNAL = "INTERNAL_SERVER_ERROR"
 UNAVAILABLE = "SERVICE_UNAVAILABLE"
 BAD_USER_INPUT = "BAD_USER_INPUT"
 UNAUTHENTICATED = "UNAUTHENTICATED"
+PERSISTED_DOCUMENT_NOT_FOUND = "PERSISTED_DOCUMENT_NOT_FOUND"
+"""A documentId (or APQ sha256Hash) that names no trusted document (graphql/trusted.py)."""
+PERSISTED_DOCUMENT_REQUIRED = "PERSISTED_DOCUMENT_REQUIRED"
+"""A document's text sent while TRUSTED_DOCUMENTS=require (graphql/trusted.py)."""
 
 # The code of a refusal before execution, by its HTTP status; any other status is the
 # caller's input.
@@ -109,8 +114,19 @@ def _original(error: GraphQLError) -> BaseException | None:
     return original
 
 
+class CodedRefusal(HTTPException):
+    """A refusal before execution whose contract code is its own, not its status's (over
+    WebSocket, the error message of the operation it refused)."""
+
+    def __init__(self, status_code: int, reason: str, code: str) -> None:
+        super().__init__(status_code, reason)
+        self.code = code
+
+
 def code_of(error: GraphQLError) -> str:
     original = _original(error)
+    if isinstance(original, CodedRefusal):
+        return original.code
     if isinstance(original, OrderError):
         return original.code
     if isinstance(original, DatabaseUnavailable):
@@ -246,7 +262,9 @@ def refusal_response(refusal: HTTPException) -> Response:
     headers = {}
     if refusal.status_code == 401:
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
-    code = refusal_code(refusal.status_code)
+    if refusal.status_code == 405:
+        headers["Allow"] = "POST"  # only a GET is refused 405 (a mutation by GET)
+    code = refusal.code if isinstance(refusal, CodedRefusal) else refusal_code(refusal.status_code)
     telemetry.note(codes=[code])
     return JSONResponse(
         {

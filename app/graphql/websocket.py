@@ -8,6 +8,11 @@ present but invalid token closes the socket with 4401 (Unauthorized; the
 legacy protocol first gets a ``connection_error``). No token means role anon,
 whose subscriptions fail with UNAUTHENTICATED. The socket is closed with 4401
 as well when the token expires (``exp`` plus the leeway HTTP allows).
+
+A ``subscribe`` (``start``) payload may name a trusted document (``documentId``, or
+Apollo's ``extensions.persistedQuery.sha256Hash``) instead of sending its ``query``:
+graphql/trusted.py resolves it as over HTTP. Its refusals (an unknown id, text under
+``TRUSTED_DOCUMENTS=require``) are that operation's error message; the connection stays.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast, runtime_checkable
 
+from graphql import GraphQLError, GraphQLFormattedError
 from strawberry.http.async_base_view import AsyncBaseHTTPView, AsyncWebSocketAdapter
 from strawberry.schema import BaseSchema
 from strawberry.subscriptions.protocols.graphql_transport_ws import types as transport_ws
@@ -36,6 +42,7 @@ from app.auth.jwt import InvalidToken, TokenVerifier, bearer_token, sole_authori
 from app.graphql import errors
 from app.graphql.context import Context
 from app.graphql.subscriptions import OrderFeed
+from app.graphql.trusted import TrustedDocuments
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +87,7 @@ class _SubscriptionView(Protocol):
     """What the handlers need of the view that serves them (graphql/endpoint.py's)."""
 
     feed: OrderFeed | None
+    trusted: TrustedDocuments
 
 
 class _AuthenticatedHandler:
@@ -115,9 +123,42 @@ class _AuthenticatedHandler:
         """Closes the connection, whose token has expired, ending its operations."""
         raise NotImplementedError
 
+    def _resolved(self, message: Any) -> tuple[Any, GraphQLFormattedError | None]:
+        """The subscribe (start) message with a trusted document it names resolved into its
+        text, and None; or the message as it is, and the error refusing its operation."""
+        view = self.view
+        if not (self.connection_acknowledged and isinstance(view, _SubscriptionView)):
+            return message, None  # Strawberry closes an unacknowledged connection itself
+        payload = message.get("payload")
+        try:
+            resolved = view.trusted.resolve(payload, self.context.claims)
+        except errors.CodedRefusal as refusal:
+            request_id = self.context.request_id
+            error = GraphQLError(refusal.reason, original_error=refusal)
+            errors.log_errors([error], request_id)
+            return message, errors.contract_error(error, request_id).formatted
+        if resolved is payload:
+            return message, None  # names no document (or is no object: Strawberry refuses it)
+        log.info(
+            "request %s: operation %s by trusted document %s",
+            self.context.request_id,
+            message.get("id"),
+            payload.get("documentId") or "by its sha256Hash",
+        )
+        return {**message, "payload": resolved}, None
+
 
 class TransportWSHandler(_AuthenticatedHandler, BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws with this API's authentication and token expiry."""
+
+    async def handle_subscribe(self, message: transport_ws.SubscribeMessage) -> None:
+        message, refused = self._resolved(message)
+        if refused is not None:
+            await self.send_message(
+                transport_ws.ErrorMessage(id=message["id"], type="error", payload=[refused])
+            )
+            return
+        await super().handle_subscribe(message)
 
     async def handle_connection_init(self, message: transport_ws.ConnectionInitMessage) -> None:
         try:
@@ -139,6 +180,15 @@ class TransportWSHandler(_AuthenticatedHandler, BaseGraphQLTransportWSHandler[Co
 
 class LegacyWSHandler(_AuthenticatedHandler, BaseGraphQLWSHandler[Context, None]):
     """The legacy graphql-ws protocol (subscriptions-transport-ws), authenticated alike."""
+
+    async def handle_start(self, message: legacy_ws.StartMessage) -> None:
+        message, refused = self._resolved(message)
+        if refused is not None:
+            await self.send_message(
+                legacy_ws.ErrorMessage(type="error", id=message["id"], payload=refused)
+            )
+            return
+        await super().handle_start(message)
 
     async def handle_connection_init(self, message: legacy_ws.ConnectionInitMessage) -> None:
         if self.connection_acknowledged:
