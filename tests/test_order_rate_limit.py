@@ -16,7 +16,10 @@ from typing import Any
 
 import asyncpg
 import pytest
+from graphql import GraphQLError
 
+from app.graphql import errors
+from app.orders.errors import RateLimited
 from tests import pg, privileges
 from tests.api import Client, api_client, api_settings
 from tests.conftest import Db
@@ -130,6 +133,36 @@ async def test_retry_after_is_when_the_oldest_order_in_the_window_leaves_it(
     )
     await owner_conn.execute("SET session_replication_role = origin")
     assert "errors" not in await submit(client, TRADER)
+
+
+async def test_a_document_whose_second_order_is_over_the_rate_writes_neither(
+    client: Client, owner_conn: asyncpg.Connection
+) -> None:
+    await set_rate(owner_conn, 1)
+    both = (
+        "mutation($input: SubmitOrderInput!) {"
+        " a: submitOrder(input: $input) { id } b: submitOrder(input: $input) { id } }"
+    )
+
+    response = await client.post(both, {"input": LIMIT}, token=client.token(TRADER))
+
+    assert response.status_code == 429
+    assert response.json()["data"] is None
+    assert [e["extensions"]["code"] for e in response.json()["errors"]] == ["RATE_LIMITED"]
+    assert await count(owner_conn, TRADER) == 0
+
+
+def test_over_websocket_the_error_carries_the_same_extensions_as_over_http() -> None:
+    # Orders are submitted over HTTP only (WebSocket serves subscriptions); the one builder
+    # of error bodies gives the WebSocket handlers the same extensions.
+    refused = GraphQLError("too many", path=["submitOrder"], original_error=RateLimited("x", 7))
+    over_http = errors.format_error(refused, "r1")
+    over_websocket = errors.contract_error(refused, "r1").formatted
+
+    assert over_http["extensions"] == {"code": "RATE_LIMITED", "retryAfterSeconds": 7}
+    assert over_websocket["extensions"] == over_http["extensions"]
+    assert errors.http_status([refused]) == 429
+    assert errors.http_headers([refused]) == {"Retry-After": "7"}
 
 
 async def test_without_a_limit_a_trader_may_submit_any_number_of_orders(
