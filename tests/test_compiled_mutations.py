@@ -288,6 +288,24 @@ async def test_submit_over_the_open_order_cap(pair: Pair) -> None:
     await pair.tell(story, compiled_answers=5)
 
 
+async def test_submit_over_the_order_rate(pair: Pair) -> None:
+    # Migration 015: the trigger refuses with OA429; both paths answer HTTP 429, RATE_LIMITED
+    # with the same retryAfterSeconds, and the Retry-After header.
+    await pair.owner.execute("UPDATE order_limits SET max_orders_per_minute = 2")
+
+    async def story(side: Side, _: uuid.UUID) -> None:
+        await side.ask(SUBMIT, {"input": LIMIT})
+        await side.ask(SUBMIT, {"input": LIMIT})
+        response = await side.client.post(SUBMIT, {"input": LIMIT}, token=side.token())
+        side.answers.append((response.status_code, response.json()))
+        [error] = response.json()["errors"]
+        assert error["extensions"]["code"] == "RATE_LIMITED"
+        assert response.headers["Retry-After"] == str(error["extensions"]["retryAfterSeconds"])
+
+    await pair.tell(story, compiled_answers=3)
+    assert [status for status, _ in pair.fast.answers] == [200, 200, 429]
+
+
 # Migration 006's terms (time in force, stop-limit): what each path takes and refuses.
 TERMS = [
     {"orderType": "STOP_LIMIT", "stopPrice": "9.50", "timeInForce": "GTC"},

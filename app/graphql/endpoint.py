@@ -242,6 +242,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             operation_name=request_data.operation_name,
         )
         sub_response.status_code = outcome.status_code
+        sub_response.headers.update(outcome.headers)
         return outcome.result
 
     async def process_result(

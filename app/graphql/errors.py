@@ -4,9 +4,10 @@ HTTP (graphql/endpoint.py and graphql/operation.py for the resolvers,
 graphql/compiled/http.py for the compiled path) and both WebSocket protocols
 (graphql/websocket.py) shape every error here, so a client meets the same
 message and ``extensions.code`` whichever way it asked. Each error's body is
-``format_error``'s; an HTTP response's body is ``http_body``'s and its status
+``format_error``'s; an HTTP response's body is ``http_body``'s, its status
 ``http_status``'s (503 when the database was unavailable: retry; 500 for our
-own fault outside any resolver; 200 otherwise, GraphQL errors travel in the
+own fault outside any resolver; 429 for a trader's order rate at its limit,
+with ``http_headers``' Retry-After; 200 otherwise, GraphQL errors travel in the
 body):
 
 - an error of the operation (a GraphQLError): domain errors (orders/errors.py)
@@ -52,7 +53,7 @@ from app.db.failures import (
 )
 from app.graphql.inputs import printable
 from app.graphql.subscriptions import UpdatesMissed
-from app.orders.errors import InvalidInput, OrderError
+from app.orders.errors import InvalidInput, OrderError, RateLimited
 
 log = logging.getLogger("app.graphql")
 
@@ -180,6 +181,8 @@ def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
         extensions["reason"] = original.reason
     elif isinstance(original, InvalidInput):
         extensions["field"] = original.field
+    elif isinstance(original, RateLimited):
+        extensions["retryAfterSeconds"] = original.retry_after_seconds
     elif isinstance(original, UpdatesMissed):
         extensions["reason"] = original.reason
     elif code == BAD_USER_INPUT:
@@ -333,12 +336,33 @@ def failed_field(failure: Exception, node: Node, key: str, request_id: str) -> G
 
 def http_status(errors: Sequence[GraphQLError]) -> int:
     """The HTTP status a result with ``errors`` calls for: 503 when the database was
-    unavailable (retry), 500 for our own fault outside any resolver, 200 otherwise."""
+    unavailable (retry), 500 for our own fault outside any resolver, 429 when the trader's
+    order rate is at its limit (retry after ``http_headers``' Retry-After), 200 otherwise."""
     if any(code_of(error) == UNAVAILABLE for error in errors):
         return 503
     if any(isinstance(error, _Fault) for error in errors):
         return 500
+    if _retry_after(errors) is not None:
+        return 429
     return 200
+
+
+def http_headers(errors: Sequence[GraphQLError]) -> dict[str, str]:
+    """The headers a result with ``errors`` calls for: Retry-After (RFC 9110, seconds) with a
+    429, the same number as the error's extensions.retryAfterSeconds."""
+    retry_after = _retry_after(errors)
+    if retry_after is None or http_status(errors) != 429:
+        return {}
+    return {"Retry-After": str(retry_after)}
+
+
+def _retry_after(errors: Sequence[GraphQLError]) -> int | None:
+    waits = [
+        original.retry_after_seconds
+        for original in map(_original, errors)
+        if isinstance(original, RateLimited)
+    ]
+    return max(waits) if waits else None
 
 
 def http_body(
@@ -363,7 +387,7 @@ def http_response(data: object, errors: Sequence[GraphQLError], request_id: str)
     return JSONResponse(
         http_body(data, errors, request_id),
         http_status(errors),
-        headers={"x-request-id": request_id},
+        headers={"x-request-id": request_id, **http_headers(errors)},
     )
 
 

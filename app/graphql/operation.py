@@ -10,7 +10,7 @@ graphql/errors.py.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cross_web import HTTPException
 from graphql import GraphQLError, OperationType, get_operation_ast, parse
@@ -27,6 +27,8 @@ class Outcome:
     result: ExecutionResult
     status_code: int = 200
     """The HTTP status the result calls for (errors.http_status)."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """The headers it calls for (errors.http_headers)."""
 
 
 class _RollBack(Exception):
@@ -68,11 +70,11 @@ async def run(
         context.tx = None
     if not result.errors:
         return Outcome(result)
-    status = errors.http_status(result.errors)
+    status, headers = errors.http_status(result.errors), errors.http_headers(result.errors)
     if result.data is not None and operation_type(query, operation_name) == OperationType.MUTATION:
         # Rolled back: report no data rather than results that were never committed.
         result = ExecutionResult(data=None, errors=result.errors, extensions=result.extensions)
-    return Outcome(result, status)
+    return Outcome(result, status, headers)
 
 
 def _failed(error: GraphQLError) -> ExecutionResult:

@@ -293,6 +293,7 @@ class OrderLimitsRow(Base):
             name="ck_order_limits_symbols",
         ),
         CheckConstraint("max_open_orders > 0", name="ck_order_limits_max_open_orders"),
+        CheckConstraint("max_orders_per_minute > 0", name="ck_order_limits_max_orders_per_minute"),
     )
 
     id: Mapped[bool] = mapped_column(Boolean, primary_key=True, server_default=text("true"))
@@ -304,6 +305,8 @@ class OrderLimitsRow(Base):
     updated_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, server_default=text("now()"))
     max_open_orders: Mapped[int | None] = mapped_column(Integer)
     """Each trader's cap on open (PENDING, PARTIAL) orders; None: no cap (migration 010)."""
+    max_orders_per_minute: Mapped[int | None] = mapped_column(Integer)
+    """The most orders each trader may submit in any 60 s; None: no limit (migration 015)."""
 
 
 class TradingSessionRow(Base):

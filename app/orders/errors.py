@@ -5,6 +5,7 @@
     ├── Forbidden                   the caller's role may not do this
     ├── InvalidInput                a bad argument; ``field`` names the input field
     ├── OrderNotFound               missing, or hidden by row level security (the same to the caller)
+    ├── RateLimited                 the trader's order rate is at its limit; ``retry_after_seconds``
     └── Conflict                    an illegal state change, or a reused clientOrderId
         └── IdempotencyConflict     the clientOrderId exists with different content
 
@@ -50,6 +51,17 @@ class OrderNotFound(OrderError):
     def __init__(self, order_id: UUID) -> None:
         super().__init__(f"order {order_id} not found")
         self.order_id = order_id
+
+
+class RateLimited(OrderError):
+    """The database refused the order for ``order_limits.max_orders_per_minute`` (migration
+    015, SQLSTATE OA429): nothing was written; a place frees in ``retry_after_seconds``."""
+
+    code = "RATE_LIMITED"
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class Conflict(OrderError):

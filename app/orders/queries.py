@@ -22,7 +22,14 @@ from sqlalchemy.engine import RowMapping
 from app.auth.claims import Claims
 from app.db.session import Tx
 from app.orders import fields, pages
-from app.orders.errors import Conflict, Forbidden, InvalidInput, OrderError, OrderNotFound
+from app.orders.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    OrderError,
+    OrderNotFound,
+    RateLimited,
+)
 from app.orders.pages import Cursor, Page
 
 # The select lists, from the field registry (orders/fields.py).
@@ -129,6 +136,12 @@ def translate(state: str | None, order_id: UUID | None, cause: object) -> OrderE
         field = getattr(cause, "column_name", None) or "input"
         return InvalidInput(
             field, getattr(cause, "message", None) or "a value breaks an order rule"
+        )
+    if state == "OA429":
+        # orders_limit_rate (migration 015): DETAIL is the whole seconds until a place frees.
+        return RateLimited(
+            getattr(cause, "message", None) or "too many orders",
+            int(getattr(cause, "detail", None) or ""),
         )
     if state == "OA409":
         # The trigger's message names the order and the refused change; it carries no internals.
