@@ -364,7 +364,9 @@ async def test_racing_inserts_of_one_trader_for_the_last_place_give_one_order(
 # --- the migration ----------------------------------------------------------------------------
 
 
-async def test_the_downgrade_gives_back_exactly_what_the_previous_revision_made(cluster: pg.Cluster) -> None:
+async def test_the_downgrade_gives_back_exactly_what_the_previous_revision_made(
+    cluster: pg.Cluster,
+) -> None:
     trip = await round_trip(cluster, "014", "015")
     assert trip.after != trip.before
     assert trip.back == trip.before, privileges.diff(trip.before, trip.back)
