@@ -49,6 +49,7 @@ from app.db.failures import (
     STATEMENT_TIMEOUT,
     DatabaseUnavailable,
 )
+from app.events.stream import EventsInterrupted
 from app.graphql.inputs import printable
 from app.graphql.subscriptions import UpdatesMissed
 from app.orders.errors import InvalidInput, OrderError
@@ -166,6 +167,9 @@ def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
         extensions["field"] = original.field
     elif isinstance(original, UpdatesMissed):
         extensions["reason"] = original.reason
+    elif isinstance(original, EventsInterrupted):
+        extensions["reason"] = original.reason
+        extensions["cursor"] = original.cursor
     elif code == BAD_USER_INPUT:
         field = _invalid_variable_field(error)
         if field is None and isinstance(error.extensions, dict):
