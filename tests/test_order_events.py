@@ -489,3 +489,22 @@ async def test_the_stream_columns_are_the_triggers_and_immutable(
         await owner_conn.execute(
             "UPDATE execution_logs SET stream_key = '1' WHERE order_id = $1", order_id
         )
+
+
+async def test_execution_logs_serve_each_rows_hash_and_its_predecessors_in_hex(
+    database: Db, owner_conn: asyncpg.Connection
+) -> None:
+    trader = uuid.uuid4()
+    order_id = await approved_order(owner_conn, trader)
+    stored = await owner_conn.fetch(
+        "SELECT id::text, encode(hash, 'hex') AS hash, encode(prev_hash, 'hex') AS prev"
+        " FROM execution_logs WHERE order_id = $1 ORDER BY seq",
+        order_id,
+    )
+    async with harness(database) as h:
+        query = "query($id: UUID!) { order(id: $id) { executionLogs { id hash prevHash } } }"
+        data = await h.gql(query, {"id": str(order_id)}, h.token(trader))
+    served = [(log["id"], log["hash"], log["prevHash"]) for log in data["order"]["executionLogs"]]
+    assert sorted(served) == sorted((r["id"], r["hash"], r["prev"]) for r in stored)
+    assert stored[0]["prev"] is None
+    assert stored[1]["prev"] == stored[0]["hash"]

@@ -30,8 +30,8 @@ READ_BATCH = 500
 
 
 class EventsInterrupted(OrderError):
-    """The server ends an orderEvents stream (it is shutting down, or the database is away):
-    the last error of the stream, carrying the cursor of the last event delivered, from which
+    """The server ends an orderEvents stream (it is shutting down): the last error of the
+    stream, carrying the cursor of the last event delivered, from which
     the client resumes with nothing lost."""
 
     code = "SERVICE_UNAVAILABLE"

@@ -8,15 +8,17 @@ a visible row waits to settle, for ``PENDING_POLL_SECONDS``) and reads again. Re
 pulled by the client's pace: a slow consumer holds one batch (``READ_BATCH`` rows) and its
 change-feed mailbox, both bounded, and no transaction while it is sent.
 
-When the server must end a stream (shutdown, the database away) the last message is an
-error with extensions.reason EVENTS_INTERRUPTED and extensions.cursor, the cursor of the
-last event delivered: resuming from it loses nothing.
+A read that fails because the database is away or the pool is busy is retried once the
+change feed answers again, from the same cursor. When the server must end a stream (it is
+shutting down) the last message is an error with extensions.reason EVENTS_INTERRUPTED and
+extensions.cursor, the cursor of the last event delivered: resuming from it loses nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator, Sequence
 from datetime import UTC, datetime
 from typing import cast
@@ -33,10 +35,12 @@ from app.events import stream
 from app.events.cursor import Cursor, CursorCodec
 from app.graphql import subscriptions
 from app.graphql.context import Context
-from app.graphql.subscriptions import OrderFeed, WebSocketOnly, _selects
+from app.graphql.subscriptions import OrderFeed, WebSocketOnly, _selects, _until_answering
 from app.graphql.types import ExecutionLog, Order
 from app.orders import queries
 from app.orders.errors import Unauthenticated
+
+log = logging.getLogger(__name__)
 
 PENDING_POLL_SECONDS = 0.002
 """How soon a stream looks again while a committed row waits for an older transaction."""
@@ -124,11 +128,12 @@ async def _events(
                     touched = list(dict.fromkeys(e.log["order_id"] for e in batch.events))
                     fills = await queries.fills_of(tx, touched) if wants_fills and touched else []
                     logs = await queries.logs_of(tx, touched) if wants_logs and touched else []
-            except DatabaseUnavailable:
-                if cursor is None:
-                    raise
-                yield stream.EventsInterrupted(codec.encode(cursor))
-                return
+            except DatabaseUnavailable as error:
+                # Nothing is lost by waiting: the next read starts from the same cursor. A
+                # busy pool (a thousand subscriptions starting at once) is the common case.
+                log.info("orderEvents %s: read failed (%s)", context.request_id, error)
+                await _until_answering(feed.changes)
+                continue
             for event in batch.events:
                 target = event.log["order_id"]
                 primed = []
