@@ -163,13 +163,20 @@ async def replay(
     async with httpx.AsyncClient() as http:
         cursor = await events_cursor(http, base, bearer)
     await owner.fetch(INSERT, trader, count)
+    server = server_process()
+    cpu_before = server.cpu_times()
     started = time.perf_counter()
     ws = await subscribe(url, bearer, cursor)
     for _ in range(count):
         await next_event(ws)
     elapsed = time.perf_counter() - started
+    cpu_after = server.cpu_times()
+    cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
     await ws.close()
-    print(f"replay of {count} events: {elapsed:.3f} s ({count / elapsed:,.0f} events/s)")
+    print(
+        f"replay of {count} events: {elapsed:.3f} s ({count / elapsed:,.0f} events/s);"
+        f" server CPU {cpu:.2f} s ({1000 * cpu / count:.2f} ms per event)"
+    )
 
 
 async def run(owner_url: str, api_url: str, args: argparse.Namespace) -> None:

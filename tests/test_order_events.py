@@ -508,3 +508,28 @@ async def test_execution_logs_serve_each_rows_hash_and_its_predecessors_in_hex(
     assert sorted(served) == sorted((r["id"], r["hash"], r["prev"]) for r in stored)
     assert stored[0]["prev"] is None
     assert stored[1]["prev"] == stored[0]["hash"]
+
+
+async def test_a_stream_the_server_ends_carries_the_cursor_to_resume_from(
+    database: Db, owner_conn: asyncpg.Connection
+) -> None:
+    trader = uuid.uuid4()
+    async with harness(database) as h:
+        token = h.token(trader)
+        start = await events_cursor(h, token)
+        first = await insert_order(owner_conn, trader)
+        async with events(h, token, after=start) as stream:
+            assert (await stream.event())["log"]["orderId"] == str(first)
+            await h.subscribers(1)
+            await h.changes.stop()  # what shutdown does first
+            payload = await stream.next()
+            [error] = payload["errors"]
+            assert error["extensions"]["reason"] == "EVENTS_INTERRUPTED"
+            assert (await stream.message())["type"] == "complete"
+    second = await insert_order(owner_conn, trader)
+    async with (
+        harness(database) as h,
+        events(h, h.token(trader), after=error["extensions"]["cursor"]) as stream,
+    ):
+        assert (await stream.event())["log"]["orderId"] == str(second)
+        await stream.quiet(0.2)

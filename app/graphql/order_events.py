@@ -42,8 +42,11 @@ from app.orders.errors import Unauthenticated
 
 log = logging.getLogger(__name__)
 
-PENDING_POLL_SECONDS = 0.002
-"""How soon a stream looks again while a committed row waits for an older transaction."""
+PENDING_POLL_SECONDS = (0.002, 0.25)
+"""How soon a stream looks again while a committed row waits for an older transaction: at
+first soon (the common wait is a few milliseconds), then twice as late each time up to the
+second figure, so that a long transaction elsewhere does not make every waiting stream
+read the database 500 times a second."""
 
 
 @strawberry.type(description="One audit event of an order, in commit order.")
@@ -119,6 +122,7 @@ async def _events(
     # Subscribed before the first read: whatever commits after that read is announced.
     with feed.changes.subscribe(order_id=order_id, trader_id=trader_id) as wake:
         cursor = start
+        pause = PENDING_POLL_SECONDS[0]
         while True:
             try:
                 async with feed.database.transaction(claims, read_only=True) as tx:
@@ -160,10 +164,13 @@ async def _events(
                 continue
             if claims.expired(datetime.now(UTC), context.settings.jwt_leeway_seconds):
                 raise Unauthenticated("the token expired")
+            if batch.events or not batch.pending:
+                pause = PENDING_POLL_SECONDS[0]
             try:
                 if batch.pending:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.take(stream.READ_BATCH), PENDING_POLL_SECONDS)
+                        await asyncio.wait_for(wake.take(stream.READ_BATCH), pause)
+                    pause = min(2 * pause, PENDING_POLL_SECONDS[1])
                 else:
                     await wake.take(stream.READ_BATCH)
             except FeedStopped:
