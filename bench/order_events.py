@@ -14,6 +14,10 @@ harness), clients and the writer in this one, so both ends of a measurement shar
   process's CPU time over the rounds and its resident memory are reported.
 - replay: ``--replay`` audit rows committed before subscribing; the time from sending the
   subscription with the earlier cursor to the last event's arrival.
+- settling: the wait that commit order itself adds, without the API. ``--writers``
+  connections commit short transactions (an order and its audit row) back to back; each
+  round commits one more and polls, from another connection, until that row is settled
+  (its ``stream_key`` below the xmin of a fresh snapshot, migration 013).
 """
 
 from __future__ import annotations
@@ -179,15 +183,55 @@ async def replay(
     )
 
 
+async def settling(owner_url: str, writers: int, rounds: int) -> None:
+    stop = asyncio.Event()
+
+    async def write() -> None:
+        conn = await asyncpg.connect(libpq_url(owner_url))
+        try:
+            while not stop.is_set():
+                await conn.fetch(INSERT, uuid.uuid4(), 1)
+        finally:
+            await conn.close()
+
+    background = [asyncio.create_task(write()) for _ in range(writers)]
+    writer = await asyncpg.connect(libpq_url(owner_url))
+    reader = await asyncpg.connect(libpq_url(owner_url))
+    waits = []
+    try:
+        await asyncio.sleep(0.5)
+        for _ in range(rounds):
+            [order_id] = [r["id"] for r in await writer.fetch(INSERT, uuid.uuid4(), 1)]
+            committed = time.perf_counter()
+            key = await reader.fetchval(
+                "SELECT stream_key FROM execution_logs WHERE order_id = $1", order_id
+            )
+            settled = "SELECT $1::xid8 < pg_snapshot_xmin(pg_current_snapshot())"
+            # Polling: what is awaited is the database's state, which signals nothing.
+            while not await reader.fetchval(settled, key):  # noqa: ASYNC110
+                await asyncio.sleep(0)
+            waits.append(time.perf_counter() - committed)
+    finally:
+        stop.set()
+        await asyncio.gather(*background)
+        await writer.close()
+        await reader.close()
+    report(f"settled after COMMIT, {writers} writers committing back to back", waits)
+
+
 async def run(owner_url: str, api_url: str, args: argparse.Namespace) -> None:
     settings = Settings.from_env({"JWT_SECRET": SECRET, "API_DATABASE_URL": api_url})
     owner = await asyncpg.connect(libpq_url(owner_url))
     try:
+        if args.only_settling:
+            await settling(owner_url, args.writers, args.rounds)
+            return
         async with api_server(owner_url, api_url) as url:
             base = url.replace("ws://", "http://").removesuffix("/graphql")
             await delivery(url, owner, settings, args.rounds)
             await fan_out(url, owner, settings, args.subscribers, args.rounds)
             await replay(url, base, owner, settings, args.replay)
+        await settling(owner_url, args.writers, args.rounds)
     finally:
         await owner.close()
 
@@ -197,6 +241,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--replay", type=int, default=10_000)
+    parser.add_argument("--writers", type=int, default=4)
+    parser.add_argument("--only-settling", action="store_true", help="skip the API scenarios")
     args = parser.parse_args()
     with database() as (owner_url, api_url):
         asyncio.run(run(owner_url, api_url, args))
