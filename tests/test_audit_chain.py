@@ -190,7 +190,8 @@ def _forged(after: dict[str, Any], *, consistent: bool) -> dict[str, Any]:
 
 
 async def _insert(trail: Trail, how: str, row: dict[str, Any]) -> None:
-    columns = list(chain.COLUMNS)
+    # The stream's columns (migration 013) are not hashed, but NOT NULL: carried over as well.
+    columns = [*chain.COLUMNS, "xact", "stream_key"]
     await _out_of_band(
         trail,
         how,

@@ -93,7 +93,10 @@ async def test_the_registry_agrees_with_the_migrated_database(
         assert set(columns) == registered | set(entity.hidden), entity.table
         for field in entity.fields:
             column = columns[field.name]
-            assert column["typname"] in STORED[type_name(field)], (entity.table, field.name)
+            if field.sql is None:
+                # A field served through an expression (hash: bytea as hex text) has the
+                # expression's type; the served-schema test below checks that one.
+                assert column["typname"] in STORED[type_name(field)], (entity.table, field.name)
             assert column["nullable"] == field.nullable, (entity.table, field.name)
 
 

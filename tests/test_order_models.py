@@ -246,6 +246,8 @@ def log_row(**overrides: Any) -> dict[str, Any]:
         "status": "PENDING",
         "retry_attempt": 0,
         "hash": bytes(32),  # the chain's trigger is off here: some 32 bytes
+        "xact": 1,  # and these are the chain trigger's too (migration 013)
+        "stream_key": 1,
     }
     row.update(overrides)
     return row

@@ -1,7 +1,7 @@
 """Trusted documents
 
 Revision ID: 014
-Revises: 011
+Revises: 013
 Create Date: 2026-12-07
 
 Issue 21 (trusted documents): the GraphQL documents a production frontend's build contains,
@@ -20,8 +20,6 @@ DATABASE_URL) writes; ``authenticator`` (the servers' login role) reads, outside
 request's role; no API role may write either table, nor read them (revoked by name too, for
 Supabase's default privileges). RLS is enabled and forced, with a policy per reader.
 
-down_revision is "011": the lead fixes the chain at merge (012, 013 and 015 are written in
-parallel).
 """
 
 from collections.abc import Sequence
@@ -32,7 +30,7 @@ from alembic.util import load_python_file
 sql_scripts = load_python_file(Path(__file__).resolve().parent.parent, "sql_scripts.py")
 
 revision: str = "014"
-down_revision: str | None = "011"
+down_revision: str | None = "013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

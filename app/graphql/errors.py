@@ -51,6 +51,7 @@ from app.db.failures import (
     STATEMENT_TIMEOUT,
     DatabaseUnavailable,
 )
+from app.events.stream import EventsInterrupted
 from app.graphql.inputs import printable
 from app.graphql.subscriptions import UpdatesMissed
 from app.orders.errors import InvalidInput, OrderError, RateLimited
@@ -185,6 +186,9 @@ def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
         extensions["retryAfterSeconds"] = original.retry_after_seconds
     elif isinstance(original, UpdatesMissed):
         extensions["reason"] = original.reason
+    elif isinstance(original, EventsInterrupted):
+        extensions["reason"] = original.reason
+        extensions["cursor"] = original.cursor
     elif code == BAD_USER_INPUT:
         field = _invalid_variable_field(error)
         if field is None and isinstance(error.extensions, dict):

@@ -50,7 +50,9 @@ async def run(
     result has no errors, rolled back otherwise. ``query`` and ``operation_name`` name the
     operation, so that a rolled back mutation can be told apart."""
     try:
-        async with database.transaction(context.claims) as tx:
+        async with database.transaction(
+            context.claims, isolation=_isolation(query, operation_name)
+        ) as tx:
             context.tx = tx
             result = await execute()
             if result.errors:
@@ -75,6 +77,20 @@ async def run(
         # Rolled back: report no data rather than results that were never committed.
         result = ExecutionResult(data=None, errors=result.errors, extensions=result.extensions)
     return Outcome(result, status, headers)
+
+
+def _isolation(query: object, operation_name: object) -> str | None:
+    """REPEATABLE READ for a query that asks for eventsCursor: the cursor must be read in the
+    snapshot of everything else the document reads (one snapshot per transaction), so that
+    orderEvents(after:) neither misses nor repeats what the document showed. Read-only, so
+    it never fails to serialize. Any other operation: READ COMMITTED."""
+    if (
+        isinstance(query, str)
+        and "eventsCursor" in query  # spares the parse for every other request
+        and operation_type(query, operation_name) == OperationType.QUERY
+    ):
+        return "REPEATABLE READ"
+    return None
 
 
 def _failed(error: GraphQLError) -> ExecutionResult:

@@ -9,7 +9,7 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.types import ExecutionContext, Info
 
-from app.graphql import scalars
+from app.graphql import order_events, scalars
 from app.graphql.context import Context
 from app.graphql.errors import log_errors
 from app.graphql.extensions import extensions_for
@@ -117,6 +117,14 @@ class Query:
                 has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None
             ),
         )
+
+    @strawberry.field(
+        description="The cursor of the newest order event the caller may see, read in the"
+        " same snapshot as the rest of the document (null before any): subscribe with"
+        " orderEvents(after:) to miss nothing after what the document read."
+    )
+    async def events_cursor(self, info: Info[Context, None]) -> str | None:
+        return await order_events.events_cursor(info)
 
 
 @strawberry.type

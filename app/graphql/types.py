@@ -87,6 +87,13 @@ class ExecutionLog:
     reason: str | None
     retry_attempt: int | None
     error_code: str | None
+    hash: str = strawberry.field(
+        description="Lowercase hex SHA-256 of this row in the audit chain's canonical form."
+    )
+    prev_hash: str | None = strawberry.field(
+        description="The hash of the previous row of the same order's chain; null for the"
+        " order's first row."
+    )
 
     @classmethod
     def from_row(cls, row: RowMapping) -> ExecutionLog:

@@ -11,6 +11,7 @@ import enum
 import uuid
 from datetime import datetime, time
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -31,7 +32,9 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.dialects.postgresql import base as postgresql_base
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import UserDefinedType
 
 
 class Base(DeclarativeBase):
@@ -99,6 +102,20 @@ ACTION = _pg_enum(ActionEnum, "action_enum")
 TIME_IN_FORCE = _pg_enum(TimeInForceEnum, "time_in_force_enum")
 TIMESTAMPTZ = DateTime(timezone=True)
 PRICE = Numeric(10, 2)
+
+
+class _Xid8(UserDefinedType[int]):
+    """PostgreSQL's 64-bit transaction id, which SQLAlchemy does not know."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "xid8"
+
+
+XID8 = _Xid8()
+# Reflection (alembic's comparison in the tests) names the same type.
+postgresql_base.ischema_names["xid8"] = _Xid8
 ORDER_PRICE = Numeric()
 
 
@@ -253,6 +270,7 @@ class ExecutionLog(Base):
         Index("idx_execution_logs_action", "action"),
         Index("idx_execution_logs_seq", "seq", unique=True),
         Index("idx_execution_logs_chain", "order_id", "seq"),
+        Index("idx_execution_logs_stream", "stream_key", "seq"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(
@@ -277,6 +295,11 @@ class ExecutionLog(Base):
     """The hash of the order's previous audit row (migration 005); None for its first."""
     hash: Mapped[bytes] = mapped_column(LargeBinary)
     """SHA-256 of the row's canonical form, prev_hash included (set by the database)."""
+    xact: Mapped[int] = mapped_column(XID8)
+    """The inserting top-level transaction (migration 013), set by the database."""
+    stream_key: Mapped[int] = mapped_column(XID8)
+    """greatest(xact, the order's previous row's stream_key): the order events' commit
+    order (migration 013), set by the database."""
 
 
 class OrderLimitsRow(Base):

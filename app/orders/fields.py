@@ -121,7 +121,8 @@ class Entity:
     def columns(self) -> str:
         """The resolvers' select list: every served field, under its own name."""
         return ", ".join(
-            f.column if f.sql is None else f"{f.sql} AS {f.column}" for f in self.fields
+            f.column if f.sql is None else f"{f.sql.format(t=self.table)} AS {f.column}"
+            for f in self.fields
         )
 
     def json(self) -> dict[str, str]:
@@ -203,12 +204,15 @@ LOG = Entity(
         Field("reason", str | None),
         Field("retry_attempt", int | None),
         Field("error_code", str | None),
+        # The audit chain (migration 005) in lowercase hex, as `python -m app audit` exports it.
+        Field("hash", str, sql="encode({t}.hash, 'hex')"),
+        Field("prev_hash", str | None, sql="encode({t}.prev_hash, 'hex')"),
     ),
     hidden={
         "created_at": "insertion time; timestamp is the event's",
         "seq": "the change feed's position (migration 004), internal",
-        "prev_hash": "the audit chain (migration 005), exported by `python -m app audit`",
-        "hash": "the audit chain (migration 005), exported by `python -m app audit`",
+        "xact": "the order events' commit order (migration 013); OrderEvent.cursor carries it",
+        "stream_key": "the order events' commit order (migration 013); OrderEvent.cursor carries it",
     },
 )
 

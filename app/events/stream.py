@@ -1,0 +1,136 @@
+"""Reading the order-event stream: the settled audit rows after a cursor, as the caller sees them.
+
+Runs inside a transaction the caller's claims opened (db/session.py), so row level security
+decides which rows come back, exactly as for ``executionLogs``. One statement reads the
+snapshot's xmin and the rows after the cursor in ``(stream_key, seq)`` order; those with
+``stream_key`` below that xmin are settled (migration 013 shows why their set is final) and
+are delivered, the first row at or above it ends the batch and marks it ``pending``: a
+committed row waits for an older transaction to end, and nothing will announce the moment
+it does, so the reader must look again.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from uuid import UUID
+
+from sqlalchemy import text
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.session import Tx
+from app.events.cursor import Cursor, CursorCodec, Snapshot
+from app.orders import queries
+from app.orders.errors import OrderError
+from app.orders.fields import LOG
+
+READ_BATCH = 500
+"""Rows read at most per statement: what a subscriber holds in memory, however slow it is."""
+
+
+class EventsInterrupted(OrderError):
+    """The server ends an orderEvents stream (it is shutting down): the last error of the
+    stream, carrying the cursor of the last event delivered, from which
+    the client resumes with nothing lost."""
+
+    code = "SERVICE_UNAVAILABLE"
+    reason = "EVENTS_INTERRUPTED"
+
+    def __init__(self, cursor: str) -> None:
+        super().__init__("the event stream was interrupted; resume with extensions.cursor")
+        self.cursor = cursor
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    cursor: Cursor
+    """The stream's position once this event is delivered."""
+    log: RowMapping
+    order: RowMapping
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    events: list[Event]
+    pending: bool
+    """A visible row after the last event waits to settle: read again soon."""
+    full: bool
+    """The read returned as many rows as it could: more may follow at once."""
+
+
+def _read_sql(*, one_order: bool) -> str:
+    # Two texts rather than "(:order_id IS NULL OR ...)": a generic plan could not use the
+    # index of either. The snapshot filter is a filter only (no index can serve it).
+    where = "e.order_id = CAST(:order_id AS uuid) AND " if one_order else ""
+    return f"""
+SELECT pg_snapshot_xmin(s.snap)::text AS horizon, e.*
+  FROM (SELECT pg_current_snapshot() AS snap) s
+  LEFT JOIN LATERAL (
+    SELECT {LOG.columns}, execution_logs.stream_key::text AS stream_key,
+           execution_logs.seq, execution_logs.stream_key < pg_snapshot_xmin(s.snap) AS settled
+      FROM public.execution_logs
+     WHERE {where}(execution_logs.stream_key, execution_logs.seq)
+           > (CAST(CAST(:stream_key AS text) AS xid8), CAST(:seq AS bigint))
+       AND (CAST(:seen AS text) IS NULL
+            OR NOT pg_visible_in_snapshot(execution_logs.xact, CAST(:seen AS pg_snapshot)))
+     ORDER BY execution_logs.stream_key, execution_logs.seq
+     LIMIT :limit
+  ) e ON true
+"""
+
+
+_READ = {one: text(_read_sql(one_order=one)) for one in (False, True)}
+_SNAPSHOT = text("SELECT pg_current_snapshot()::text")
+
+
+async def snapshot_cursor(tx: Tx) -> Cursor:
+    """After every event visible in the transaction's snapshot (the statement's, in READ
+    COMMITTED; the transaction's, in REPEATABLE READ)."""
+    return Cursor.of_snapshot(Snapshot.parse(str(await tx.scalar(_SNAPSHOT))))
+
+
+async def read(tx: Tx, cursor: Cursor, *, order_id: UUID | None, limit: int = READ_BATCH) -> Batch:
+    """The settled events after ``cursor``, oldest first, each with its order as it is now."""
+    rows = await tx.all(
+        _READ[order_id is not None],
+        {
+            "stream_key": str(cursor.stream_key),
+            "seq": cursor.seq,
+            "seen": None if cursor.seen is None else str(cursor.seen),
+            "order_id": order_id,
+            "limit": limit,
+        },
+    )
+    logs = [row for row in rows if row["id"] is not None]
+    settled = [row for row in logs if row["settled"]]
+    orders = {
+        row["id"]: row
+        for row in await queries.orders_by_ids(tx, list({r["order_id"] for r in settled}))
+    }
+    events = []
+    for row in settled:
+        # The same policies guard an order and its audit rows (trader_id), so a visible
+        # row's order is visible: anything else is a broken invariant, not a row to skip.
+        order = orders[row["order_id"]]
+        cursor = cursor.after(int(row["stream_key"]), row["seq"])
+        events.append(Event(cursor, row, order))
+    return Batch(events, pending=len(settled) < len(logs), full=len(logs) >= limit)
+
+
+_KEY = text("SELECT key FROM order_api_private.event_cursor_key")
+_codecs: weakref.WeakKeyDictionary[AsyncEngine, CursorCodec] = weakref.WeakKeyDictionary()
+
+
+async def codec(engine: AsyncEngine) -> CursorCodec:
+    """The codec under the database's cursor key (migration 013), read once per engine on a
+    connection of the pool before any role switch: only the login role may read it."""
+    known = _codecs.get(engine)
+    if known is not None:
+        return known
+    async with engine.connect() as conn:
+        key = (await conn.execute(_KEY)).scalar_one()
+        await conn.rollback()
+    made = CursorCodec(bytes(key))
+    _codecs[engine] = made
+    return made
