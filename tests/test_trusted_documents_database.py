@@ -112,7 +112,9 @@ async def test_roles_name_api_roles_only(owner_conn: asyncpg.Connection) -> None
         )
 
 
-async def test_the_downgrade_gives_back_exactly_what_the_previous_revision_made(cluster: pg.Cluster) -> None:
+async def test_the_downgrade_gives_back_exactly_what_the_previous_revision_made(
+    cluster: pg.Cluster,
+) -> None:
     trip = await round_trip(cluster, "013", "014")
     assert trip.after != trip.before
     assert trip.back == trip.before, privileges.diff(trip.before, trip.back)
