@@ -436,9 +436,10 @@ async def profile(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 plain[workload].append(used / len(batch) / 1000)
                 walls[workload].append(wall / len(batch) / 1000)
-                replayed[workload].append(
-                    replay(api_dsn, scripts[workload], len(batch), postmaster)
-                )
+                if args.replay:
+                    replayed[workload].append(
+                        replay(api_dsn, scripts[workload], len(batch), postmaster)
+                    )
                 instrument()
                 TIMELINE.reset()
                 await run_requests(client, batch)
@@ -463,7 +464,9 @@ async def profile(args: argparse.Namespace) -> dict[str, Any]:
                 ),
                 "database cpu µs per transaction under pgbench (same statements)": round(
                     statistics.median(replayed[workload]), 1
-                ),
+                )
+                if replayed[workload]
+                else None,
                 "cpu µs per request, instrumented": round(sum(table.values()), 1),
                 "stages": {k: round(v, 1) for k, v in table.items()},
             }
@@ -497,6 +500,9 @@ def main() -> None:
     parser.add_argument("--statement-log", type=Path, help="the cluster's log file")
     parser.add_argument("--logged", type=int, default=50, help="requests under the log")
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument(
+        "--no-replay", dest="replay", action="store_false", help="skip the pgbench comparison"
+    )
     args = parser.parse_args()
     results = uvloop.run(profile(args))
     show(results)
