@@ -107,6 +107,8 @@ _ORIGINALS: list[tuple[Any, str, Any]] = []
 
 def mark(owner: Any, name: str, stage: str) -> None:
     """Count the time inside ``owner.name`` (and what it calls, unless marked) as ``stage``."""
+    if owner is None:
+        return  # not in this version of the code
     original = owner.__dict__.get(name) if isinstance(owner, type) else None
     if isinstance(owner, type) and original is None:
         return  # inherited or not in this version of the code: its caller's stage keeps it
@@ -163,7 +165,7 @@ def instrument() -> None:
     from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
     from uvicorn.protocols.http import httptools_impl as http
 
-    from app import telemetry
+    from app import main, telemetry
     from app.auth.jwt import TokenVerifier
     from app.db import session
     from app.graphql import body, endpoint, errors, inputs
@@ -180,6 +182,7 @@ def instrument() -> None:
         # the ASGI stack, outermost first
         (ProxyHeadersMiddleware, "__call__", "asgi: proxy headers (uvicorn)"),
         (starlette.applications.Starlette, "__call__", "asgi: starlette + errors mw"),
+        (getattr(main, "Api", None), "__call__", "asgi: starlette + errors mw"),
         (
             starlette.middleware.errors.ServerErrorMiddleware,
             "__call__",
