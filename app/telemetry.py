@@ -129,9 +129,10 @@ class RequestTelemetry:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = next(
-            (value for name, value in scope.get("headers") or () if name == b"x-request-id"), b""
-        )
+        given = b""
+        for name, value in scope.get("headers") or ():
+            if name == b"x-request-id":
+                given = value  # the last one, as a dict of the headers had it
         # Without an id given, one is made when the response starts (_request_id), unless the
         # endpoint named one meanwhile (it always does): one uuid per request, not two.
         record = RequestRecord(request_id=given.decode("latin-1"), path=scope.get("path", ""))
