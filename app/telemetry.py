@@ -21,6 +21,7 @@ label, unlike the client's free-text operationName.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -82,11 +83,14 @@ def note(
     request_id: str | None = None,
     role: str | None = None,
     operation: OperationDefinitionNode | None = None,
+    label: str | None = None,
     operation_name: str | None = None,
     codes: list[str] | None = None,
     document: tuple[str, str] | None = None,
 ) -> None:
-    """Add what the caller knows to the current request's record (if any)."""
+    """Add what the caller knows to the current request's record (if any). ``label`` is
+    ``operation_label(operation)`` computed once, by a caller that reuses the operation
+    (a compiled plan)."""
     record = _RECORD.get()
     if record is None:
         return
@@ -96,6 +100,8 @@ def note(
         record.role = role
     if operation is not None:
         record.operation = operation_label(operation)
+    if label is not None:
+        record.operation = label
     if operation_name is not None and _GRAPHQL_NAME.fullmatch(operation_name):
         record.operation_name = operation_name
     if codes is not None:
@@ -138,9 +144,13 @@ class RequestTelemetry:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        given = headers.get(b"x-request-id", b"").decode("latin-1")
-        record = RequestRecord(request_id=given or uuid.uuid4().hex, path=scope.get("path", ""))
+        given = b""
+        for name, value in scope.get("headers") or ():
+            if name == b"x-request-id":
+                given = value  # the last one, as a dict of the headers had it
+        # Without an id given, one is made when the response starts (_request_id), unless the
+        # endpoint named one meanwhile (it always does): one uuid per request, not two.
+        record = RequestRecord(request_id=given.decode("latin-1"), path=scope.get("path", ""))
         token = _RECORD.set(record)
         status = 500
         started = time.perf_counter()
@@ -152,7 +162,7 @@ class RequestTelemetry:
                 headers = list(message.get("headers") or [])
                 if not any(name.lower() == b"x-request-id" for name, _ in headers):
                     # Every answer names the id its log line carries (refusals too).
-                    headers.append((b"x-request-id", record.request_id.encode("latin-1")))
+                    headers.append((b"x-request-id", _request_id(record).encode("latin-1")))
                     message = {**message, "headers": headers}
             await send(message)
 
@@ -166,14 +176,20 @@ class RequestTelemetry:
 
     def _record(self, record: RequestRecord, status: int, seconds: float) -> None:
         outcome = record.outcome(status)
-        if record.path == "/graphql":
-            metrics.REQUESTS.labels(record.operation, outcome).inc()
-            metrics.REQUEST_SECONDS.labels(record.operation).observe(seconds)
+        graphql = record.path == "/graphql"
+        if graphql:
+            requests, latency = _request_metrics(record.operation, outcome)
+            requests.inc()
+            latency.observe(seconds)
             if record.document is not None:
                 # Labels from the stored list, never the client's text: bounded by it.
                 metrics.TRUSTED_DOCUMENT_SECONDS.labels(*record.document).observe(seconds)
+        # Probes and scrapes come every few seconds: their lines would drown the requests'.
+        level = logging.INFO if graphql else logging.DEBUG
+        if not log.isEnabledFor(level):
+            return
         fields: dict[str, Any] = {
-            "request_id": record.request_id,
+            "request_id": _request_id(record),
             "path": record.path,
             "operation": record.operation,
             "role": record.role,
@@ -186,15 +202,32 @@ class RequestTelemetry:
         if record.document is not None:
             fields["document_id"] = record.document[0]
             fields.setdefault("operation_name", record.document[1])
-        # Probes and scrapes come every few seconds: their lines would drown the requests'.
-        level = logging.INFO if record.path == "/graphql" else logging.DEBUG
-        log.log(
-            level,
-            # key=value, so that the text line greps and parses like the JSON one.
-            "request "
-            + " ".join(
-                f"{key}={json.dumps(value) if ' ' in str(value) else value}"
-                for key, value in fields.items()
-            ),
-            extra={"fields": fields},
+        # key=value, so that the text line greps and parses like the JSON one.
+        message = "request " + " ".join(
+            f"{key}={json.dumps(value) if ' ' in str(value) else value}"
+            for key, value in fields.items()
         )
+        # As log.log would, without looking up the calling frame for every request (no
+        # format of ours prints it; the line is the same, its pathname this module's).
+        log.handle(
+            log.makeRecord(
+                log.name, level, __file__, 0, message, (), None, extra={"fields": fields}
+            )
+        )
+
+
+def _request_id(record: RequestRecord) -> str:
+    """The request's id: the endpoint's, the caller's header's, or a new one."""
+    if not record.request_id:
+        record.request_id = uuid.uuid4().hex
+    return record.request_id
+
+
+@functools.lru_cache(maxsize=1024)  # operations are the schema's root fields: a bounded set
+def _request_metrics(operation: str, outcome: str) -> tuple[Any, Any]:
+    """The request counter's and the latency histogram's series of one (operation, outcome):
+    looked up once, not on every request (prometheus_client's ``labels`` is no dict lookup)."""
+    return (
+        metrics.REQUESTS.labels(operation, outcome),
+        metrics.REQUEST_SECONDS.labels(operation),
+    )

@@ -67,11 +67,19 @@ def _exporter(name: str) -> Any:
     return next(iter(found)).load()()
 
 
-@contextlib.contextmanager
-def request_span(scope: Scope) -> Iterator[Any]:
+_NO_SPAN: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+"""What ``request_span`` returns with tracing off: reusable, and no generator per request."""
+
+
+def request_span(scope: Scope) -> contextlib.AbstractContextManager[Any]:
+    """A SERVER span for the request, or None (``finish_request_span`` takes either)."""
     if _tracer is None:
-        yield None
-        return
+        return _NO_SPAN
+    return _request_span(scope)
+
+
+@contextlib.contextmanager
+def _request_span(scope: Scope) -> Iterator[Any]:
     from opentelemetry.trace import SpanKind
 
     name = f"{scope.get('method', 'GET')} {scope.get('path', '')}"

@@ -21,6 +21,8 @@ class Claims:
     """The complete verified payload, handed unchanged to Postgres as ``request.jwt.claims``."""
     expires_at: datetime | None
     """Timezone-aware UTC, from ``exp``; None for anonymous callers."""
+    _json: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
+    """``to_json``'s text, once: the verifier reuses a token's Claims for every request."""
 
     @classmethod
     def anonymous(cls) -> Claims:
@@ -33,7 +35,9 @@ class Claims:
     def to_json(self) -> str:
         # RLS policies read this back with ->> and casts, so the text must round-trip exactly
         # what the issuer signed; NaN/Infinity would not be valid jsonb.
-        return json.dumps(dict(self.raw), separators=(",", ":"), allow_nan=False)
+        if not self._json:
+            self._json.append(json.dumps(dict(self.raw), separators=(",", ":"), allow_nan=False))
+        return self._json[0]
 
 
 def refused_from(expires_at: datetime, leeway_seconds: float) -> datetime:

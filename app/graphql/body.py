@@ -111,6 +111,8 @@ def bounded(receive: Receive, settings: Settings) -> Receive:
 
 
 def _too_deep(text: str) -> bool:
+    if text.count("{") + text.count("[") <= MAX_JSON_DEPTH:
+        return False  # cannot nest deeper than it has brackets: no scan (most bodies)
     depth = 0
     for bracket in _BRACKETS.findall(_STRINGS.sub("", text)):
         depth += 1 if bracket in "[{" else -1

@@ -27,6 +27,7 @@ from graphql.execution.values import get_argument_values, get_variable_values
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
+from app import telemetry
 from app.auth.claims import Claims
 from app.orders import fields, pages, queries, validation
 from app.orders.errors import InvalidInput
@@ -275,22 +276,46 @@ class CompiledQuery:
     _statements: dict[tuple[tuple[str, str], ...], Statement] = dataclasses.field(
         default_factory=dict
     )
+    _literal_arguments: dict[GraphQLSchema, list[dict[str, Any]]] = dataclasses.field(
+        default_factory=dict
+    )
+    """Each root's arguments, for an operation without variables: its literals, coerced once."""
+
+    @functools.cached_property
+    def label(self) -> str:
+        """The operation as logs and metrics name it (telemetry.operation_label), once."""
+        return telemetry.operation_label(self.operation)
+
+    def _arguments(
+        self, schema: GraphQLSchema, variables: dict[str, Any] | None
+    ) -> list[dict[str, Any]] | None:
+        """Each root's arguments as graphql-core coerces them; None for variables it refuses."""
+        definitions = self.operation.variable_definitions
+        if not definitions and schema in self._literal_arguments:
+            return self._literal_arguments[schema]
+        coerced = get_variable_values(schema, definitions or (), variables or {})
+        if isinstance(coerced, list):
+            return None
+        query_type = schema.query_type
+        assert query_type is not None
+        arguments = [
+            get_argument_values(query_type.fields[node.name.value], node, coerced)
+            for _, node in self.roots
+        ]
+        if not definitions:
+            self._literal_arguments[schema] = arguments
+        return arguments
 
     def bind(
         self, schema: GraphQLSchema, variables: dict[str, Any] | None, claims: Claims
     ) -> tuple[str, list[Any]] | None:
         """The statement and its arguments, or None to let the resolvers answer."""
-        coerced = get_variable_values(
-            schema, self.operation.variable_definitions or (), variables or {}
-        )
-        if isinstance(coerced, list):
-            return None
-        query_type = schema.query_type
-        assert query_type is not None
         params: dict[str, Any] = {}
         try:
-            for root, node in self.roots:
-                args = get_argument_values(query_type.fields[node.name.value], node, coerced)
+            arguments = self._arguments(schema, variables)
+            if arguments is None:
+                return None
+            for (root, _), args in zip(self.roots, arguments, strict=True):
                 params.update(root.params(args, claims))
         except (InvalidInput, GraphQLError, KeyError, TypeError, ValueError):
             return None

@@ -9,7 +9,9 @@ statuses are graphql/errors.py's.
 
 from __future__ import annotations
 
+import functools
 import logging
+from typing import Any
 
 from graphql import GraphQLSchema
 from starlette.responses import Response
@@ -55,27 +57,27 @@ class CompiledPath:
             # A bug of the compiler, found before anything ran: the resolvers can answer.
             if self.settings.compiled_queries_strict:
                 raise
-            metrics.COMPILED_QUERIES.labels("fallback").inc()
+            _queries("fallback").inc()
             log.exception(
                 "request %s: compiled plan failed to bind; using the resolvers", request_id
             )
             return None
         if bound is None:
             # Unusual arguments: the resolvers give the precise error.
-            metrics.COMPILED_QUERIES.labels("declined").inc()
+            _queries("declined").inc()
             return None
-        telemetry.note(operation=plan.operation, operation_name=name)
+        telemetry.note(label=plan.label, operation_name=name)
         try:
             raw = await self.database.read_json(claims, *bound)
         except Exception as failure:
             # Answered as the resolvers answer the same failure, and never run again through
             # them: the statement was sent (a timeout would only cost the caller twice).
-            metrics.COMPILED_QUERIES.labels("failed").inc()
+            _queries("failed").inc()
             # At the first root field, where the resolvers meet the same failure first.
             root, node = plan.roots[0]
             error = errors.failed_field(failure, node, root.key, request_id)
             return errors.http_response(None, [error], request_id)
-        metrics.COMPILED_QUERIES.labels("answered").inc()
+        _queries("answered").inc()
         return Response(
             b'{"data":' + raw.encode() + b"}",
             media_type="application/json",
@@ -95,17 +97,17 @@ class CompiledPath:
             arguments = plan.arguments(self.schema, variables)
         except Declined:
             # Variables graphql-core refuses: the resolvers report them as they always do.
-            metrics.COMPILED_MUTATIONS.labels(plan.name, "declined").inc()
+            _mutations(plan.name, "declined").inc()
             return None
-        telemetry.note(operation=plan.operation, operation_name=name)
+        telemetry.note(label=plan.label, operation_name=name)
         try:
             answer = await plan.run(self.database, self.schema, arguments, claims)
-            metrics.COMPILED_MUTATIONS.labels(plan.name, "answered").inc()
+            _mutations(plan.name, "answered").inc()
         except Exception as failure:
             # Sent once, never again through the resolvers (a write). Shaped as the same
             # failure in the resolver is; in the tests anything but an unavailable database
             # is a bug of this path and fails the request.
-            metrics.COMPILED_MUTATIONS.labels(plan.name, "failed").inc()
+            _mutations(plan.name, "failed").inc()
             if self.settings.compiled_queries_strict and not isinstance(
                 failure, DatabaseUnavailable
             ):
@@ -117,3 +119,15 @@ class CompiledPath:
         return errors.http_response(
             answer.data, [] if answer.error is None else [answer.error], request_id
         )
+
+
+# Each outcome's series looked up once, not per request (prometheus_client's labels() is no
+# dict lookup); a bounded set: outcomes times the two compiled mutations.
+@functools.cache
+def _queries(outcome: str) -> Any:
+    return metrics.COMPILED_QUERIES.labels(outcome)
+
+
+@functools.cache
+def _mutations(name: str, outcome: str) -> Any:
+    return metrics.COMPILED_MUTATIONS.labels(name, outcome)

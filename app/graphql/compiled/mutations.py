@@ -37,6 +37,7 @@ from graphql import (
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 
+from app import telemetry
 from app.auth.claims import Claims
 from app.db.session import Database
 from app.graphql import inputs
@@ -76,6 +77,11 @@ class CompiledMutation:
     @property
     def name(self) -> str:
         return self.root.name.value
+
+    @functools.cached_property
+    def label(self) -> str:
+        """The operation as logs and metrics name it (telemetry.operation_label), once."""
+        return telemetry.operation_label(self.operation)
 
     def arguments(self, schema: GraphQLSchema, variables: dict[str, Any] | None) -> dict[str, Any]:
         """The root field's arguments as graphql-core coerces them, or Declined."""
