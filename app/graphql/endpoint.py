@@ -40,6 +40,9 @@ from app import telemetry
 from app.auth.claims import Claims
 from app.auth.jwt import InvalidToken, TokenVerifier, bearer_token, sole_authorization
 from app.db.change_feed import ChangeFeed
+from app.db.failures import DatabaseUnavailable
+from app.db.replicas import TOKEN_EXTENSION, TOKEN_HEADER, MalformedToken, Reader, Replicas
+from app.db.replicas import requested_token as requested_position
 from app.db.session import Database
 from app.graphql import body, errors, graphiql, inputs, operation
 from app.graphql.compiled import CompiledPath
@@ -66,6 +69,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         database: Database,
         verifier: TokenVerifier,
         changes: ChangeFeed | None = None,
+        replicas: Replicas | None = None,
     ) -> None:
         super().__init__(
             schema,
@@ -80,11 +84,12 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         self.settings = settings
         self.database = database
         self.verifier = verifier
+        self.replicas = replicas
         # Each subscription's source of order changes, handed to it by graphql/websocket.py.
-        self.feed = OrderFeed(database, changes) if changes is not None else None
+        self.feed = OrderFeed(database, changes, replicas) if changes is not None else None
         assert isinstance(schema, strawberry.Schema)
         self.graphql_schema = schema._schema
-        self.compiled = CompiledPath(settings, database, self.graphql_schema)
+        self.compiled = CompiledPath(settings, database, self.graphql_schema, replicas)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -107,13 +112,31 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         request_id = inputs.request_id(headers.get("x-request-id"))
         telemetry.note(request_id=request_id, role=claims.role)
         if request.method != "POST":
-            return await self.resolve(request, claims, request_id, None)
+            position = self.read_position(request, None)
+            return await self.resolve(request, claims, request_id, None, position)
         raw = await request.body()
         data = body.parse_json(raw)
-        answer = await self.compiled.answer(data, claims, request_id)
+        position = self.read_position(request, data)
+        answer = await self.compiled.answer(data, claims, request_id, position)
         if answer is not None:
             return answer
-        return await self.resolve(request, claims, request_id, (raw, data))
+        return await self.resolve(request, claims, request_id, (raw, data), position)
+
+    def read_position(self, request: Request, data: object) -> int | None:
+        """The position a request's consistency token names (db/replicas.py), or None; read
+        only with replicas configured (without, no token is issued either)."""
+        if self.replicas is None:
+            return None
+        header = request.headers.get(TOKEN_HEADER)
+        if isinstance(data, dict):
+            extensions = data.get("extensions")
+        else:  # GET: the extensions parameter, JSON as the body's would be
+            given = request.query_params.get("extensions")
+            extensions = body.parse_json(given) if given else None
+        try:
+            return requested_position(header, extensions)
+        except MalformedToken as error:
+            raise HTTPException(400, str(error)) from None
 
     async def resolve(
         self,
@@ -121,10 +144,12 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         claims: Claims,
         request_id: str,
         decoded: tuple[bytes, object] | None,
+        position: int | None = None,
     ) -> Response:
         """Strawberry's run, with the context and the decoded body of the front stage."""
         request.state.request_id = request_id  # process_result's and get_sub_response's
         context = Context(claims=claims, settings=self.settings, request_id=request_id)
+        context.read_position = position
         token = _DECODED.set(decoded)
         try:
             return await self.run(request, context=context)
@@ -207,15 +232,35 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             )
             return result
 
+        database: Database | Reader = self.database
+        if self.replicas is not None and operation.reads_only(query):
+            database = self.replicas.reader(context.read_position)
         outcome = await operation.run(
-            self.database,
+            database,
             context,
             execute_and_learn,
             query=query,
             operation_name=request_data.operation_name,
         )
         sub_response.status_code = outcome.status_code
+        if self.replicas is not None and database is self.database:
+            await self.issue_token(sub_response, outcome.result, context.request_id)
         return outcome.result
+
+    async def issue_token(
+        self, response: Response, result: ExecutionResult, request_id: str
+    ) -> None:
+        """A mutation's answer names the primary's position after its commit: the token a
+        client sends back to read its own write from a replica (db/replicas.py)."""
+        assert self.replicas is not None
+        try:
+            token = await self.replicas.token()
+        except DatabaseUnavailable as error:
+            # Committed or not, the primary is away: reads without a token are all there is.
+            log.warning("request %s: no consistency token: %s", request_id, error)
+            return
+        response.headers[TOKEN_HEADER] = token
+        result.extensions = {**(result.extensions or {}), TOKEN_EXTENSION: token}
 
     async def process_result(
         self, request: Request | WebSocket, result: ExecutionResult
