@@ -21,7 +21,9 @@ from sqlalchemy.engine import URL
 
 from app.db.replicas import TOKEN_HEADER, format_token
 from tests.api import Client, api_client, api_settings
+from tests.conftest import Db
 from tests.replica import Pair, primary_and_replica
+from tests.test_subscriptions import harness, state, subscribed
 
 pytestmark = pytest.mark.slow
 
@@ -45,10 +47,13 @@ class PairDb:
     api_url: URL
 
 
+def replica_url(pair: Pair) -> tuple[str]:
+    return (pair.replica.url("authenticator").render_as_string(hide_password=False),)
+
+
 def settings_for(pair: Pair, **overrides: Any) -> Any:
     database = PairDb(pair.primary.url(), pair.primary.url("authenticator"))
-    replica = pair.replica.url("authenticator").render_as_string(hide_password=False)
-    return api_settings(database, read_database_urls=(replica,), **overrides)
+    return api_settings(database, read_database_urls=replica_url(pair), **overrides)
 
 
 @pytest.fixture
@@ -253,3 +258,34 @@ async def test_with_the_primary_away_reads_go_on_writes_are_503_and_work_again_w
                 break
             assert time.monotonic() - started < 5, response.text
             await asyncio.sleep(0.1)
+
+
+async def test_subscription_re_reads_go_to_the_replica_once_it_has_the_change(late: Pair) -> None:
+    await late.delay(0.3)  # below READ_YOUR_WRITES_WAIT_MS: the replica answers, late
+    database = PairDb(late.primary.url(), late.primary.url("authenticator"))
+    trader = uuid.uuid4()
+    async with (
+        harness(database, read_database_urls=replica_url(late)) as h,  # type: ignore[arg-type]
+        subscribed(h, h.token(trader)) as stream,
+    ):
+        await h.subscribers(1)
+        replica_reads = reads_by("replica1")
+        order_id = await h.submit(trader)
+        assert state(await stream.order()) == ("PENDING", 0, "SUBMITTED")
+        await h.approve(order_id)
+        assert state(await stream.order()) == ("PENDING", 0, "APPROVED")
+        assert reads_by("replica1") >= replica_reads + 2
+
+
+async def test_without_replicas_no_token_is_issued_and_none_is_read(database: Db) -> None:
+    async with api_client(api_settings(database)) as client:
+        trader = client.token(uuid.uuid4())
+        order = {"symbol": "AAPL", "side": "BUY", "quantity": 1, "orderType": "MARKET"}
+        for _ in range(2):  # the resolvers, then the compiled mutation
+            response = await client.post(
+                SUBMIT, {"input": {**order, "clientOrderId": uuid.uuid4().hex}}, token=trader
+            )
+            assert response.status_code == 200
+            assert TOKEN_HEADER not in response.headers
+            assert "extensions" not in response.json()
+        assert (await page(client, trader, consistency="not a token"))[0] == 200
