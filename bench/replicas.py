@@ -6,9 +6,13 @@ Starts a primary and a streaming replica of it (tests/replica.py: the embedded P
 binaries, ``pg_basebackup -R``), one trader with ``--orders`` orders, and calls the app
 in-process (httpx's ASGI transport, one client, sequential requests), in interleaved rounds:
 
-- routing: W1 (bench/scale/workloads.py, the blotter's page, compiled) on an app without
-  replicas (the primary answers) and on one with the replica (the replica answers): the
-  median latency and the process CPU time per request of each;
+- routing: W1 (bench/scale/workloads.py, the blotter's page, compiled) on three apps: without
+  replicas (``primary``), with ``API_READ_DATABASE_URLS`` naming the primary itself, which is
+  not in recovery, so each read takes the routing code and then the primary (``routed``: the
+  routing's cost on the same server), and with the replica (``replica``, which answers): the
+  median latency and the process CPU time per request of each, per round and in all; and the
+  routing code alone (choosing the database, counting the read) in a tight loop
+  (``routing_cpu_us_per_read``, and its share of W1's CPU per request on ``primary``);
 - token: a submitOrder, then W1 at once with the token it returned, against W1 at once
   without it (a replica applies within milliseconds here): the added latency, p50 and p90
   (``token_added_ms``, a difference of two noisy latencies), and the time the reads with a
@@ -32,7 +36,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from prometheus_client import REGISTRY
@@ -50,14 +54,21 @@ SUBMIT = OURS["W2"]
 W1 = OURS["W1"]
 
 
-def settings(pair: Pair, *, replica: bool) -> Settings:
+Side = Literal["primary", "routed", "replica"]
+"""primary: no replicas configured; routed: API_READ_DATABASE_URLS names the primary itself,
+which is not in recovery, so every read takes the routing code and then the primary (the cost
+of routing alone, on the same server as primary's); replica: the real replica answers."""
+
+
+def settings(pair: Pair, *, side: Side) -> Settings:
     environ = {
         "JWT_SECRET": SECRET,
         "API_DATABASE_URL": pair.primary.url("authenticator").render_as_string(),
         "LOG_FORMAT": "text",
     }
-    if replica:
-        environ["API_READ_DATABASE_URLS"] = pair.replica.url("authenticator").render_as_string()
+    if side != "primary":
+        node = pair.replica if side == "replica" else pair.primary
+        environ["API_READ_DATABASE_URLS"] = node.url("authenticator").render_as_string()
     return Settings.from_env(environ)
 
 
@@ -92,9 +103,9 @@ def time_the_choice(replicas: Replicas) -> None:
 
 
 @asynccontextmanager
-async def client(pair: Pair, *, replica: bool) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings(pair, replica=replica))
-    if replica:
+async def client(pair: Pair, *, side: Side) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings(pair, side=side))
+    if side == "replica":
         time_the_choice(app.state.replicas)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -184,9 +195,9 @@ def reads_answered() -> Counter[str]:
 
 async def run(pair: Pair, rounds: int, seconds: float, orders: int) -> dict[str, Any]:
     trader = uuid.uuid4()
-    token = mint_token(settings(pair, replica=False), sub=trader, role="authenticated")
+    token = mint_token(settings(pair, side="primary"), sub=trader, role="authenticated")
     headers = {"Authorization": f"Bearer {token}"}
-    async with client(pair, replica=False) as http:
+    async with client(pair, side="primary") as http:
         for _ in range(orders):
             response = await http.post(
                 "/graphql",
@@ -195,24 +206,25 @@ async def run(pair: Pair, rounds: int, seconds: float, orders: int) -> dict[str,
             )
             assert "errors" not in response.json(), response.text
     await pair.caught_up()
-    without, with_replica, added, routing = Timing(), Timing(), [], []
+    timings: dict[Side, Timing] = {"primary": Timing(), "routed": Timing(), "replica": Timing()}
+    added: list[float] = []
+    routing: list[float] = []
     per_round: list[dict[str, float]] = []
     micro: Counter[str] = Counter()  # the routing microbenchmark's, left out of reads_answered
-    sides = ((False, without), (True, with_replica))
-    for number in range(rounds):  # interleaved, alternating which goes first
+    order: list[Side] = ["primary", "routed", "replica"]
+    for number in range(rounds):  # interleaved, rotating which goes first
         pair_round = {}
-        for replica, into in sides if number % 2 == 0 else sides[::-1]:
+        for side in order[number % 3 :] + order[: number % 3]:
             this = Timing()
-            async with client(pair, replica=replica) as http:
+            async with client(pair, side=side) as http:
                 await routing_round(http, headers, seconds, this)
-                if replica:
+                if side == "replica":
                     await token_round(http, headers, 20, added)
                     before = reads_answered()
                     routing.append(await routing_alone(http))
                     micro += {k: v - before.get(k, 0) for k, v in reads_answered().items()}
-            into.seconds += this.seconds
-            into.cpu += this.cpu
-            side = "replica" if replica else "primary"
+            timings[side].seconds += this.seconds
+            timings[side].cpu += this.cpu
             pair_round[f"{side}_median_ms"] = round(statistics.median(this.seconds) * 1000, 3)
             pair_round[f"{side}_cpu_ms"] = round(sum(this.cpu) / len(this.cpu) * 1000, 3)
         per_round.append(pair_round)
@@ -224,19 +236,19 @@ async def run(pair: Pair, rounds: int, seconds: float, orders: int) -> dict[str,
     return {
         "rounds": rounds,
         "reads_answered_by": dict(reads),
-        "w1_requests": {"primary": len(without.seconds), "replica": len(with_replica.seconds)},
-        "w1_median_ms": {
-            "primary": round(median(without.seconds) * 1000, 3),
-            "replica": round(median(with_replica.seconds) * 1000, 3),
-        },
+        "w1_requests": {side: len(t.seconds) for side, t in timings.items()},
+        "w1_median_ms": {side: round(median(t.seconds) * 1000, 3) for side, t in timings.items()},
         "w1_cpu_per_request_ms": {
-            "primary": round(sum(without.cpu) / len(without.cpu) * 1000, 3),
-            "replica": round(sum(with_replica.cpu) / len(with_replica.cpu) * 1000, 3),
+            side: round(sum(t.cpu) / len(t.cpu) * 1000, 3) for side, t in timings.items()
         },
         "w1_per_round": per_round,
         "routing_cpu_us_per_read": round(median(routing), 2),
         "routing_share_of_w1_cpu_percent": round(
-            median(routing) / 1e6 / (sum(without.cpu) / len(without.cpu)) * 100, 3
+            median(routing)
+            / 1e6
+            / (sum(timings["primary"].cpu) / len(timings["primary"].cpu))
+            * 100,
+            3,
         ),
         "token_choice_ms": {
             "count": len(choosing_ms),

@@ -13,14 +13,17 @@ pool:
   answered by the primary at once: no replica can reach it soon;
 - writes, and anything in a document holding a mutation: always the primary (the callers).
 
-A watcher checks every database every ``CHECK_SECONDS``. Lag is what the replica itself says:
-0 when it has replayed everything the primary had flushed when the primary was asked just
-before (``pg_current_wal_flush_lsn()`` there, ``pg_last_wal_replay_lsn()`` here; with the
-primary away, everything the replica received, ``pg_last_wal_receive_lsn()``), else
-``now() - pg_last_xact_replay_timestamp()`` on the replica, the age of the last commit it
-applied. The second alone would count an idle primary's quiet as lag, hence the first; it
-over-states the lag of a replica behind a primary that was idle before its last commit
-(conservative: such a replica is left out sooner, never later). A replica more than
+A watcher checks every database every ``CHECK_SECONDS``: the primary's flushed position
+(``pg_current_wal_flush_lsn()``), kept with the time it was read, then each replica's
+``pg_last_wal_replay_lsn()``. A replica's lag is the age of the newest primary position it has
+replayed: 0 if it has the one just read, 3 s if it has what the primary had 3 s ago but not
+what it had later. PostgreSQL's positions, this process's clock: no clock skew between hosts,
+and a quiet primary (no commit for minutes, while checkpoints and hint bits still write WAL)
+is not mistaken for lag, as ``now() - pg_last_xact_replay_timestamp()`` alone would be. That
+age of the last commit applied is used only where the positions say nothing: a replica behind
+every position kept (``_HISTORY``), and while the primary is away (then against what the
+replica received, ``pg_last_wal_receive_lsn()``: its data is as fresh as any there is, and it
+keeps serving). A replica more than
 ``READ_REPLICA_MAX_LAG_SECONDS`` behind, or that failed its check, is not read from until a
 check finds it good again; a read that cannot connect to a replica, or loses its connection,
 marks it down at once and is answered by the next candidate, so a replica going away costs
@@ -30,6 +33,7 @@ at most the resolver reads that were already running on it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -57,6 +61,10 @@ failover promises."""
 CHECK_TIMEOUT = 1.0
 """Seconds a check may take; longer, the database counts as down."""
 
+_HISTORY = 240
+"""Primary positions kept (2 minutes of checks): a replica further behind than all of them
+has its lag from its last applied commit's age instead."""
+
 _POLL_FIRST, _POLL_MAX = 0.001, 0.02
 """A token's wait asks the replica again after 1 ms, doubling up to 20 ms: a replica a few
 milliseconds behind costs a few milliseconds."""
@@ -72,6 +80,8 @@ recovery (a promoted replica, or the primary's URL), so replay positions mean no
 
 _PRIMARY_POSITION = "SELECT pg_current_wal_insert_lsn()"
 _PRIMARY_FLUSHED = "SELECT pg_current_wal_flush_lsn()"
+_HEARTBEAT = "SELECT pg_current_xact_id()"
+"""A commit of nothing: its record is flushed at once, and everything before it with it."""
 
 _PAGE, _SEGMENT = 8192, 16 * 1024 * 1024  # PostgreSQL's default WAL page and segment sizes
 _PAGE_HEADER, _SEGMENT_HEADER = 24, 40  # the headers that start each (MAXALIGNed)
@@ -157,8 +167,8 @@ class Replicas:
         self.primary_up = False
         self.primary_position = 0
         """The highest position the primary gave (a token above it may be from the future)."""
-        self.primary_flushed = 0
-        """What the primary had flushed at the last check (what a caught-up replica has)."""
+        self.flushed: collections.deque[tuple[float, int]] = collections.deque(maxlen=_HISTORY)
+        """(monotonic time, the primary's flushed position then) of each check, oldest first."""
         self._next = 0
         self._watcher: asyncio.Task[None] | None = None
 
@@ -191,11 +201,33 @@ class Replicas:
         try:
             async with asyncio.timeout(CHECK_TIMEOUT):
                 [flushed] = await self.primary.autocommit_row(_PRIMARY_FLUSHED, ())
-            self.primary_up, self.primary_flushed = True, flushed
+            self.primary_up = True
+            self.flushed.append((time.monotonic(), flushed))
             self.primary_position = max(self.primary_position, flushed)
         except (DatabaseUnavailable, TimeoutError):
             self.primary_up = False
         await asyncio.gather(*(self._check(replica) for replica in self.replicas))
+        await self._heartbeat_if_quiet()
+
+    async def _heartbeat_if_quiet(self) -> None:
+        """Commit nothing on a quiet primary that a replica seems behind.
+
+        The primary flushes WAL in whole pages until a commit flushes the rest: on a quiet
+        primary the start of a record that is no commit (a hint bit's page image, a
+        checkpoint's) can sit flushed and sent while its end waits in memory, and a replica
+        that has everything else cannot replay past it: it would look further and further
+        behind. A commit flushes that end. Only when the primary's position did not move
+        since the last check and some replica is short of it: on a busy primary the commits
+        of the traffic do it, and a replica that is really late (recovery_min_apply_delay, a
+        slow disk) stays late, the heartbeat's commit with it. It costs a transaction id."""
+        if not self.primary_up or len(self.flushed) < 2:
+            return
+        latest = self.flushed[-1][1]
+        if latest != self.flushed[-2][1]:
+            return
+        if any(r.state != "down" and r.replayed < latest for r in self.replicas):
+            with contextlib.suppress(DatabaseUnavailable):
+                await self.primary.autocommit_row(_HEARTBEAT, ())
 
     async def _check(self, replica: Replica) -> None:
         before = replica.state
@@ -220,13 +252,24 @@ class Replicas:
             replica.replayed = max(replica.replayed, replayed or 0)
             # With the primary away, against what the replica received: its data is then as
             # fresh as any there is, and reads go on from it.
-            target = self.primary_flushed if self.primary_up else (received or 0)
-            caught_up = replica.replayed >= target
-            replica.lag_seconds = 0.0 if caught_up else (math.inf if age is None else age)
+            replica.lag_seconds = self._lag(replica.replayed, received, age)
             lagging = replica.lag_seconds > self.max_lag_seconds
             replica.state = "lagging" if lagging else "up"
         if replica.state != before:
             log.info("%s is %s (lag %s s)", replica.label, replica.state, replica.lag_seconds)
+
+    def _lag(self, replayed: int, received: int | None, age: float | None) -> float:
+        """Seconds since the primary last had nothing this replica lacks (see the module's
+        docstring); inf when unknown."""
+        if self.primary_up and self.flushed:
+            now = time.monotonic()
+            for at, position in reversed(self.flushed):
+                if replayed >= position:
+                    return 0.0 if at == self.flushed[-1][0] else now - at
+            return max(now - self.flushed[0][0], math.inf if age is None else age)
+        if replayed >= (received or 0):
+            return 0.0
+        return math.inf if age is None else age
 
     def _set_down(self, replica: Replica, error: BaseException) -> None:
         if replica.state != "down":

@@ -243,7 +243,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             operation_name=request_data.operation_name,
         )
         sub_response.status_code = outcome.status_code
-        if self.replicas is not None and database is self.database:
+        if self.replicas is not None and database is self.database and outcome.status_code != 503:
             await self.issue_token(sub_response, outcome.result, context.request_id)
         return outcome.result
 
