@@ -19,7 +19,8 @@ from app import metrics, tracing
 from app.auth.jwt import TokenVerifier
 from app.db import migrations, readiness
 from app.db.change_feed import ChangeFeed
-from app.db.replicas import TOKEN_HEADER, Replicas
+from app.db.consistency import TOKEN_HEADER
+from app.db.replicas import Replicas
 from app.db.session import Database, open_database
 from app.db.urls import async_url, libpq_url
 from app.engine import queue

@@ -19,7 +19,7 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy.engine import URL
 
-from app.db.replicas import TOKEN_HEADER, format_token
+from app.db.consistency import TOKEN_HEADER, format_token
 from tests.api import Client, api_client, api_settings
 from tests.conftest import Db
 from tests.replica import Pair, primary_and_replica

@@ -1,5 +1,6 @@
 """Read replicas: which database answers a read, how far behind each replica is, and the
-consistency token that lets a client read its own writes (``API_READ_DATABASE_URLS``).
+consistency token that lets a client read its own writes (``API_READ_DATABASE_URLS``; the
+token itself is app/db/consistency.py).
 
 Each replica is a pool of its own (app/db/session.py's ``Database``, logged in as
 ``authenticator`` like the primary's), so a read on a replica runs exactly as on the primary:
@@ -37,7 +38,6 @@ import collections
 import contextlib
 import logging
 import math
-import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -46,13 +46,12 @@ from typing import Any, Literal
 
 from app import metrics
 from app.auth.claims import Claims
+from app.db.consistency import format_token
 from app.db.failures import CONNECTION_LOST, DATABASE_UNREACHABLE, DatabaseUnavailable
 from app.db.session import Database, Tx, UnsafeLoginRole
 
 log = logging.getLogger(__name__)
 
-TOKEN_HEADER = "X-Consistency-Token"
-TOKEN_EXTENSION = "consistencyToken"
 
 CHECK_SECONDS = 0.5
 """How often every database is checked: a replica that went away (without a read noticing
@@ -90,46 +89,6 @@ _REPLICA_CHECK = (
     " extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8"
 )
 _REPLAYED = "SELECT pg_last_wal_replay_lsn()"
-
-
-# --- the token ---------------------------------------------------------------------------------
-
-
-class MalformedToken(ValueError):
-    """A consistency token that this server never issued the shape of (BAD_USER_INPUT)."""
-
-
-_TOKEN = re.compile(r"1\.([0-9a-f]{16})")
-
-
-def format_token(lsn: int) -> str:
-    """The opaque token for a WAL position: versioned, so that its shape may change."""
-    return f"1.{lsn:016x}"
-
-
-def parse_token(raw: object) -> int:
-    """The WAL position a token names, or MalformedToken."""
-    found = _TOKEN.fullmatch(raw) if isinstance(raw, str) else None
-    if found is None:
-        raise MalformedToken(
-            f"malformed {TOKEN_HEADER} (extensions.{TOKEN_EXTENSION}): send back the value of"
-            " a mutation's response unchanged"
-        )
-    return int(found.group(1), 16)
-
-
-def requested_token(header: str | None, extensions: object) -> int | None:
-    """The position a request asks to read at, from its header or its ``extensions``; None
-    when it sends neither. Both must agree when both are sent."""
-    sent = extensions.get(TOKEN_EXTENSION) if isinstance(extensions, dict) else None
-    if header is None and sent is None:
-        return None
-    positions = {parse_token(value) for value in (header, sent) if value is not None}
-    if len(positions) > 1:
-        raise MalformedToken(
-            f"{TOKEN_HEADER} and extensions.{TOKEN_EXTENSION} name different positions"
-        )
-    return positions.pop()
 
 
 # --- the databases -----------------------------------------------------------------------------

@@ -40,9 +40,10 @@ from app import telemetry
 from app.auth.claims import Claims
 from app.auth.jwt import InvalidToken, TokenVerifier, bearer_token, sole_authorization
 from app.db.change_feed import ChangeFeed
+from app.db.consistency import TOKEN_EXTENSION, TOKEN_HEADER, MalformedToken
+from app.db.consistency import requested_token as requested_position
 from app.db.failures import DatabaseUnavailable
-from app.db.replicas import TOKEN_EXTENSION, TOKEN_HEADER, MalformedToken, Reader, Replicas
-from app.db.replicas import requested_token as requested_position
+from app.db.replicas import Reader, Replicas
 from app.db.session import Database
 from app.graphql import body, errors, graphiql, inputs, operation
 from app.graphql.compiled import CompiledPath

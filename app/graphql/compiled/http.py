@@ -16,8 +16,9 @@ from starlette.responses import Response
 
 from app import metrics, telemetry
 from app.auth.claims import Claims
+from app.db.consistency import TOKEN_EXTENSION, TOKEN_HEADER
 from app.db.failures import DatabaseUnavailable
-from app.db.replicas import TOKEN_EXTENSION, TOKEN_HEADER, Replicas
+from app.db.replicas import Replicas
 from app.db.session import Database
 from app.graphql import errors
 from app.graphql.compiled.mutations import CompiledMutation, Declined
