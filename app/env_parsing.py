@@ -247,6 +247,13 @@ def postgres_url(env: Mapping[str, str], name: str, default: None) -> str | None
     return parse_postgres_url(env, name)
 
 
+@reads("comma-separated PostgreSQL URLs")
+def postgres_urls(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(
+        parse_postgres_url({name: part}, name) or "" for part in parse_csv(env, name, default)
+    )
+
+
 def choice(*choices: str) -> Reader:
     @reads(f"one of {', '.join(choices)}")
     def read(env: Mapping[str, str], name: str, default: str) -> str:

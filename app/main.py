@@ -22,6 +22,8 @@ from app import metrics, tracing
 from app.auth.jwt import TokenVerifier
 from app.db import migrations, readiness
 from app.db.change_feed import ChangeFeed
+from app.db.consistency import TOKEN_HEADER
+from app.db.replicas import Replicas
 from app.db.session import Database, open_database
 from app.db.urls import async_url, libpq_url
 from app.engine import queue
@@ -43,7 +45,22 @@ def database_for(settings: Settings) -> Database:
     return open_database(async_url(settings.api_database_url), settings, pooler=settings.db_pooler)
 
 
-CORS_HEADERS = ("Authorization", "Content-Type", "X-Request-Id")
+def replicas_for(settings: Settings, primary: Database) -> Replicas | None:
+    """The read replicas of ``API_READ_DATABASE_URLS`` beside ``primary``; None without."""
+    if not settings.read_database_urls:
+        return None
+    return Replicas(
+        primary,
+        [
+            open_database(async_url(url), settings, pooler=settings.db_pooler)
+            for url in settings.read_database_urls
+        ],
+        max_lag_seconds=settings.read_replica_max_lag_seconds,
+        wait_ms=settings.read_your_writes_wait_ms,
+    )
+
+
+CORS_HEADERS = ("Authorization", "Content-Type", "X-Request-Id", TOKEN_HEADER)
 """The request headers the API reads; CORS_ALLOW_HEADERS adds others (a client's own)."""
 
 
@@ -64,7 +81,7 @@ def cors(settings: Settings) -> Middleware:
         allow_headers=headers,
         allow_credentials=False,
         # Readable by the calling page: the request id to quote, the 401's Bearer challenge.
-        expose_headers=["X-Request-Id", "WWW-Authenticate"],
+        expose_headers=["X-Request-Id", "WWW-Authenticate", TOKEN_HEADER],
         max_age=600,
     )
 
@@ -117,8 +134,14 @@ def create_app(
         prepared_statements=settings.db_pooler != "transaction",
     )
     schema = build_schema(settings, subscription=Subscription)
+    replicas = replicas_for(settings, db)
     graphql = GraphQLEndpoint(
-        schema, settings=settings, database=db, verifier=verifier, changes=changes
+        schema,
+        settings=settings,
+        database=db,
+        verifier=verifier,
+        changes=changes,
+        replicas=replicas,
     )
 
     @asynccontextmanager
@@ -139,6 +162,8 @@ def create_app(
                 role.name,
             )
         await changes.start()
+        if replicas is not None:
+            await replicas.start()
         # After the compiled mutations' verdict above: trusted documents are compiled now.
         await graphql.trusted.start()
         try:
@@ -149,6 +174,8 @@ def create_app(
             await changes.stop()  # ends every subscription
             if graphql.feed is not None:
                 await graphql.feed.close()  # their reads in flight give their connections back
+            if replicas is not None:
+                await replicas.stop()
             await db.dispose()
 
     async def healthz(request: Request) -> JSONResponse:
@@ -161,7 +188,10 @@ def create_app(
     async def readyz(request: Request) -> JSONResponse:
         state = await readiness.check(db.engine, head)
         probes.report(state)
-        return JSONResponse(state.body(), 200 if state.ready else 503)
+        body = state.body()
+        if replicas is not None:
+            body["databases"] = replicas.states()  # each one's state and lag, as last checked
+        return JSONResponse(body, 200 if state.ready else 503)
 
     routes: list[BaseRoute] = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
@@ -175,7 +205,10 @@ def create_app(
         routes.append(graphiql.assets_mount())
     if settings.metrics:
         routes.append(
-            Route("/metrics", AppMetrics(db.engine, changes, partial(queue.count, db)).endpoint)
+            Route(
+                "/metrics",
+                AppMetrics(db.engine, changes, partial(queue.count, db), replicas).endpoint,
+            )
         )
     where = "the API is at /graphql" + (
         " (GraphiQL there in a browser)" if settings.graphiql else ""
@@ -193,6 +226,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.database = db
+    app.state.replicas = replicas
     app.state.changes = changes
     app.state.feed = graphql.feed
     app.state.settings = settings

@@ -147,6 +147,24 @@ COMPILED_MUTATIONS = Counter(
     " resolvers), failed (the database failed; answered with the error).",
     ["mutation", "outcome"],
 )
+# Read replicas (db/replicas.py, API_READ_DATABASE_URLS): where reads went, and why.
+READS = Counter(
+    f"{PREFIX}_reads",
+    "Read-only operations (queries, compiled or not, and subscription re-reads) with read"
+    " replicas configured, by the database that answered (primary, replica1, ...).",
+    ["database"],
+)
+CONSISTENCY_WAIT_SECONDS = Histogram(
+    f"{PREFIX}_consistency_wait_seconds",
+    "Time a read with a consistency token waited for a replica to replay its position (not"
+    " counted: tokens a replica was already known to have replayed).",
+    buckets=_PAUSE_BUCKETS,
+)
+REPLICA_FAILOVERS = Counter(
+    f"{PREFIX}_replica_failovers",
+    "Reads that a replica could not answer (unreachable, connection lost) and the next"
+    " database answered; the replica is then left out until a check finds it back.",
+)
 ENGINE_FILLS = Counter(f"{PREFIX}_engine_fills", "Fills the execution engine recorded.")
 ENGINE_RETRIES = Counter(
     f"{PREFIX}_engine_venue_retries",
@@ -233,6 +251,12 @@ class ChangeFeedState(Protocol):
     def subscriber_count(self) -> int: ...
 
 
+class DatabaseStates(Protocol):
+    """What the series read of the read replicas (``app.db.replicas.Replicas``)."""
+
+    def states(self) -> list[dict[str, Any]]: ...
+
+
 EngineQueueCount = Callable[[], Awaitable[Mapping[str, int] | None]]
 """Counts the engine's queue per stage (``app.engine.queue.count``); None when it cannot."""
 
@@ -250,8 +274,10 @@ class AppMetrics(Collector):
         engine: AsyncEngine,
         changes: ChangeFeedState | None,
         count_queue: EngineQueueCount,
+        databases: DatabaseStates | None = None,
     ) -> None:
         self.engine = engine
+        self.databases = databases
         self.changes = changes
         self.count_queue = count_queue
         self._queue: Mapping[str, int] | None = None
@@ -279,6 +305,8 @@ class AppMetrics(Collector):
                 "Open orderUpdates subscriptions in this process.",
                 value=self.changes.subscriber_count,
             )
+        if self.databases is not None:
+            yield from _database_states(self.databases.states())
         queue = GaugeMetricFamily(
             f"{PREFIX}_engine_queue_orders",
             "Orders not final yet, by engine stage (new: awaiting the risk check; approved:"
@@ -295,3 +323,23 @@ class AppMetrics(Collector):
         own.register(self)
         body = generate_latest(REGISTRY) + generate_latest(own)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def _database_states(states: list[dict[str, Any]]) -> Iterator[Metric]:
+    up = GaugeMetricFamily(
+        f"{PREFIX}_database_up",
+        "1 when the database (primary, replica1, ...) is read from (a replica: reachable, and"
+        " no further behind than READ_REPLICA_MAX_LAG_SECONDS), as last checked.",
+        labels=["database"],
+    )
+    lag = GaugeMetricFamily(
+        f"{PREFIX}_database_lag_seconds",
+        "How far the replica is behind the primary, as PostgreSQL reports it (absent: unknown).",
+        labels=["database"],
+    )
+    for state in states:
+        up.add_metric([state["database"]], 1 if state["state"] == "up" else 0)
+        if state["lagSeconds"] is not None:
+            lag.add_metric([state["database"]], state["lagSeconds"])
+    yield up
+    yield lag

@@ -36,6 +36,7 @@ from app.env_parsing import (
     origins,
     path,
     postgres_url,
+    postgres_urls,
     reads,
     text,
 )
@@ -134,6 +135,29 @@ class Settings:
         " into the database's `trading_session` by `db upgrade` and `dev`, which the API and"
         " the engine read, never this ([Time in force](api/orders.md#time-in-force-stop-limit-and-replace))."
         " Unset: the database keeps its close.",
+    )
+    read_database_urls: tuple[str, ...] = env(
+        "API_READ_DATABASE_URLS",
+        (),
+        postgres_urls,
+        "Read replicas, comma-separated, each logged in as `authenticator` directly or through a"
+        " pooler (`DB_POOLER` applies to them too): queries and subscription re-reads go to a"
+        " healthy one, mutations to `API_DATABASE_URL`"
+        " ([Read replicas](deploying/replicas.md)). Unset: every read goes to the primary.",
+    )
+    read_your_writes_wait_ms: int = env(
+        "READ_YOUR_WRITES_WAIT_MS",
+        500,
+        integer(),
+        "How long, in milliseconds, a request carrying an `X-Consistency-Token` waits for a"
+        " replica that has applied the write it names; then the primary answers it.",
+    )
+    read_replica_max_lag_seconds: float = env(
+        "READ_REPLICA_MAX_LAG_SECONDS",
+        10.0,
+        number,
+        "A replica further behind than this many seconds (as PostgreSQL reports it, see"
+        " [Read replicas](deploying/replicas.md#lag)) is not read from until it catches up.",
     )
     engine_database_url: str | None = env(
         "ENGINE_DATABASE_URL",
@@ -280,9 +304,10 @@ class Settings:
         "CORS_ALLOW_HEADERS",
         (),
         header_names,
-        # The three are app/main.py's CORS_HEADERS (tests/test_configuration_reference.py).
-        "Request headers browsers may send besides `Authorization`, `Content-Type` and"
-        " `X-Request-Id` (e.g. a client's `X-Client-Version`), or `*` alone for any; a header"
+        # The four are app/main.py's CORS_HEADERS (tests/test_configuration_reference.py).
+        "Request headers browsers may send besides `Authorization`, `Content-Type`,"
+        " `X-Request-Id` and `X-Consistency-Token` (e.g. a client's `X-Client-Version`), or `*`"
+        " alone for any; a header"
         " in neither fails the preflight.",
     )
     max_query_depth: int = env(

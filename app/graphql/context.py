@@ -42,6 +42,9 @@ class Context:
     look for this attribute); read once, to authenticate the connection."""
     upgrade_authorization: Sequence[str] = ()
     """The Authorization headers of a WebSocket's upgrade request (more than one is refused)."""
+    read_position: int | None = None
+    """The WAL position the request's consistency token names: a replica answers only once
+    it has replayed it (db/replicas.py)."""
 
     def __post_init__(self) -> None:
         # One statement per nested field per request, however many orders the page holds.

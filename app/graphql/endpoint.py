@@ -41,6 +41,10 @@ from app import telemetry
 from app.auth.claims import Claims
 from app.auth.jwt import InvalidToken, TokenVerifier, bearer_token, sole_authorization
 from app.db.change_feed import ChangeFeed
+from app.db.consistency import TOKEN_EXTENSION, TOKEN_HEADER, MalformedToken
+from app.db.consistency import requested_token as requested_position
+from app.db.failures import DatabaseUnavailable
+from app.db.replicas import Reader, Replicas
 from app.db.session import Database
 from app.graphql import body, errors, graphiql, inputs, operation
 from app.graphql.compiled import CompiledPath
@@ -69,6 +73,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         database: Database,
         verifier: TokenVerifier,
         changes: ChangeFeed | None = None,
+        replicas: Replicas | None = None,
     ) -> None:
         super().__init__(
             schema,
@@ -83,11 +88,12 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         self.settings = settings
         self.database = database
         self.verifier = verifier
+        self.replicas = replicas
         # Each subscription's source of order changes, handed to it by graphql/websocket.py.
-        self.feed = OrderFeed(database, changes) if changes is not None else None
+        self.feed = OrderFeed(database, changes, replicas) if changes is not None else None
         assert isinstance(schema, strawberry.Schema)
         self.graphql_schema = schema._schema
-        self.compiled = CompiledPath(settings, database, self.graphql_schema)
+        self.compiled = CompiledPath(settings, database, self.graphql_schema, replicas)
         self.trusted = TrustedDocuments(
             settings, database, self.graphql_schema, self.compiled.plans
         )
@@ -115,13 +121,31 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         if request.method != "POST":
             params = self.trusted.resolve_query_params(request.query_params, claims)
             decoded = None if params is None else (None, params)
-            return await self.resolve(request, claims, request_id, decoded)
+            position = self.read_position(request, None)
+            return await self.resolve(request, claims, request_id, decoded, position)
         raw = await request.body()
         data = self.trusted.resolve(body.parse_json(raw), claims)
-        answer = await self.compiled.answer(data, claims, request_id)
+        position = self.read_position(request, data)
+        answer = await self.compiled.answer(data, claims, request_id, position)
         if answer is not None:
             return answer
-        return await self.resolve(request, claims, request_id, (raw, data))
+        return await self.resolve(request, claims, request_id, (raw, data), position)
+
+    def read_position(self, request: Request, data: object) -> int | None:
+        """The position a request's consistency token names (db/replicas.py), or None; read
+        only with replicas configured (without, no token is issued either)."""
+        if self.replicas is None:
+            return None
+        header = request.headers.get(TOKEN_HEADER)
+        if isinstance(data, dict):
+            extensions = data.get("extensions")
+        else:  # GET: the extensions parameter, JSON as the body's would be
+            given = request.query_params.get("extensions")
+            extensions = body.parse_json(given) if given else None
+        try:
+            return requested_position(header, extensions)
+        except MalformedToken as error:
+            raise HTTPException(400, str(error)) from None
 
     async def resolve(
         self,
@@ -129,10 +153,12 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         claims: Claims,
         request_id: str,
         decoded: tuple[bytes | None, object] | None,
+        position: int | None = None,
     ) -> Response:
         """Strawberry's run, with the context and the decoded body of the front stage."""
         request.state.request_id = request_id  # process_result's and get_sub_response's
         context = Context(claims=claims, settings=self.settings, request_id=request_id)
+        context.read_position = position
         token = _DECODED.set(decoded)
         try:
             return await self.run(request, context=context)
@@ -234,8 +260,11 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             )
             return result
 
+        database: Database | Reader = self.database
+        if self.replicas is not None and operation.reads_only(query):
+            database = self.replicas.reader(context.read_position)
         outcome = await operation.run(
-            self.database,
+            database,
             context,
             execute_and_learn,
             query=query,
@@ -243,7 +272,24 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         )
         sub_response.status_code = outcome.status_code
         sub_response.headers.update(outcome.headers)
+        if self.replicas is not None and database is self.database and outcome.status_code != 503:
+            await self.issue_token(sub_response, outcome.result, context.request_id)
         return outcome.result
+
+    async def issue_token(
+        self, response: Response, result: ExecutionResult, request_id: str
+    ) -> None:
+        """A mutation's answer names the primary's position after its commit: the token a
+        client sends back to read its own write from a replica (db/replicas.py)."""
+        assert self.replicas is not None
+        try:
+            token = await self.replicas.token()
+        except DatabaseUnavailable as error:
+            # Committed or not, the primary is away: reads without a token are all there is.
+            log.warning("request %s: no consistency token: %s", request_id, error)
+            return
+        response.headers[TOKEN_HEADER] = token
+        result.extensions = {**(result.extensions or {}), TOKEN_EXTENSION: token}
 
     async def process_result(
         self, request: Request | WebSocket, result: ExecutionResult

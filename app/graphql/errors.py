@@ -386,12 +386,19 @@ def http_body(
     return body
 
 
-def http_response(data: object, errors: Sequence[GraphQLError], request_id: str) -> Response:
+def http_response(
+    data: object,
+    errors: Sequence[GraphQLError],
+    request_id: str,
+    *,
+    extensions: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
     """A whole answer with errors, for a path that builds its own response (the compiled one)."""
     return JSONResponse(
-        http_body(data, errors, request_id),
+        http_body(data, errors, request_id, extensions),
         http_status(errors),
-        headers={"x-request-id": request_id, **http_headers(errors)},
+        headers={"x-request-id": request_id, **http_headers(errors), **(headers or {})},
     )
 
 

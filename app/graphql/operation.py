@@ -9,14 +9,16 @@ graphql/errors.py.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from cross_web import HTTPException
-from graphql import GraphQLError, OperationType, get_operation_ast, parse
+from graphql import GraphQLError, OperationDefinitionNode, OperationType, get_operation_ast, parse
 from strawberry.types import ExecutionResult
 
 from app.db.failures import DatabaseUnavailable
+from app.db.replicas import Reader
 from app.db.session import Database
 from app.graphql import errors
 from app.graphql.context import Context
@@ -39,7 +41,7 @@ class _RollBack(Exception):
 
 
 async def run(
-    database: Database,
+    database: Database | Reader,
     context: Context,
     execute: Callable[[], Awaitable[ExecutionResult]],
     *,
@@ -109,3 +111,20 @@ def operation_type(query: object, operation_name: object) -> OperationType | Non
     except GraphQLError:
         return None
     return operation.operation if operation is not None else None
+
+
+def reads_only(query: object) -> bool:
+    """Whether every operation of the document is a query, so that a replica may answer it,
+    whichever operation is chosen; a document holding a mutation, or that does not parse
+    (Strawberry then says why), goes to the primary whole."""
+    return isinstance(query, str) and _reads_only(query)
+
+
+@functools.lru_cache(maxsize=1024)  # a frontend sends the same few documents again and again
+def _reads_only(query: str) -> bool:
+    try:
+        document = parse(query)
+    except GraphQLError:
+        return False
+    kinds = {d.operation for d in document.definitions if isinstance(d, OperationDefinitionNode)}
+    return kinds == {OperationType.QUERY}

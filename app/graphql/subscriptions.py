@@ -52,6 +52,7 @@ from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField
 from app import metrics
 from app.auth.claims import Claims
 from app.db.change_feed import Changed, ChangeFeed, FeedStopped, Missed
+from app.db.replicas import Reader, Replicas
 from app.db.session import Database, DatabaseUnavailable
 from app.graphql.context import Context
 from app.graphql.types import Order
@@ -119,6 +120,8 @@ class OrderFeed:
 
     database: Database
     changes: ChangeFeed
+    replicas: Replicas | None = None
+    """Read replicas (db/replicas.py): re-reads go to one that has replayed the changes."""
     _reads: dict[_ReadKey, list[_Read]] = field(default_factory=dict)
     """The reads in flight, by claims and what they read: those a subscriber may share."""
     _running: set[asyncio.Task[dict[UUID, Snapshot]]] = field(default_factory=set)
@@ -196,7 +199,12 @@ class OrderFeed:
     async def _read(
         self, claims: Claims, order_ids: list[UUID], *, fills: bool, logs: bool
     ) -> dict[UUID, Snapshot]:
-        async with self.database.transaction(claims, read_only=True) as tx:
+        source: Database | Reader = self.database
+        if self.replicas is not None:
+            # The change feed read these changes on the primary, so its position now is at or
+            # past their commits: a replica that has replayed it sees them (else the primary).
+            source = self.replicas.reader(await self.replicas.position())
+        async with source.transaction(claims, read_only=True) as tx:
             orders = await queries.orders_by_ids(tx, order_ids)
             seen = [row["id"] for row in orders]
             if not seen:

@@ -18,7 +18,9 @@ from starlette.responses import Response
 
 from app import metrics, telemetry
 from app.auth.claims import Claims
+from app.db.consistency import TOKEN_EXTENSION, TOKEN_HEADER
 from app.db.failures import DatabaseUnavailable
+from app.db.replicas import Replicas
 from app.db.session import Database
 from app.graphql import errors
 from app.graphql.compiled.mutations import CompiledMutation, Declined
@@ -32,15 +34,24 @@ class CompiledPath:
     """What graphql/endpoint.py asks before Strawberry runs (``answer``) and tells after the
     resolvers answered (``plans.learn``)."""
 
-    def __init__(self, settings: Settings, database: Database, schema: GraphQLSchema) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        schema: GraphQLSchema,
+        replicas: Replicas | None = None,
+    ) -> None:
         self.settings = settings
         self.database = database
+        self.replicas = replicas
         self.schema = schema
         self.plans = Plans(settings)
 
-    async def answer(self, data: object, claims: Claims, request_id: str) -> Response | None:
+    async def answer(
+        self, data: object, claims: Claims, request_id: str, position: int | None = None
+    ) -> Response | None:
         """The response to a POST whose decoded body is ``data``, or None to leave the request
-        to Strawberry."""
+        to Strawberry. ``position``: the request's consistency token (db/replicas.py)."""
         if not self.plans or not isinstance(data, dict):
             return None
         query, name, variables = data.get("query"), data.get("operationName"), data.get("variables")
@@ -68,7 +79,10 @@ class CompiledPath:
             return None
         telemetry.note(label=plan.label, operation_name=name)
         try:
-            raw = await self.database.read_json(claims, *bound)
+            if self.replicas is None:
+                raw = await self.database.read_json(claims, *bound)
+            else:
+                raw = await self.replicas.reader(position).read_json(claims, *bound)
         except Exception as failure:
             # Answered as the resolvers answer the same failure, and never run again through
             # them: the statement was sent (a timeout would only cost the caller twice).
@@ -117,8 +131,23 @@ class CompiledPath:
         if answer.error is not None:
             errors.log_errors([answer.error], request_id)
         return errors.http_response(
-            answer.data, [] if answer.error is None else [answer.error], request_id
+            answer.data,
+            [] if answer.error is None else [answer.error],
+            request_id,
+            **await self.token(request_id),
         )
+
+    async def token(self, request_id: str) -> dict[str, dict[str, str]]:
+        """A mutation's consistency token (db/replicas.py), as ``http_response``'s keywords:
+        in the header and the extensions, as graphql/endpoint.py issues it for the resolvers."""
+        if self.replicas is None:
+            return {}
+        try:
+            token = await self.replicas.token()
+        except DatabaseUnavailable as error:
+            log.warning("request %s: no consistency token: %s", request_id, error)
+            return {}
+        return {"headers": {TOKEN_HEADER: token}, "extensions": {TOKEN_EXTENSION: token}}
 
 
 # Each outcome's series looked up once, not per request (prometheus_client's labels() is no
