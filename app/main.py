@@ -24,9 +24,9 @@ from app.db.urls import async_url, libpq_url
 from app.engine import queue
 from app.graphql import graphiql
 from app.graphql.endpoint import GraphQLEndpoint
+from app.graphql.positions import Subscription
 from app.graphql.schema import build_schema
 from app.graphql.sdl import sdl_route
-from app.graphql.subscriptions import Subscription
 from app.metrics import AppMetrics
 from app.settings import Settings, SettingsError
 from app.telemetry import RequestTelemetry
