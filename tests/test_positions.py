@@ -24,6 +24,7 @@ from tests import pg, privileges
 from tests.conftest import Db
 from tests.revisions import round_trip
 from tests.sql import as_role
+from tests.test_migrations import alembic
 
 SYMBOL = "ACME"
 
@@ -358,6 +359,8 @@ async def test_roles_that_see_every_trader_must_name_one(
         "DELETE FROM positions WHERE trader_id = $1",
         "INSERT INTO position_lots (trader_id, symbol, lot, quantity, price)"
         " VALUES ($1, 'ACME', 99, 1, 1)",
+        # The trigger's own function, on a fill made up or replayed.
+        "SELECT public.positions_apply_fill(f) FROM fills f WHERE f.trader_id = $1",
     ],
 )
 async def test_no_api_role_writes_a_position(
@@ -417,3 +420,27 @@ async def test_the_downgrade_gives_back_exactly_what_011_made(cluster: pg.Cluste
     trip = await round_trip(cluster, "011", "012")
     assert trip.after != trip.before
     assert trip.back == trip.before, privileges.diff(trip.before, trip.back)
+
+
+async def test_the_upgrade_replays_the_fills_recorded_before_it(cluster: pg.Cluster) -> None:
+    database = Db(cluster, await pg.create_empty_database(cluster))
+    try:
+        assert alembic(database, "upgrade", "011").returncode == 0
+        conn = await asyncpg.connect(libpq_url(database.api_url))
+        trader = uuid.uuid4()
+        try:
+            buy = await submit(conn, trader, "BUY", 10)
+            await fill(conn, buy, 6, Decimal("10.00"), Decimal("0.50"))
+            await fill(conn, buy, 4, Decimal("12.00"), Decimal("0.50"))
+            sell = await submit(conn, trader, "SELL", 15)
+            await fill(conn, sell, 15, Decimal("11.00"), Decimal("0.25"))
+            up = alembic(database, "upgrade", "head")
+            assert up.returncode == 0, up.stderr
+            [row] = await positions(conn, "authenticated", trader, None, "FIFO")
+        finally:
+            await conn.close()
+        # 6 x (11 - 10) + 4 x (11 - 12) = 2, and 5 short at 11.
+        assert (row["quantity"], row["realized_pnl"], row["cost_basis"]) == (-5, 2, 55)
+        assert row["commissions"] == Decimal("1.25")
+    finally:
+        await pg.drop_test_database(cluster, database.name)

@@ -12,12 +12,14 @@ nothing else, for both cost basis methods, read without scanning the fills.
   exact open cost, realized P&L (before commissions) and commissions. ``position_lots``:
   FIFO's open lots, oldest first (AVERAGE_COST keeps no lots: its average is its state).
 - ``fills_update_positions`` (AFTER INSERT on fills, after 001's ``fills_after_insert`` by
-  name, so under the order's row lock) moves both methods' rows in the fill's transaction;
+  name, so under the order's row lock) calls ``positions_apply_fill(fill)``, which moves
+  both methods' rows in the fill's transaction;
   racing fills of other orders queue on the position rows. A fill crossing zero closes the
   whole position at its price and opens the rest on the other side. Late fills on
   cancelled orders are fills like any other. It is SECURITY DEFINER, owned by
   ``order_position_keeper`` (NOLOGIN NOINHERIT, as 002's audit writer), the only role with
-  write grants on the two tables: no API role can write a position, not even with plain SQL.
+  write grants on the two tables: no API role can write a position, not even with plain SQL
+  (nor call either function).
 - ``market_prices``: the latest price the engine's venue reported per symbol; service_role
   writes it, every role but anon reads it.
 - ``round_half_even(value, places)``: the one rounding rule (PostgreSQL's round rounds half
@@ -26,7 +28,9 @@ nothing else, for both cost basis methods, read without scanning the fills.
   whatever ``trader_id`` says, service_role and compliance_auditor must name a trader
   (SQLSTATE OA422 with column ``traderId``, the API's BAD_USER_INPUT).
 
-Existing fills are not replayed: positions start with the fills recorded after the upgrade.
+The fills recorded before the upgrade are replayed through ``positions_apply_fill``, in the
+order they were recorded (created_at, timestamp, id), by a function that reads them as the
+keeper and is dropped again with its grant and policy at once (a NOTICE says how many).
 
 down_revision is "011"; the lead re-chains it at merge. The downgrade gives back exactly
 011's state; the role stays (cluster-wide), holding nothing in this database.

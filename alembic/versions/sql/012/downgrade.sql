@@ -4,6 +4,7 @@ DROP FUNCTION public.trader_positions(uuid, public.cost_basis_method);
 DROP VIEW public.position_view;
 DROP TRIGGER fills_update_positions ON public.fills;
 DROP FUNCTION public.fills_update_positions();
+DROP FUNCTION public.positions_apply_fill(public.fills);
 DROP POLICY orders_position_keeper ON public.orders;
 REVOKE ALL ON public.orders FROM order_position_keeper;
 DROP TABLE public.market_prices, public.position_lots, public.positions;

@@ -146,7 +146,7 @@ GRANT EXECUTE ON FUNCTION public.round_half_even(numeric, integer) TO order_posi
 -- so its lock is held; fills of other orders in the same symbol queue on the position rows
 -- (FIFO's first, then AVERAGE_COST's, always in that order: no deadlock). Fill order is
 -- therefore the order fills are recorded in.
-CREATE FUNCTION public.fills_update_positions() RETURNS trigger
+CREATE FUNCTION public.positions_apply_fill(fill public.fills) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     fill_symbol varchar(10);
@@ -161,69 +161,69 @@ DECLARE
 BEGIN
     SELECT o.symbol, CASE o.side WHEN 'BUY' THEN 1 ELSE -1 END
       INTO STRICT fill_symbol, direction
-      FROM public.orders o WHERE o.id = NEW.order_id;
+      FROM public.orders o WHERE o.id = fill.order_id;
     FOREACH each_method IN ARRAY ARRAY['FIFO', 'AVERAGE_COST']::public.cost_basis_method[] LOOP
         INSERT INTO public.positions (trader_id, method, symbol, updated_at)
-        VALUES (NEW.trader_id, each_method, fill_symbol, NEW."timestamp")
+        VALUES (fill.trader_id, each_method, fill_symbol, fill."timestamp")
         ON CONFLICT DO NOTHING;
         SELECT * INTO STRICT position_row FROM public.positions p
-         WHERE p.trader_id = NEW.trader_id AND p.method = each_method
+         WHERE p.trader_id = fill.trader_id AND p.method = each_method
            AND p.symbol = fill_symbol
            FOR UPDATE;
-        new_quantity := position_row.quantity + direction * NEW.quantity_filled;
+        new_quantity := position_row.quantity + direction * fill.quantity_filled;
         IF position_row.quantity = 0 OR sign(position_row.quantity) = direction THEN
             -- The fill adds to the position (or opens it).
             IF each_method = 'FIFO' THEN
                 INSERT INTO public.position_lots (trader_id, symbol, lot, quantity, price)
-                VALUES (NEW.trader_id, fill_symbol, position_row.fills + 1,
-                        direction * NEW.quantity_filled, NEW.price_at_fill);
+                VALUES (fill.trader_id, fill_symbol, position_row.fills + 1,
+                        direction * fill.quantity_filled, fill.price_at_fill);
                 position_row.open_cost := position_row.open_cost
-                    + NEW.quantity_filled * NEW.price_at_fill;
+                    + fill.quantity_filled * fill.price_at_fill;
             ELSE
                 position_row.average_entry_price := public.round_half_even(
                     round(coalesce(position_row.average_entry_price, 0)
                           * abs(position_row.quantity)
-                          + NEW.quantity_filled * NEW.price_at_fill, 30) / abs(new_quantity), 6);
+                          + fill.quantity_filled * fill.price_at_fill, 30) / abs(new_quantity), 6);
             END IF;
         ELSIF each_method = 'FIFO' THEN
             -- It closes the oldest lots first; what is left opens the other side.
-            remaining := NEW.quantity_filled;
+            remaining := fill.quantity_filled;
             FOR lot_row IN
                 SELECT * FROM public.position_lots l
-                 WHERE l.trader_id = NEW.trader_id AND l.symbol = fill_symbol
+                 WHERE l.trader_id = fill.trader_id AND l.symbol = fill_symbol
                  ORDER BY l.lot
             LOOP
                 closing := least(remaining, abs(lot_row.quantity));
                 position_row.realized_pnl := position_row.realized_pnl
-                    + closing * (NEW.price_at_fill - lot_row.price) * sign(lot_row.quantity);
+                    + closing * (fill.price_at_fill - lot_row.price) * sign(lot_row.quantity);
                 position_row.open_cost := position_row.open_cost - closing * lot_row.price;
                 remaining := remaining - closing;
                 IF closing = abs(lot_row.quantity) THEN
                     DELETE FROM public.position_lots l
-                     WHERE l.trader_id = NEW.trader_id AND l.symbol = fill_symbol
+                     WHERE l.trader_id = fill.trader_id AND l.symbol = fill_symbol
                        AND l.lot = lot_row.lot;
                 ELSE
                     UPDATE public.position_lots l SET quantity = l.quantity + direction * closing
-                     WHERE l.trader_id = NEW.trader_id AND l.symbol = fill_symbol
+                     WHERE l.trader_id = fill.trader_id AND l.symbol = fill_symbol
                        AND l.lot = lot_row.lot;
                 END IF;
                 EXIT WHEN remaining = 0;
             END LOOP;
             IF remaining > 0 THEN
                 INSERT INTO public.position_lots (trader_id, symbol, lot, quantity, price)
-                VALUES (NEW.trader_id, fill_symbol, position_row.fills + 1,
-                        direction * remaining, NEW.price_at_fill);
-                position_row.open_cost := remaining * NEW.price_at_fill;
+                VALUES (fill.trader_id, fill_symbol, position_row.fills + 1,
+                        direction * remaining, fill.price_at_fill);
+                position_row.open_cost := remaining * fill.price_at_fill;
             END IF;
         ELSE
             -- AVERAGE_COST: the closed quantity is priced at the average; a zero crossing
             -- opens the rest at the fill's price.
             entry := position_row.average_entry_price;
-            closing := least(NEW.quantity_filled, abs(position_row.quantity));
+            closing := least(fill.quantity_filled, abs(position_row.quantity));
             position_row.realized_pnl := position_row.realized_pnl
-                + closing * (NEW.price_at_fill - entry) * sign(position_row.quantity);
+                + closing * (fill.price_at_fill - entry) * sign(position_row.quantity);
             IF new_quantity <> 0 AND sign(new_quantity) = direction THEN
-                position_row.average_entry_price := NEW.price_at_fill;
+                position_row.average_entry_price := fill.price_at_fill;
             END IF;
         END IF;
         IF new_quantity = 0 THEN
@@ -243,20 +243,62 @@ BEGIN
                average_entry_price = position_row.average_entry_price,
                open_cost = position_row.open_cost,
                realized_pnl = position_row.realized_pnl,
-               commissions = p.commissions + NEW.commission,
+               commissions = p.commissions + fill.commission,
                fills = p.fills + 1,
-               updated_at = greatest(p.updated_at, NEW."timestamp")
-         WHERE p.trader_id = NEW.trader_id AND p.method = each_method
+               updated_at = greatest(p.updated_at, fill."timestamp")
+         WHERE p.trader_id = fill.trader_id AND p.method = each_method
            AND p.symbol = fill_symbol;
     END LOOP;
+END
+$$;
+
+CREATE FUNCTION public.fills_update_positions() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM public.positions_apply_fill(NEW);
     RETURN NULL;
 END
 $$;
 
+-- What the fills recorded before this revision made of positions, in the order they were
+-- recorded: the same function, run once over them, as the keeper (which reads the fills for
+-- this alone: the function, the grant and the policy go again right after).
+CREATE FUNCTION public.positions_replay_fills() RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    replayed bigint := 0;
+    fill public.fills;
+BEGIN
+    FOR fill IN SELECT * FROM public.fills f ORDER BY f.created_at, f."timestamp", f.id LOOP
+        PERFORM public.positions_apply_fill(fill);
+        replayed := replayed + 1;
+    END LOOP;
+    RETURN replayed;
+END
+$$;
+GRANT SELECT ON public.fills TO order_position_keeper;
+CREATE POLICY fills_position_replay ON public.fills FOR SELECT TO order_position_keeper
+    USING (true);
+
 -- ALTER FUNCTION ... OWNER needs the new owner to hold CREATE on the schema at that moment.
 GRANT CREATE ON SCHEMA public TO order_position_keeper;
+ALTER FUNCTION public.positions_apply_fill(public.fills) OWNER TO order_position_keeper;
 ALTER FUNCTION public.fills_update_positions() OWNER TO order_position_keeper;
+ALTER FUNCTION public.positions_replay_fills() OWNER TO order_position_keeper;
 REVOKE CREATE ON SCHEMA public FROM order_position_keeper;
+REVOKE ALL ON FUNCTION public.positions_replay_fills()
+    FROM PUBLIC, anon, authenticated, service_role, compliance_auditor, authenticator;
+
+DO $$
+DECLARE
+    replayed bigint := public.positions_replay_fills();
+BEGIN
+    RAISE NOTICE 'positions: % fills recorded before migration 012 replayed', replayed;
+END
+$$;
+DROP FUNCTION public.positions_replay_fills();
+DROP POLICY fills_position_replay ON public.fills;
+REVOKE SELECT ON public.fills FROM order_position_keeper;
 
 -- After 001's fills_after_insert (by name), which locks and updates the order.
 CREATE TRIGGER fills_update_positions AFTER INSERT ON public.fills
@@ -308,7 +350,8 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION public.round_half_even(numeric, integer),
-    public.fills_update_positions(), public.trader_positions(uuid, public.cost_basis_method)
+    public.positions_apply_fill(public.fills), public.fills_update_positions(),
+    public.trader_positions(uuid, public.cost_basis_method)
     FROM PUBLIC, anon, authenticated, service_role, compliance_auditor, authenticator;
 GRANT EXECUTE ON FUNCTION public.round_half_even(numeric, integer),
     public.trader_positions(uuid, public.cost_basis_method)
