@@ -25,7 +25,8 @@ class CostBasisMethodEnum(enum.StrEnum):
 
 
 EXACT = Numeric()
-"""Amounts kept exact (no scale); rounded once, when read (012's position_view)."""
+"""Amounts kept exact (no scale), from which the trigger rounds the served ones."""
+CENTS = Numeric(16, 2)
 
 
 class Position(Base):
@@ -50,8 +51,10 @@ class Position(Base):
     quantity: Mapped[int] = mapped_column(Integer, server_default="0")
     average_entry_price: Mapped[Decimal | None] = mapped_column(Numeric(16, 6))
     open_cost: Mapped[Decimal] = mapped_column(EXACT, server_default="0")
-    realized_pnl: Mapped[Decimal] = mapped_column(EXACT, server_default="0")
-    commissions: Mapped[Decimal] = mapped_column(EXACT, server_default="0")
+    realized_exact: Mapped[Decimal] = mapped_column(EXACT, server_default="0")
+    cost_basis: Mapped[Decimal] = mapped_column(CENTS, server_default="0")
+    realized_pnl: Mapped[Decimal] = mapped_column(CENTS, server_default="0")
+    commissions: Mapped[Decimal] = mapped_column(CENTS, server_default="0")
     fills: Mapped[int] = mapped_column(Integer, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ)
 

@@ -42,8 +42,14 @@ CREATE TABLE public.positions (
     average_entry_price numeric(16, 6),
     -- What the open quantity cost by the method, exact and unsigned.
     open_cost numeric NOT NULL DEFAULT 0,
-    realized_pnl numeric NOT NULL DEFAULT 0,
-    commissions numeric NOT NULL DEFAULT 0,
+    -- Realized P&L, exact.
+    realized_exact numeric NOT NULL DEFAULT 0,
+    -- The two above in cents, half-even, as served: rounded once per fill here rather than
+    -- at every read (a rounding call per row and column cost a read more than the rest).
+    cost_basis numeric(16, 2) NOT NULL DEFAULT 0,
+    realized_pnl numeric(16, 2) NOT NULL DEFAULT 0,
+    -- Sums of cents: exact as they are.
+    commissions numeric(16, 2) NOT NULL DEFAULT 0,
     -- Fills applied: orders each FIFO lot, and tells a subscriber whether a fill moved it.
     fills integer NOT NULL DEFAULT 0,
     -- The symbol's latest fill ("timestamp").
@@ -194,7 +200,7 @@ BEGIN
                  ORDER BY l.lot
             LOOP
                 closing := least(remaining, abs(lot_row.quantity));
-                position_row.realized_pnl := position_row.realized_pnl
+                position_row.realized_exact := position_row.realized_exact
                     + closing * (fill.price_at_fill - lot_row.price) * sign(lot_row.quantity);
                 position_row.open_cost := position_row.open_cost - closing * lot_row.price;
                 remaining := remaining - closing;
@@ -220,7 +226,7 @@ BEGIN
             -- opens the rest at the fill's price.
             entry := position_row.average_entry_price;
             closing := least(fill.quantity_filled, abs(position_row.quantity));
-            position_row.realized_pnl := position_row.realized_pnl
+            position_row.realized_exact := position_row.realized_exact
                 + closing * (fill.price_at_fill - entry) * sign(position_row.quantity);
             IF new_quantity <> 0 AND sign(new_quantity) = direction THEN
                 position_row.average_entry_price := fill.price_at_fill;
@@ -242,7 +248,9 @@ BEGIN
            SET quantity = new_quantity,
                average_entry_price = position_row.average_entry_price,
                open_cost = position_row.open_cost,
-               realized_pnl = position_row.realized_pnl,
+               realized_exact = position_row.realized_exact,
+               cost_basis = public.round_half_even(position_row.open_cost, 2),
+               realized_pnl = public.round_half_even(position_row.realized_exact, 2),
                commissions = p.commissions + fill.commission,
                fills = p.fills + 1,
                updated_at = greatest(p.updated_at, fill."timestamp")
@@ -304,19 +312,21 @@ REVOKE SELECT ON public.fills FROM order_position_keeper;
 CREATE TRIGGER fills_update_positions AFTER INSERT ON public.fills
     FOR EACH ROW EXECUTE FUNCTION public.fills_update_positions();
 
--- The contract's Position, computed once here: money to cents and prices as stored, both
--- half-even. security_invoker: the caller's row level security on positions and prices.
+-- The contract's Position, shaped once here. Rounded as stored (half-even, by the trigger);
+-- a market value (cents x shares) is exact in cents; only the unrealized P&L needs rounding
+-- here, since the market price moves without a fill. security_invoker: the caller's row
+-- level security on positions and prices.
 CREATE VIEW public.position_view WITH (security_invoker = true) AS
 SELECT p.trader_id,
        p.method,
        p.symbol,
        p.quantity,
        p.average_entry_price,
-       public.round_half_even(p.open_cost, 2) AS cost_basis,
-       public.round_half_even(p.realized_pnl, 2) AS realized_pnl,
-       public.round_half_even(p.commissions, 2) AS commissions,
+       p.cost_basis,
+       p.realized_pnl,
+       p.commissions,
        m.price AS market_price,
-       public.round_half_even(m.price * p.quantity, 2) AS market_value,
+       m.price * p.quantity AS market_value,
        public.round_half_even(
            (m.price - coalesce(p.average_entry_price, m.price)) * p.quantity, 2
        ) AS unrealized_pnl,
