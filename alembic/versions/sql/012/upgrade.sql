@@ -169,13 +169,20 @@ BEGIN
       INTO STRICT fill_symbol, direction
       FROM public.orders o WHERE o.id = fill.order_id;
     FOREACH each_method IN ARRAY ARRAY['FIFO', 'AVERAGE_COST']::public.cost_basis_method[] LOOP
-        INSERT INTO public.positions (trader_id, method, symbol, updated_at)
-        VALUES (fill.trader_id, each_method, fill_symbol, fill."timestamp")
-        ON CONFLICT DO NOTHING;
-        SELECT * INTO STRICT position_row FROM public.positions p
+        -- Most fills move a position that exists: one statement then, three for a new one.
+        SELECT * INTO position_row FROM public.positions p
          WHERE p.trader_id = fill.trader_id AND p.method = each_method
            AND p.symbol = fill_symbol
            FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO public.positions (trader_id, method, symbol, updated_at)
+            VALUES (fill.trader_id, each_method, fill_symbol, fill."timestamp")
+            ON CONFLICT DO NOTHING;
+            SELECT * INTO STRICT position_row FROM public.positions p
+             WHERE p.trader_id = fill.trader_id AND p.method = each_method
+               AND p.symbol = fill_symbol
+               FOR UPDATE;
+        END IF;
         new_quantity := position_row.quantity + direction * fill.quantity_filled;
         IF position_row.quantity = 0 OR sign(position_row.quantity) = direction THEN
             -- The fill adds to the position (or opens it).
