@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
+import strawberry
 from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -27,9 +28,8 @@ from app.db.replicas import Replicas
 from app.db.session import Database, open_database
 from app.db.urls import async_url, libpq_url
 from app.engine import queue
-from app.graphql import graphiql
+from app.graphql import graphiql, order_events, positions
 from app.graphql.endpoint import GraphQLEndpoint
-from app.graphql.order_events import Subscription
 from app.graphql.schema import build_schema
 from app.graphql.sdl import sdl_route
 from app.metrics import AppMetrics
@@ -37,6 +37,12 @@ from app.settings import Settings, SettingsError
 from app.telemetry import RequestTelemetry
 
 log = logging.getLogger(__name__)
+
+
+@strawberry.type
+class Subscription(order_events.Subscription, positions.Subscription):
+    """The schema's subscriptions: orderUpdates (graphql/subscriptions.py), whose class both
+    extend, orderEvents (graphql/order_events.py) and positionUpdates (graphql/positions.py)."""
 
 
 def database_for(settings: Settings) -> Database:

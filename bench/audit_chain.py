@@ -92,9 +92,11 @@ def _pgbench() -> str | None:
     return found or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/pgbench"))), None)
 
 
-def _pgbench_tps(pgbench: str, url: str, clients: int, seconds: int) -> float:
+def _pgbench_tps(
+    pgbench: str, url: str, clients: int, seconds: int, text: str = PGBENCH_SCRIPT
+) -> float:
     with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
-        script.write(PGBENCH_SCRIPT)
+        script.write(text)
         script.flush()
         done = subprocess.run(
             [

@@ -36,8 +36,15 @@ import asyncpg
 API_ROLES = ("anon", "authenticated", "service_role", "compliance_auditor", "authenticator")
 EXPOSED_SCHEMAS = ("public",)
 # What the policies call as each API role, and nothing else.
-EXECUTABLE = ("auth.uid()", "auth.role()", "auth.jwt()")
-"""What every API role may call; the roles that write orders may call more (see below)."""
+EXECUTABLE = (
+    "auth.uid()",
+    "auth.role()",
+    "auth.jwt()",
+    "round_half_even(numeric,integer)",
+    "trader_positions(uuid,cost_basis_method)",
+)
+"""What every API role may call; the roles that write orders may call more (see below).
+012's rounding and its positions reader are SECURITY INVOKER: they read as the caller."""
 EXECUTABLE_BY_WRITERS = (
     "orders_checked_money(text,numeric)",
     "session_close(timestamp with time zone)",

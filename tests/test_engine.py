@@ -1158,3 +1158,32 @@ async def test_a_venue_without_a_record_warns_unless_the_order_predates_its_reco
     # The venue's records start when its file was created, and stay so when reopened.
     again = make_venue(path=tmp_path / "new-venue.sqlite3", clock=None)
     assert again.records_since == venue.records_since
+
+
+async def test_the_venues_latest_price_is_stored_for_the_traders_positions(
+    make_worker: MakeWorker,
+    clock: FakeClock,
+    authenticator_conn: asyncpg.Connection,
+    owner_conn: asyncpg.Connection,
+) -> None:
+    worker = make_worker()
+    await place(authenticator_conn, "DIP", 40, "LIMIT", "95.00")
+
+    async def market_price() -> Decimal | None:
+        async with as_role(authenticator_conn, "authenticated", TRADER) as conn:
+            price: Decimal | None = await conn.fetchval(
+                "SELECT price FROM market_prices WHERE symbol = 'DIP'"
+            )
+        return price
+
+    await worker.run_once()  # approved and sent: the first poll reports tick 0's price
+    await worker.run_once()
+    assert await market_price() == Decimal("100.00")
+    for _ in range(3):
+        clock.tick()
+    await worker.run_once()  # tick 3 trades at 94.00, and the price is 94.00
+    assert await market_price() == Decimal("94.00")
+    async with as_role(authenticator_conn, "authenticated", TRADER) as conn:
+        [position] = await conn.fetch("SELECT * FROM trader_positions(NULL, 'FIFO')")
+    assert (position["quantity"], position["market_price"]) == (40, Decimal("94.00"))
+    assert (position["market_value"], position["unrealized_pnl"]) == (Decimal("3760.00"), 0)

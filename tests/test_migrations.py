@@ -67,6 +67,7 @@ POLICIES = {  # the guide's five, and one per role and command beside them
 POLICIES_AT_HEAD = POLICIES | {
     "execution_logs_change_feed",  # 004
     "execution_logs_chain_head",  # 005
+    "orders_position_keeper",  # 012: the positions trigger reads a fill's order
 }
 
 
@@ -383,7 +384,7 @@ async def test_a_migrating_role_that_does_not_own_the_database_says_temporary_st
         cluster,
         f"CREATE ROLE {migrator} LOGIN CREATEROLE",
         # The roles exist already (roles are cluster-wide), created by someone else.
-        f"GRANT {roles}, order_audit_writer TO {migrator} WITH ADMIN OPTION",
+        f"GRANT {roles}, order_audit_writer, order_position_keeper TO {migrator} WITH ADMIN OPTION",
         f"GRANT CREATE ON DATABASE {name} TO {migrator}",
     )
     owner = await asyncpg.connect(cluster.dsn(name))

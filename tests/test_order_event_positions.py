@@ -22,8 +22,8 @@ from tests.test_subscriptions import harness
 # --- the database ---------------------------------------------------------------------------
 
 
-async def test_the_downgrade_gives_back_exactly_what_011_made(cluster: pg.Cluster) -> None:
-    trip = await round_trip(cluster, "011", "013")
+async def test_the_downgrade_gives_back_exactly_what_012_made(cluster: pg.Cluster) -> None:
+    trip = await round_trip(cluster, "012", "013")
     assert trip.after != trip.before
     assert trip.back == trip.before, privileges.diff(trip.before, trip.back)
 

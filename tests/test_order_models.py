@@ -479,3 +479,19 @@ async def test_every_check_constraint_has_a_bad_row_above(
     }
 
     assert {constraint for _, _, constraint in BAD_ROWS} == in_database
+
+
+POSITION_TABLES = ("positions", "position_lots", "market_prices")
+
+
+async def test_the_position_models_declare_exactly_the_databases_check_constraints(
+    database: Db,
+) -> None:
+    def checks(connection: Connection) -> dict[str, set[str]]:
+        inspector = inspect(connection)
+        return {
+            table: {str(c["name"]) for c in inspector.get_check_constraints(table)}
+            for table in POSITION_TABLES
+        }
+
+    assert await run_sync(database, checks) == {t: _model_checks(t) for t in POSITION_TABLES}

@@ -1,7 +1,7 @@
 """Order event positions
 
 Revision ID: 013
-Revises: 011
+Revises: 012
 Create Date: 2026-12-07
 
 Issue 20's order events (``Subscription.orderEvents``, app/events/): every audit row gets
@@ -40,7 +40,7 @@ no row is rewritten.
 ``order_api_private.event_cursor_key`` holds the key of the cursors' MACs, random per
 database, readable by the login role only.
 
-The downgrade returns to exactly 011.
+The downgrade returns to exactly 012.
 """
 
 from collections.abc import Sequence
@@ -51,7 +51,7 @@ from alembic.util import load_python_file
 sql_scripts = load_python_file(Path(__file__).resolve().parent.parent, "sql_scripts.py")
 
 revision: str = "013"
-down_revision: str | None = "011"
+down_revision: str | None = "012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

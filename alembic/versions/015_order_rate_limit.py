@@ -56,8 +56,6 @@ from alembic.util import load_python_file
 sql_scripts = load_python_file(Path(__file__).resolve().parent.parent, "sql_scripts.py")
 
 revision: str = "015"
-# The lead sets this to the chain's previous head at merge (014 when all of issue 21's
-# branches land); written against 011, the head this branch started from.
 down_revision: str | None = "014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -20,6 +20,7 @@ from uuid import UUID
 from app.db.session import Database
 from app.engine import order_rows
 from app.engine.closing import Closing, refusal_reason
+from app.engine.market_prices import MarketPrices
 from app.engine.order_rows import OrderRow, close_order
 from app.engine.routing import Routing
 from app.engine.time_in_force import ended_by_venue
@@ -48,6 +49,7 @@ class ExecutionReports:
         self.retry_base = retry_base
         self.closing = closing
         self.routing = routing
+        self.prices = MarketPrices(database)
 
     async def poll(self, orders: dict[UUID, OrderRow]) -> int:
         """Poll the venue for these routed orders and record what it reports."""
@@ -57,6 +59,13 @@ class ExecutionReports:
             log.exception("polling the venue for %d orders failed", len(orders))
             return 0
         by_id = {report.order_id: report for report in reports}
+        await self.prices.record(
+            {
+                orders[report.order_id].symbol: report.market_price
+                for report in reports
+                if report.market_price is not None and report.order_id in orders
+            }
+        )
         work = 0
         for order_id, order in orders.items():
             report = by_id.get(order_id)

@@ -99,6 +99,9 @@ class ExecutionReport:
     executions: tuple[Execution, ...]
     rejected: VenueRejection | None
     done: bool
+    market_price: Decimal | None = None
+    """The venue's latest price of the order's symbol, when it reports one (the paper venue:
+    the current tick's). The engine stores it for positions (migration 012's market_prices)."""
 
 
 class VenueError(Exception):

@@ -15,6 +15,7 @@ from app.graphql.errors import log_errors
 from app.graphql.extensions import extensions_for
 from app.graphql.hints import SchemaHints
 from app.graphql.inputs import InputCheckingExecutionContext
+from app.graphql.positions import POSITIONS_DESCRIPTION, Position, resolve_positions
 from app.graphql.suggestions import SuggestInputFields
 from app.graphql.types import (
     ExecutionAction,
@@ -117,6 +118,10 @@ class Query:
                 has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None
             ),
         )
+
+    positions: list[Position] = strawberry.field(
+        resolver=resolve_positions, description=POSITIONS_DESCRIPTION
+    )
 
     @strawberry.field(
         description="The cursor of the newest order event the caller may see, read in the"

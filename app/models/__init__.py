@@ -9,13 +9,18 @@ from app.models.order import (
     OrderStatusEnum,
     OrderTypeEnum,
 )
+from app.models.position import CostBasisMethodEnum, MarketPrice, Position, PositionLot
 
 __all__ = [
     "ActionEnum",
     "Base",
+    "CostBasisMethodEnum",
     "ExecutionLog",
     "Fill",
+    "MarketPrice",
     "Order",
     "OrderStatusEnum",
     "OrderTypeEnum",
+    "Position",
+    "PositionLot",
 ]

@@ -306,15 +306,21 @@ class PaperStore:
 
     # --- reports ------------------------------------------------------------------------------
 
-    def reports(self, order_ids: list[UUID], venue: str) -> list[ExecutionReport]:
-        """One report per known order (at most BATCH of them), in the order asked."""
+    def reports(
+        self,
+        order_ids: list[UUID],
+        venue: str,
+        market_price: Callable[[str], Decimal | None] | None = None,
+    ) -> list[ExecutionReport]:
+        """One report per known order (at most BATCH of them), in the order asked, each with
+        ``market_price`` of its symbol when given."""
         keys = [str(order_id) for order_id in order_ids]
         marks = ", ".join("?" * len(keys))
         with self.transaction("DEFERRED") as conn:
             orders = {
                 row["order_id"]: row
                 for row in conn.execute(
-                    f"SELECT order_id, status, reject_code, reject_message FROM orders"
+                    f"SELECT order_id, symbol, status, reject_code, reject_message FROM orders"
                     f" WHERE order_id IN ({marks})",
                     keys,
                 )
@@ -351,6 +357,12 @@ class PaperStore:
                     executions=tuple(executions.get(key, ())),
                     rejected=rejected,
                     done=order["status"] != "open",
+                    # A tombstone (a cancel of an order never seen) has no symbol.
+                    market_price=(
+                        market_price(order["symbol"])
+                        if market_price is not None and order["symbol"] is not None
+                        else None
+                    ),
                 )
             )
         return reports

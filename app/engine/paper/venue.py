@@ -271,8 +271,18 @@ class PaperVenue:
     # --- reporting ----------------------------------------------------------------------
 
     def _poll_sync(self, order_ids: list[UUID]) -> list[ExecutionReport]:
-        self._match_orders(order_ids, self.current_tick())
+        now = self.current_tick()
+        self._match_orders(order_ids, now)
         reports: list[ExecutionReport] = []
         for start in range(0, len(order_ids), BATCH):
-            reports.extend(self._store.reports(order_ids[start : start + BATCH], self.name))
+            reports.extend(
+                self._store.reports(
+                    order_ids[start : start + BATCH],
+                    self.name,
+                    # A refused order's symbol may be one the venue does not price.
+                    lambda symbol: (
+                        self._prices.at(symbol, now) if self._prices.knows(symbol) else None
+                    ),
+                )
+            )
         return reports
