@@ -49,7 +49,9 @@ second figure, so that a long transaction elsewhere does not make every waiting 
 read the database 500 times a second."""
 
 
-@strawberry.type(description="One audit event of an order, in commit order.")
+@strawberry.type(
+    description="One audit event of an order, delivered in the order the database committed it."
+)
 class OrderEvent:
     cursor: str = strawberry.field(
         description="Opaque. orderEvents(after: cursor) resumes right after this event."
