@@ -153,7 +153,9 @@ async def test_the_table_below_covers_every_string_input_of_the_schema(database:
             "OrderFilter.symbol",
             "orders.after",
             "executionLogs.after",
-        }  # a new one: add it to STRING_INPUTS
+            "positionUpdates.symbol",
+            "orderEvents.after",
+        }  # a new one: add it to STRING_INPUTS (SUBSCRIPTION_STRING_INPUTS for a subscription)
 
 
 @pytest.mark.parametrize("kind", list(BAD_TEXT))
@@ -174,6 +176,34 @@ async def test_text_no_column_can_store_is_bad_user_input_naming_the_field(
             assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": field}, (case, error)
             assert field in error["message"], case
     assert await owner_conn.fetchval("SELECT count(*) FROM orders") == 0
+
+
+# The subscriptions' string arguments, sent over WebSocket: (document, variable, field).
+SUBSCRIPTION_STRING_INPUTS = [
+    ("subscription($s: String) { positionUpdates(symbol: $s) { symbol } }", "s", "symbol"),
+    ("subscription($a: String) { orderEvents(after: $a) { cursor } }", "a", "after"),
+]
+
+
+@pytest.mark.parametrize("kind", list(BAD_TEXT))
+async def test_text_in_a_subscription_argument_is_bad_user_input_naming_the_field(
+    database: Db, kind: str
+) -> None:
+    async with harness(database) as h:
+        for document, variable, field in SUBSCRIPTION_STRING_INPUTS:
+            async with connection(h, h.token(uuid.uuid4())) as ws:
+                payload = {"query": document, "variables": {variable: BAD_TEXT[kind]}}
+                await ws.send_json({"id": "1", "type": "subscribe", "payload": payload})
+                message = json.loads(await asyncio.wait_for(ws.receive_text(), 10))
+                errors = (
+                    message["payload"]
+                    if message["type"] == "error"
+                    else message["payload"]["errors"]
+                )
+                assert errors[0]["extensions"] == {"code": "BAD_USER_INPUT", "field": field}, (
+                    document,
+                    message,
+                )
 
 
 async def test_a_nul_in_a_string_literal_is_bad_user_input_naming_the_field(
