@@ -40,6 +40,7 @@ from app.env_parsing import (
     reads,
     text,
 )
+from app.retired_variables import refuse_retired
 
 APP_ROLES = ("anon", "authenticated", "service_role", "compliance_auditor")
 """The database roles a request may run as; the token's ``role`` claim picks one of them."""
@@ -55,7 +56,6 @@ it. One per-user directory shared by every checkout let a branch migrate another
 and let a paper venue file of an older run meet a fresh cluster (its orders unknown there)."""
 
 LOG_FORMATS = ("text", "json")
-
 TRUSTED_DOCUMENT_MODES = ("allow", "require", "off")
 
 PoolerMode = Literal["none", "session", "transaction"]
@@ -63,25 +63,6 @@ PoolerMode = Literal["none", "session", "transaction"]
 pooler (one server session per client connection), or a transaction-mode pooler
 (PgBouncer ``pool_mode = transaction``, Supavisor on port 6543), which hands each
 *transaction* to whichever server session is free."""
-
-MOVED_TO_ORDER_LIMITS = {
-    "MAX_ORDER_QUANTITY": "max_quantity",
-    "RISK_MAX_QUANTITY": "max_quantity",
-    "RISK_MAX_NOTIONAL": "max_notional",
-    "RISK_SYMBOLS": "symbols",
-}
-"""Order limits once read from the environment; now one row in the database (order_limits)."""
-
-
-def _refuse_moved_limits(env: Mapping[str, str]) -> None:
-    # Ignoring them would leave a limit the operator believes in unenforced.
-    for name, column in MOVED_TO_ORDER_LIMITS.items():
-        if env.get(name):
-            raise SettingsError(
-                f"{name} is no longer read: order limits live in the database, set them with"
-                f' python -m app db psql -c "UPDATE order_limits SET {column} = ..."'
-                " (README, Order limits)"
-            )
 
 
 @reads(f"text of ≥ {MIN_HS256_SECRET_LENGTH} characters")
@@ -456,25 +437,12 @@ class Settings:
         environ: dict[str, str] = dict(os.environ)
         if overrides:
             environ.update(overrides)
-        _refuse_moved_limits(environ)
+        refuse_retired(environ)
         values = {
             name: variable.read(environ, variable.name, default)
             for name, variable, default in declared(cls)
         }
         return cls(**values)
-
-    def check_token_config(self) -> None:
-        """Refuse to serve with no usable key, or with an HS256 secret short enough to brute-force."""
-        if self.jwt_secret is None and self.jwt_jwks is None:
-            raise SettingsError(
-                "set JWT_SECRET or SUPABASE_JWT_SECRET (HS256), or JWT_JWKS or SUPABASE_URL "
-                "(RS256/ES256), to verify tokens"
-            )
-        if self.jwt_secret is not None and len(self.jwt_secret) < MIN_HS256_SECRET_LENGTH:
-            raise SettingsError(
-                f"JWT_SECRET must be at least {MIN_HS256_SECRET_LENGTH} characters "
-                f"(got {len(self.jwt_secret)})"
-            )
 
 
 def variables() -> list[tuple[Variable, Any]]:

@@ -12,7 +12,8 @@ from types import ModuleType, SimpleNamespace
 import pytest
 
 from app import main
-from app.settings import MOVED_TO_ORDER_LIMITS, SettingsError, Variable, variables
+from app.retired_variables import MOVED_TO_ORDER_LIMITS
+from app.settings import SettingsError, Variable, variables
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "reference" / "configuration.md"

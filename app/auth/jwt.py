@@ -214,6 +214,20 @@ VERIFIED_CACHE_SIZE = 4096
 VERIFIED_CACHE_SECONDS = 60.0
 
 
+def check_token_config(settings: Settings) -> None:
+    """Refuse to serve with no usable key, or with an HS256 secret short enough to brute-force."""
+    if settings.jwt_secret is None and settings.jwt_jwks is None:
+        raise SettingsError(
+            "set JWT_SECRET or SUPABASE_JWT_SECRET (HS256), or JWT_JWKS or SUPABASE_URL "
+            "(RS256/ES256), to verify tokens"
+        )
+    if settings.jwt_secret is not None and len(settings.jwt_secret) < MIN_HS256_SECRET_LENGTH:
+        raise SettingsError(
+            f"JWT_SECRET must be at least {MIN_HS256_SECRET_LENGTH} characters "
+            f"(got {len(settings.jwt_secret)})"
+        )
+
+
 class TokenVerifier:
     """Turns a bearer token into Claims, or raises InvalidToken.
 
@@ -222,7 +236,7 @@ class TokenVerifier:
     """
 
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
-        settings.check_token_config()
+        check_token_config(settings)
         unsupported = sorted(set(settings.jwt_algorithms) - SUPPORTED_ALGORITHMS)
         if unsupported:
             raise SettingsError(
