@@ -234,8 +234,9 @@ async def every_page(world: World, document: str, root: str, role: str, **args: 
 def test_every_root_field_and_filter_of_the_schema_is_covered(world: World) -> None:
     schema = graphql_endpoint(world.compiled.app).graphql_schema
     assert schema.query_type is not None
-    # eventsCursor is the resolvers' alone: it reads the snapshot of its document's transaction.
-    assert set(schema.query_type.fields) == set(ROOTS) | {"eventsCursor"}
+    # eventsCursor is the resolvers' alone: it reads the snapshot of its document's transaction;
+    # positions too: one call of trader_positions(), which its resolver already is.
+    assert set(schema.query_type.fields) == set(ROOTS) | {"eventsCursor", "positions"}
     filters = world.filter_values()
     order_filter = schema.get_type("OrderFilter")
     assert set(order_filter.fields) == set(filters["orders"])  # type: ignore[union-attr]

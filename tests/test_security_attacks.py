@@ -214,6 +214,11 @@ WRITES: dict[str, Write] = {
         "TRUNCATE public.orders, public.fills, public.execution_logs",
         given="routed",
     ),
+    # Only the migrating owner stores trusted documents (python -m app documents add).
+    "remove a trusted document": Write(
+        "DELETE FROM order_api_private.trusted_documents WHERE id = $1::uuid::text",
+        given="nothing",
+    ),
 }
 
 # Trigger functions no API role can fire: every write that would is refused by the privileges.
@@ -222,7 +227,8 @@ UNREACHABLE = {
         "rewrite the audit trail",
         "delete a fill",
         "truncate the orders",
-    )
+    ),
+    "trusted_documents_changed": ("remove a trusted document",),
 }
 
 ARRANGE: dict[str, tuple[str, ...]] = {

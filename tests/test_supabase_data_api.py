@@ -45,8 +45,11 @@ SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  ORDER BY 1
 """
 LISTED = {
-    "anon": ["execution_logs", "fills", "orders"],
-    "authenticated": ["execution_logs", "fills", "order_limits", "orders", "trading_session"],
+    "anon": ["execution_logs", "fills", "market_prices", "orders", "position_view", "positions"],
+    "authenticated": [
+        *("execution_logs", "fills", "market_prices", "order_limits", "orders"),
+        *("position_view", "positions", "trading_session"),
+    ],
 }
 
 
@@ -64,9 +67,15 @@ async def test_pg_graphql_would_list_these_tables_and_row_level_security_hides_t
             " AND relrowsecurity AND relforcerowsecurity",
             listed,
         )
-        assert len(forced) == len(listed)
+        # position_view is a view: security_invoker, so the tables' policies apply through it.
+        assert len(forced) == len(listed) - 1
+        invoker = await conn.fetchval(
+            "SELECT 'security_invoker=true' = ANY(reloptions) FROM pg_class"
+            " WHERE relname = 'position_view'"
+        )
+        assert invoker is True
         async with as_role(conn, role, None if role == "anon" else uuid.uuid4()) as tx:
-            for table in ("orders", "fills", "execution_logs"):
+            for table in ("orders", "fills", "execution_logs", "positions", "position_view"):
                 assert await tx.fetchval(f"SELECT count(*) FROM {table}") == 0, table
     finally:
         await conn.close()
