@@ -39,6 +39,7 @@ from app.auth.claims import Claims
 from app.db.failures import (
     CONNECTION_LOST,
     DatabaseUnavailable,
+    hint_at_a_transaction_pooler,
     unavailable_if_away,
     unavailable_reason,
 )
@@ -278,6 +279,9 @@ class Database:
         self, engine: AsyncEngine, *, statement_timeout_ms: int = 5000, hint_pooler: bool = True
     ) -> None:
         self.engine = engine
+        pool = engine.sync_engine.pool
+        assert isinstance(pool, FairQueuePool), "create_engine's pool"
+        self._pool = pool
         self.hint_pooler = hint_pooler
         """Log the hint at a transaction pooler (app/db/failures.py) on the failures it
         explains; off for a caller that explains them itself (the audit commands)."""
@@ -329,20 +333,30 @@ class Database:
         pool, but straight on the asyncpg connection, because each layer in between costs
         more CPU than the statement does in PostgreSQL. Read-only, so a connection that
         breaks is replaced and the statement sent again, once.
+
+        Written out, without context managers of its own: each generator-based one cost
+        about 10 µs per request here (bench/figures/stage-profile-issue19.md).
         """
         role, claims_json = _caller_values(claims)
         for attempt in (1, 2):
+            proxied = await self._checkout()
+            conn: Any = proxied.driver_connection  # asyncpg's, which ships no types
             try:
-                async with self._raw_connection() as conn, conn.transaction():
+                async with conn.transaction():
                     await conn.execute(
                         _SET_CALLER_READ_ONLY_SQL, role, claims_json, self.statement_timeout
                     )
                     raw: str = await conn.fetchval(sql, *args)
                 return raw
-            except DatabaseUnavailable as error:
-                if error.reason != CONNECTION_LOST or attempt == 2:
+            except Exception as error:
+                unavailable = await self._discard_if_away(proxied, error)
+                if unavailable is None:
                     raise
+                if unavailable.reason != CONNECTION_LOST or attempt == 2:
+                    raise unavailable from error
                 log.info("a pooled connection was broken; reading again on a new one")
+            finally:
+                proxied.close()
         raise AssertionError("unreachable")
 
     async def autocommit_row(self, sql: str, args: Sequence[Any]) -> Any:
@@ -356,32 +370,63 @@ class Database:
         STATEMENT_TIMEOUT. A write: never sent twice, and a connection that broke is
         discarded.
         """
-        async with self._raw_connection() as conn:
+        proxied = await self._checkout()
+        conn: Any = proxied.driver_connection
+        try:
             return await conn.fetchrow(sql, *args, timeout=self._autocommit_timeout)
+        except Exception as error:
+            unavailable = await self._discard_if_away(proxied, error)
+            if unavailable is None:
+                raise
+            raise unavailable from error
+        finally:
+            proxied.close()
 
-    @asynccontextmanager
-    async def _raw_connection(self) -> AsyncIterator[Any]:
-        """A pooled asyncpg connection for the hot paths, given back when the block ends.
+    async def _checkout(self) -> PoolProxiedConnection:
+        """A pooled connection for the hot paths; the caller gives it back with ``close()``.
 
-        Failures that mean the database is away raise ``DatabaseUnavailable``, and the
-        connection is then discarded (its state is unknown), after a graceful close: that
+        SQLAlchemy's pool runs in a greenlet so that it can await a turn in the queue, a new
+        connection, or the replacement of one the server closed; that round trip was about
+        two thirds of a checkout and checkin (bench/figures/stage-profile-issue19.md). When
+        the next idle connection can be taken as it is (``FairQueuePool.idle``), the pool's
+        own checkout awaits nothing and runs here directly: the same pool, queue, events
+        and wait metric. ``MissingGreenlet`` would mean it tried to await after all (a
+        SQLAlchemy whose checkout changed): it then put the connection back, and the
+        checkout starts again the awaiting way, logged because ``idle`` needs fixing.
+        """
+        pool = self._pool
+        try:
+            if pool.idle:
+                try:
+                    return pool.connect()
+                except sa_exc.MissingGreenlet:
+                    log.warning("an idle connection's checkout had to await", exc_info=True)
+            return await self.engine.raw_connection()
+        except Exception as error:
+            reason = unavailable_reason(error, connecting=True)
+            if reason is None:
+                raise
+            raise DatabaseUnavailable(reason, str(error)) from error
+
+    async def _discard_if_away(
+        self, proxied: PoolProxiedConnection, error: Exception
+    ) -> DatabaseUnavailable | None:
+        """``error`` as ``DatabaseUnavailable`` when it means the database is away, else None.
+
+        Such a connection is discarded (its state is unknown), after a graceful close: that
         waits for a statement the client timed out to be cancelled on the server, so that
         "nothing was written" is true when the caller answers.
         """
-        async with unavailable_if_away(connecting=True, hint_pooler=self.hint_pooler):
-            proxied = await self.engine.raw_connection()
-        conn = proxied.driver_connection
-        assert conn is not None
-        try:
-            async with unavailable_if_away(hint_pooler=self.hint_pooler):
-                yield conn
-        except DatabaseUnavailable:
-            with contextlib.suppress(Exception):
-                await conn.close(timeout=_CLOSE_TIMEOUT)
-            proxied.invalidate()  # never hand it out again
-            raise
-        finally:
-            proxied.close()
+        reason = unavailable_reason(error, connecting=False)
+        if reason is None:
+            if self.hint_pooler:
+                hint_at_a_transaction_pooler(error)
+            return None
+        conn: Any = proxied.driver_connection
+        with contextlib.suppress(Exception):
+            await conn.close(timeout=_CLOSE_TIMEOUT)
+        proxied.invalidate()  # never hand it out again
+        return DatabaseUnavailable(reason, str(error))
 
     async def login_role(self) -> LoginRole:
         async with self.engine.connect() as conn:
