@@ -69,13 +69,13 @@ def _caller_settings(role: str, claims: str, timeout: str, *, read_only: bool) -
     )
 
 
-# SQLAlchemy's named parameters (transaction), asyncpg's positional ones (read_json).
+# SQLAlchemy's named parameters (transaction), asyncpg's positional ones (read_json, which
+# begins its transaction READ ONLY).
 _SET_CALLER = {
     read_only: text(_caller_settings(":role", ":claims", ":timeout", read_only=read_only))
     for read_only in (False, True)
 }
 _SET_CALLER_SQL = _caller_settings("$1", "$2", "$3", read_only=False)
-_SET_CALLER_READ_ONLY_SQL = _caller_settings("$1", "$2", "$3", read_only=True)
 
 _CLOSE_TIMEOUT = 1.0
 """Seconds a failed raw connection may take to close: long enough for a statement the client
@@ -342,11 +342,17 @@ class Database:
             proxied = await self._checkout()
             conn: Any = proxied.driver_connection  # asyncpg's, which ships no types
             try:
-                async with conn.transaction():
-                    await conn.execute(
-                        _SET_CALLER_READ_ONLY_SQL, role, claims_json, self.statement_timeout
-                    )
+                # The round trips asyncpg's transaction() sends, with less Python around
+                # them (bench/pool_checkout.py); READ ONLY here instead of in the settings.
+                await conn.execute("BEGIN READ ONLY")
+                try:
+                    await conn.execute(_SET_CALLER_SQL, role, claims_json, self.statement_timeout)
                     raw: str = await conn.fetchval(sql, *args)
+                except BaseException:
+                    if not conn.is_closed():
+                        await conn.execute("ROLLBACK")
+                    raise
+                await conn.execute("COMMIT")
                 return raw
             except Exception as error:
                 unavailable = await self._discard_if_away(proxied, error)
