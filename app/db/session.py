@@ -25,7 +25,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event, text
@@ -43,12 +42,13 @@ from app.db.failures import (
     unavailable_if_away,
     unavailable_reason,
 )
+from app.db.login_role import LoginRole, UnsafeLoginRole, login_role, refuse_unsafe
 from app.db.pool import FairQueuePool
 from app.settings import APP_ROLES, PoolerMode, Settings
 
 __all__ = ["Database", "DatabaseUnavailable", "LoginRole", "Tx", "UnsafeLoginRole"]
-# DatabaseUnavailable is app/db/failures.py's; named here too because every caller of
-# Database meets it.
+# DatabaseUnavailable is app/db/failures.py's, LoginRole and UnsafeLoginRole
+# app/db/login_role.py's; named here too because every caller of Database meets them.
 
 log = logging.getLogger(__name__)
 
@@ -80,48 +80,6 @@ _SET_CALLER_SQL = _caller_settings("$1", "$2", "$3", read_only=False)
 _CLOSE_TIMEOUT = 1.0
 """Seconds a failed raw connection may take to close: long enough for a statement the client
 timed out to be cancelled on the server before the request is answered."""
-
-_LOGIN_ROLE_CHECK = text(
-    """
-    SELECT r.rolname, r.rolsuper, r.rolbypassrls,
-           EXISTS (
-               SELECT 1 FROM pg_class c
-                WHERE c.relnamespace = 'public'::regnamespace
-                  AND c.relname IN ('orders', 'fills', 'execution_logs')
-                  AND pg_has_role(current_user, c.relowner, 'MEMBER')
-           ) AS owns_tables,
-           -- Migration 007's compiled writes (on Supabase a login role of one's own needs
-           -- the grants of README's step 3); the schema first: without USAGE its functions
-           -- cannot even be looked up.
-           CASE WHEN coalesce(
-                    has_schema_privilege(to_regnamespace('order_api_private')::oid, 'USAGE'), false)
-                THEN coalesce(
-                    has_function_privilege(
-                        to_regprocedure('order_api_private.submit_order(text,text,jsonb)')::oid,
-                        'EXECUTE')
-                    AND has_function_privilege(
-                        to_regprocedure(
-                            'order_api_private.cancel_order(text,text,uuid,text,text[])')::oid,
-                        'EXECUTE'),
-                    false)
-                ELSE false END AS compiled_writes
-      FROM pg_roles r WHERE r.rolname = current_user
-    """
-)
-
-
-class UnsafeLoginRole(RuntimeError):
-    """The API's login role would bypass row level security; the server refuses to start."""
-
-
-@dataclass(frozen=True)
-class LoginRole:
-    name: str
-    superuser: bool
-    bypass_rls: bool
-    owns_tables: bool
-    compiled_writes: bool = False
-    """May call migration 007's functions (graphql/compiled/mutations.py)."""
 
 
 def create_engine(
@@ -435,36 +393,11 @@ class Database:
         return DatabaseUnavailable(reason, str(error))
 
     async def login_role(self) -> LoginRole:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(_LOGIN_ROLE_CHECK)).one()
-        return LoginRole(
-            name=row.rolname,
-            superuser=row.rolsuper,
-            bypass_rls=row.rolbypassrls,
-            owns_tables=row.owns_tables,
-            compiled_writes=row.compiled_writes,
-        )
+        return await login_role(self.engine)
 
     async def check_login_role(self) -> LoginRole:
         """Refuse a login role for which row level security would not apply."""
-        role = await self.login_role()
-        problems = [
-            reason
-            for flag, reason in (
-                (role.superuser, "is a superuser"),
-                (role.bypass_rls, "has BYPASSRLS"),
-                (role.owns_tables, "owns the order tables (or is a member of their owner)"),
-            )
-            if flag
-        ]
-        if problems:
-            raise UnsafeLoginRole(
-                f"refusing to serve: the database login role {role.name!r} "
-                + " and ".join(problems)
-                + "; row level security would not protect traders. Connect as 'authenticator'"
-                " (API_DATABASE_URL)."
-            )
-        return role
+        return refuse_unsafe(await self.login_role())
 
     async def dispose(self) -> None:
         await self.engine.dispose()
