@@ -219,6 +219,7 @@ def instrument() -> None:
         (session.Database, "autocommit_row", "session"),
         (session.Database, "run", "session"),
         (AsyncEngine, "raw_connection", "session: pool checkout"),
+        (session.Database, "_checkout", "session: pool checkout"),
         (_ConnectionFairy, "close", "session: pool checkin"),
         (asyncpg.Connection, "execute", "driver: settings/other"),
         (asyncpg.Connection, "fetchval", "driver: statement"),

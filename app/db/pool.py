@@ -119,3 +119,26 @@ class FairQueuePool(AsyncAdaptedQueuePool):
         queue = self._pool
         assert isinstance(queue, FairQueue)
         return queue.waiting
+
+    @property
+    def idle(self) -> bool:
+        """Whether the next checkout takes an idle connection as it is: no wait for one, no new
+        connection and no replacement, so nothing to await and no greenlet to run it in
+        (app/db/session.py's ``_checkout``).
+
+        The conditions are those under which SQLAlchemy's checkout (``get_connection``) and
+        ``_refuse_closed_connection`` keep the connection; else it is replaced, which awaits.
+        """
+        idle = self._pool._idle  # type: ignore[attr-defined]  # a FairQueue (above)
+        if not idle:
+            return False
+        record = idle[0]
+        driver = record.driver_connection
+        started = record.starttime
+        return (
+            driver is not None
+            and not driver.is_closed()
+            and self._recycle < 0
+            and self._invalidate_time <= started
+            and record._soft_invalidate_time <= started
+        )

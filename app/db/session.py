@@ -25,7 +25,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event, text
@@ -39,15 +38,17 @@ from app.auth.claims import Claims
 from app.db.failures import (
     CONNECTION_LOST,
     DatabaseUnavailable,
+    hint_at_a_transaction_pooler,
     unavailable_if_away,
     unavailable_reason,
 )
+from app.db.login_role import LoginRole, UnsafeLoginRole, login_role, refuse_unsafe
 from app.db.pool import FairQueuePool
 from app.settings import APP_ROLES, PoolerMode, Settings
 
 __all__ = ["Database", "DatabaseUnavailable", "LoginRole", "Tx", "UnsafeLoginRole"]
-# DatabaseUnavailable is app/db/failures.py's; named here too because every caller of
-# Database meets it.
+# DatabaseUnavailable is app/db/failures.py's, LoginRole and UnsafeLoginRole
+# app/db/login_role.py's; named here too because every caller of Database meets them.
 
 log = logging.getLogger(__name__)
 
@@ -68,59 +69,17 @@ def _caller_settings(role: str, claims: str, timeout: str, *, read_only: bool) -
     )
 
 
-# SQLAlchemy's named parameters (transaction), asyncpg's positional ones (read_json).
+# SQLAlchemy's named parameters (transaction), asyncpg's positional ones (read_json, which
+# begins its transaction READ ONLY).
 _SET_CALLER = {
     read_only: text(_caller_settings(":role", ":claims", ":timeout", read_only=read_only))
     for read_only in (False, True)
 }
 _SET_CALLER_SQL = _caller_settings("$1", "$2", "$3", read_only=False)
-_SET_CALLER_READ_ONLY_SQL = _caller_settings("$1", "$2", "$3", read_only=True)
 
 _CLOSE_TIMEOUT = 1.0
 """Seconds a failed raw connection may take to close: long enough for a statement the client
 timed out to be cancelled on the server before the request is answered."""
-
-_LOGIN_ROLE_CHECK = text(
-    """
-    SELECT r.rolname, r.rolsuper, r.rolbypassrls,
-           EXISTS (
-               SELECT 1 FROM pg_class c
-                WHERE c.relnamespace = 'public'::regnamespace
-                  AND c.relname IN ('orders', 'fills', 'execution_logs')
-                  AND pg_has_role(current_user, c.relowner, 'MEMBER')
-           ) AS owns_tables,
-           -- Migration 007's compiled writes (on Supabase a login role of one's own needs
-           -- the grants of README's step 3); the schema first: without USAGE its functions
-           -- cannot even be looked up.
-           CASE WHEN coalesce(
-                    has_schema_privilege(to_regnamespace('order_api_private')::oid, 'USAGE'), false)
-                THEN coalesce(
-                    has_function_privilege(
-                        to_regprocedure('order_api_private.submit_order(text,text,jsonb)')::oid,
-                        'EXECUTE')
-                    AND has_function_privilege(
-                        to_regprocedure(
-                            'order_api_private.cancel_order(text,text,uuid,text,text[])')::oid,
-                        'EXECUTE'),
-                    false)
-                ELSE false END AS compiled_writes
-      FROM pg_roles r WHERE r.rolname = current_user
-    """
-)
-
-
-class UnsafeLoginRole(RuntimeError):
-    """The API's login role would bypass row level security; the server refuses to start."""
-
-
-@dataclass(frozen=True)
-class LoginRole:
-    name: str
-    superuser: bool
-    bypass_rls: bool
-    owns_tables: bool
-    compiled_writes: bool = False
-    """May call migration 007's functions (graphql/compiled/mutations.py)."""
 
 
 def create_engine(
@@ -278,6 +237,9 @@ class Database:
         self, engine: AsyncEngine, *, statement_timeout_ms: int = 5000, hint_pooler: bool = True
     ) -> None:
         self.engine = engine
+        pool = engine.sync_engine.pool
+        assert isinstance(pool, FairQueuePool), "create_engine's pool"
+        self._pool = pool
         self.hint_pooler = hint_pooler
         """Log the hint at a transaction pooler (app/db/failures.py) on the failures it
         explains; off for a caller that explains them itself (the audit commands)."""
@@ -329,20 +291,36 @@ class Database:
         pool, but straight on the asyncpg connection, because each layer in between costs
         more CPU than the statement does in PostgreSQL. Read-only, so a connection that
         breaks is replaced and the statement sent again, once.
+
+        Written out, without context managers of its own: each generator-based one cost
+        about 10 µs per request here (bench/figures/stage-profile-issue19.md).
         """
         role, claims_json = _caller_values(claims)
         for attempt in (1, 2):
+            proxied = await self._checkout()
+            conn: Any = proxied.driver_connection  # asyncpg's, which ships no types
             try:
-                async with self._raw_connection() as conn, conn.transaction():
-                    await conn.execute(
-                        _SET_CALLER_READ_ONLY_SQL, role, claims_json, self.statement_timeout
-                    )
+                # The round trips asyncpg's transaction() sends, with less Python around
+                # them (bench/pool_checkout.py); READ ONLY here instead of in the settings.
+                await conn.execute("BEGIN READ ONLY")
+                try:
+                    await conn.execute(_SET_CALLER_SQL, role, claims_json, self.statement_timeout)
                     raw: str = await conn.fetchval(sql, *args)
-                return raw
-            except DatabaseUnavailable as error:
-                if error.reason != CONNECTION_LOST or attempt == 2:
+                except BaseException:
+                    if not conn.is_closed():
+                        await conn.execute("ROLLBACK")
                     raise
+                await conn.execute("COMMIT")
+                return raw
+            except Exception as error:
+                unavailable = await self._discard_if_away(proxied, error)
+                if unavailable is None:
+                    raise
+                if unavailable.reason != CONNECTION_LOST or attempt == 2:
+                    raise unavailable from error
                 log.info("a pooled connection was broken; reading again on a new one")
+            finally:
+                proxied.close()
         raise AssertionError("unreachable")
 
     async def autocommit_row(self, sql: str, args: Sequence[Any]) -> Any:
@@ -356,64 +334,70 @@ class Database:
         STATEMENT_TIMEOUT. A write: never sent twice, and a connection that broke is
         discarded.
         """
-        async with self._raw_connection() as conn:
-            return await conn.fetchrow(sql, *args, timeout=self._autocommit_timeout)
-
-    @asynccontextmanager
-    async def _raw_connection(self) -> AsyncIterator[Any]:
-        """A pooled asyncpg connection for the hot paths, given back when the block ends.
-
-        Failures that mean the database is away raise ``DatabaseUnavailable``, and the
-        connection is then discarded (its state is unknown), after a graceful close: that
-        waits for a statement the client timed out to be cancelled on the server, so that
-        "nothing was written" is true when the caller answers.
-        """
-        async with unavailable_if_away(connecting=True, hint_pooler=self.hint_pooler):
-            proxied = await self.engine.raw_connection()
-        conn = proxied.driver_connection
-        assert conn is not None
+        proxied = await self._checkout()
+        conn: Any = proxied.driver_connection
         try:
-            async with unavailable_if_away(hint_pooler=self.hint_pooler):
-                yield conn
-        except DatabaseUnavailable:
-            with contextlib.suppress(Exception):
-                await conn.close(timeout=_CLOSE_TIMEOUT)
-            proxied.invalidate()  # never hand it out again
-            raise
+            return await conn.fetchrow(sql, *args, timeout=self._autocommit_timeout)
+        except Exception as error:
+            unavailable = await self._discard_if_away(proxied, error)
+            if unavailable is None:
+                raise
+            raise unavailable from error
         finally:
             proxied.close()
 
+    async def _checkout(self) -> PoolProxiedConnection:
+        """A pooled connection for the hot paths; the caller gives it back with ``close()``.
+
+        SQLAlchemy's pool runs in a greenlet so that it can await a turn in the queue, a new
+        connection, or the replacement of one the server closed; that round trip was about
+        two thirds of a checkout and checkin (bench/figures/stage-profile-issue19.md). When
+        the next idle connection can be taken as it is (``FairQueuePool.idle``), the pool's
+        own checkout awaits nothing and runs here directly: the same pool, queue, events
+        and wait metric. ``MissingGreenlet`` would mean it tried to await after all (a
+        SQLAlchemy whose checkout changed): it then put the connection back, and the
+        checkout starts again the awaiting way, logged because ``idle`` needs fixing.
+        """
+        pool = self._pool
+        try:
+            if pool.idle:
+                try:
+                    return pool.connect()
+                except sa_exc.MissingGreenlet:
+                    log.warning("an idle connection's checkout had to await", exc_info=True)
+            return await self.engine.raw_connection()
+        except Exception as error:
+            reason = unavailable_reason(error, connecting=True)
+            if reason is None:
+                raise
+            raise DatabaseUnavailable(reason, str(error)) from error
+
+    async def _discard_if_away(
+        self, proxied: PoolProxiedConnection, error: Exception
+    ) -> DatabaseUnavailable | None:
+        """``error`` as ``DatabaseUnavailable`` when it means the database is away, else None.
+
+        Such a connection is discarded (its state is unknown), after a graceful close: that
+        waits for a statement the client timed out to be cancelled on the server, so that
+        "nothing was written" is true when the caller answers.
+        """
+        reason = unavailable_reason(error, connecting=False)
+        if reason is None:
+            if self.hint_pooler:
+                hint_at_a_transaction_pooler(error)
+            return None
+        conn: Any = proxied.driver_connection
+        with contextlib.suppress(Exception):
+            await conn.close(timeout=_CLOSE_TIMEOUT)
+        proxied.invalidate()  # never hand it out again
+        return DatabaseUnavailable(reason, str(error))
+
     async def login_role(self) -> LoginRole:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(_LOGIN_ROLE_CHECK)).one()
-        return LoginRole(
-            name=row.rolname,
-            superuser=row.rolsuper,
-            bypass_rls=row.rolbypassrls,
-            owns_tables=row.owns_tables,
-            compiled_writes=row.compiled_writes,
-        )
+        return await login_role(self.engine)
 
     async def check_login_role(self) -> LoginRole:
         """Refuse a login role for which row level security would not apply."""
-        role = await self.login_role()
-        problems = [
-            reason
-            for flag, reason in (
-                (role.superuser, "is a superuser"),
-                (role.bypass_rls, "has BYPASSRLS"),
-                (role.owns_tables, "owns the order tables (or is a member of their owner)"),
-            )
-            if flag
-        ]
-        if problems:
-            raise UnsafeLoginRole(
-                f"refusing to serve: the database login role {role.name!r} "
-                + " and ".join(problems)
-                + "; row level security would not protect traders. Connect as 'authenticator'"
-                " (API_DATABASE_URL)."
-            )
-        return role
+        return refuse_unsafe(await self.login_role())
 
     async def dispose(self) -> None:
         await self.engine.dispose()

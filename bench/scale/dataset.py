@@ -123,6 +123,9 @@ SELECT o.id, o.trader_id, e.action::public.action_enum, e.status::public.order_s
 HAS_CHAIN = """SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute
     WHERE attrelid = 'public.execution_logs'::regclass AND attname = 'hash'
       AND NOT attisdropped)"""
+HAS_EVENT_POSITIONS = """SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute
+    WHERE attrelid = 'public.execution_logs'::regclass AND attname = 'xact'
+      AND NOT attisdropped)"""
 PLACEHOLDER = (", hash", ", decode(repeat('00', 32), 'hex')")
 RANK = """CASE {e}.action WHEN 'SUBMITTED' THEN 1 WHEN 'APPROVED' THEN 2 WHEN 'CANCELLED' THEN 2
     WHEN 'EXECUTED' THEN 3 WHEN 'FILLED' THEN 4 END"""
@@ -231,6 +234,11 @@ async def load(owner_dsn: str, shape: Shape) -> None:
             raise SystemExit("loading needs a superuser (session_replication_role)")
         chained = await conn.fetchval(HAS_CHAIN)
         column, value = PLACEHOLDER if chained else ("", "")
+        if await conn.fetchval(HAS_EVENT_POSITIONS):
+            # Migration 013's trigger sets them, but loading runs without triggers: key 0
+            # puts loaded rows first, as the migration did for the rows it found.
+            column += ", xact, stream_key"
+            value += ", '0'::xid8, '0'::xid8"
         chunk_sql = CHUNK_SQL.format(hash_column=column, hash_value=value)
         await conn.execute("SET session_replication_role = replica")
         started = time.monotonic()
