@@ -1,6 +1,7 @@
 """orderEvents: delivery latency from COMMIT, many subscribers on one process, a replay.
 
     python -m bench.order_events [--rounds 200] [--subscribers 1000] [--replay 10000]
+                                 [--scenarios delivery,fan-out,replay,settling]
 
 The database is DATABASE_URL/API_DATABASE_URL when both are set, else a throwaway embedded
 PostgreSQL; the API runs in its own process under uvicorn (bench/subscription_latency.py's
@@ -223,15 +224,18 @@ async def run(owner_url: str, api_url: str, args: argparse.Namespace) -> None:
     settings = Settings.from_env({"JWT_SECRET": SECRET, "API_DATABASE_URL": api_url})
     owner = await asyncpg.connect(libpq_url(owner_url))
     try:
-        if args.only_settling:
+        scenarios = {"settling"} if args.only_settling else set(args.scenarios.split(","))
+        if scenarios - {"settling"}:
+            async with api_server(owner_url, api_url) as url:
+                base = url.replace("ws://", "http://").removesuffix("/graphql")
+                if "delivery" in scenarios:
+                    await delivery(url, owner, settings, args.rounds)
+                if "fan-out" in scenarios:
+                    await fan_out(url, owner, settings, args.subscribers, args.rounds)
+                if "replay" in scenarios:
+                    await replay(url, base, owner, settings, args.replay)
+        if "settling" in scenarios:
             await settling(owner_url, args.writers, args.rounds)
-            return
-        async with api_server(owner_url, api_url) as url:
-            base = url.replace("ws://", "http://").removesuffix("/graphql")
-            await delivery(url, owner, settings, args.rounds)
-            await fan_out(url, owner, settings, args.subscribers, args.rounds)
-            await replay(url, base, owner, settings, args.replay)
-        await settling(owner_url, args.writers, args.rounds)
     finally:
         await owner.close()
 
@@ -242,7 +246,12 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--replay", type=int, default=10_000)
     parser.add_argument("--writers", type=int, default=4)
-    parser.add_argument("--only-settling", action="store_true", help="skip the API scenarios")
+    parser.add_argument(
+        "--scenarios",
+        default="delivery,fan-out,replay,settling",
+        help="which to run, comma-separated (default: all four)",
+    )
+    parser.add_argument("--only-settling", action="store_true", help="--scenarios settling")
     args = parser.parse_args()
     with database() as (owner_url, api_url):
         asyncio.run(run(owner_url, api_url, args))

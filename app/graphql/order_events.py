@@ -19,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import cast
 from uuid import UUID
 
 import strawberry
+from sqlalchemy.engine import RowMapping
 from strawberry.types import Info
 from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
 
@@ -34,6 +35,7 @@ from app.db.mailbox import FeedStopped
 from app.events import stream
 from app.events.cursor import Cursor, CursorCodec
 from app.graphql import subscriptions
+from app.graphql.compiled import events as compiled_events
 from app.graphql.context import Context
 from app.graphql.subscriptions import OrderFeed, WebSocketOnly, _selects, _until_answering
 from app.graphql.types import ExecutionLog, Order
@@ -106,6 +108,33 @@ def _order_selections(info: Info[Context, None]) -> Sequence[Selection]:
     return found
 
 
+@contextlib.contextmanager
+def _primed(
+    context: Context,
+    event: stream.Event,
+    fills: Sequence[RowMapping],
+    logs: Sequence[RowMapping],
+    wants_fills: bool,
+    wants_logs: bool,
+) -> Iterator[None]:
+    """The event's order's fills and audit rows, read in the batch's transaction, primed
+    into the loaders while graphql-core executes the event."""
+    target = event.log["order_id"]
+    primed = []
+    for loader, rows, wanted in (
+        (context.fills, fills, wants_fills),
+        (context.logs, logs, wants_logs),
+    ):
+        if wanted:
+            loader.prime(target, [r for r in rows if r["order_id"] == target], force=True)
+            primed.append(loader)
+    try:
+        yield
+    finally:
+        for loader in primed:
+            loader.clear(target)
+
+
 async def _events(
     info: Info[Context, None],
     feed: OrderFeed,
@@ -113,9 +142,12 @@ async def _events(
     claims: Claims,
     start: Cursor | None,
     order_id: UUID | None,
-) -> AsyncGenerator[OrderEvent | stream.EventsInterrupted, None]:
+) -> AsyncGenerator[OrderEvent | compiled_events.Answered | stream.EventsInterrupted, None]:
     context = info.context
-    selections = _order_selections(info)
+    # The selection built by PostgreSQL with the rows when it compiles (compiled/events.py).
+    shape = compiled_events.shape_of(list(info._raw_info.field_nodes), context.settings)
+    json = None if shape is None else stream.Json(shape.log_json, shape.order_json)
+    selections = [] if shape is not None else _order_selections(info)
     wants_fills, wants_logs = _selects(selections, "fills"), _selects(selections, "executionLogs")
     # Only saves work (which announcements wake this stream); the reads' policies decide.
     trader_id = claims.sub if claims.role == "authenticated" else None
@@ -128,7 +160,7 @@ async def _events(
                 async with feed.database.transaction(claims, read_only=True) as tx:
                     if cursor is None:
                         cursor = await stream.snapshot_cursor(tx)
-                    batch = await stream.read(tx, cursor, order_id=order_id)
+                    batch = await stream.read(tx, cursor, order_id=order_id, json=json)
                     touched = list(dict.fromkeys(e.log["order_id"] for e in batch.events))
                     fills = await queries.fills_of(tx, touched) if wants_fills and touched else []
                     logs = await queries.logs_of(tx, touched) if wants_logs and touched else []
@@ -139,26 +171,19 @@ async def _events(
                 await _until_answering(feed.changes)
                 continue
             for event in batch.events:
-                target = event.log["order_id"]
-                primed = []
-                for loader, rows, wanted in (
-                    (context.fills, fills, wants_fills),
-                    (context.logs, logs, wants_logs),
-                ):
-                    if wanted:
-                        loader.prime(
-                            target, [r for r in rows if r["order_id"] == target], force=True
-                        )
-                        primed.append(loader)
-                try:
-                    yield OrderEvent(
-                        cursor=codec.encode(event.cursor),
-                        log=ExecutionLog.from_row(event.log),
-                        order=Order.from_row(event.order),
+                if shape is not None:
+                    row = event.log
+                    data = shape.data(
+                        codec.encode(event.cursor), row["log_json"], row["order_json"]
                     )
-                finally:
-                    for loader in primed:
-                        loader.clear(target)
+                    yield compiled_events.Answered(data)
+                else:
+                    with _primed(context, event, fills, logs, wants_fills, wants_logs):
+                        yield OrderEvent(
+                            cursor=codec.encode(event.cursor),
+                            log=ExecutionLog.from_row(event.log),
+                            order=Order.from_row(cast(RowMapping, event.order)),
+                        )
                 cursor = event.cursor
             if batch.full:
                 continue
