@@ -10,7 +10,7 @@ event is sent as data built from that JSON and its cursor.
 
 Nothing else is skipped: the document went through Strawberry (parsing, validation, the
 limits, the subscription resolver's checks) before the stream reads a row; only the
-per-event execution is replaced (``EventsExecutionContext``). Selections the compiler does
+per-event execution is replaced (``EventsExecutionContext``, ``Answered``). Selections the compiler does
 not translate (fragments, directives, nested arguments) keep graphql-core, as for queries;
 a compiler bug fails the subscription under ``COMPILED_QUERIES_STRICT`` (the tests) and is
 otherwise logged, counted and answered by the resolvers.
@@ -121,16 +121,21 @@ def shape_of(field_nodes: list[FieldNode], settings: Settings) -> EventShape | N
 
 @dataclass(frozen=True, slots=True)
 class Answered:
-    """A subscription event whose response data is already built."""
+    """A batch of subscription events whose response data is already built.
 
-    data: dict[str, Any]
+    It crosses graphql-core and Strawberry as one result (their work per result, about as
+    much again as building the event, is paid once per batch) whose ``data`` is this object;
+    graphql/websocket.py sends each event as its own result, in order, before the stream is
+    asked for anything after the batch."""
+
+    events: list[dict[str, Any]]
 
 
 class EventsExecutionContext(InputCheckingExecutionContext):
-    """The schema's execution context: an ``Answered`` event is its own result."""
+    """The schema's execution context: an ``Answered`` batch is its own result."""
 
     def execute_operation(self, serially: bool | None = None) -> Any:
         root = self.root_value
         if isinstance(root, Answered):
-            return ExecutionResult(root.data, None)
+            return ExecutionResult(root, None)  # type: ignore[arg-type]  # unpacked by websocket.py
         return super().execute_operation(serially)
