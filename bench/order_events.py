@@ -1,6 +1,7 @@
 """orderEvents: delivery latency from COMMIT, many subscribers on one process, a replay.
 
     python -m bench.order_events [--rounds 200] [--subscribers 1000] [--replay 10000]
+                                 [--scenarios delivery,fan-out,replay,settling]
 
 The database is DATABASE_URL/API_DATABASE_URL when both are set, else a throwaway embedded
 PostgreSQL; the API runs in its own process under uvicorn (bench/subscription_latency.py's
@@ -167,19 +168,30 @@ async def replay(
     async with httpx.AsyncClient() as http:
         cursor = await events_cursor(http, base, bearer)
     await owner.fetch(INSERT, trader, count)
-    server = server_process()
-    cpu_before = server.cpu_times()
+    server, client = server_process(), psutil.Process()
+    server_before, client_before = server.cpu_times(), client.cpu_times()
     started = time.perf_counter()
     ws = await subscribe(url, bearer, cursor)
-    for _ in range(count):
-        await next_event(ws)
+    # One deadline for the whole replay: a timer per message would cost the client more
+    # than reading the message.
+    async with asyncio.timeout(120):
+        for _ in range(count):
+            message = json.loads(await ws.recv())
+            assert message["type"] == "next", message
+            assert "errors" not in message["payload"], message
     elapsed = time.perf_counter() - started
-    cpu_after = server.cpu_times()
-    cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
+    server_cpu, client_cpu = (
+        (after.user + after.system) - (before.user + before.system)
+        for before, after in (
+            (server_before, server.cpu_times()),
+            (client_before, client.cpu_times()),
+        )
+    )
     await ws.close()
     print(
         f"replay of {count} events: {elapsed:.3f} s ({count / elapsed:,.0f} events/s);"
-        f" server CPU {cpu:.2f} s ({1000 * cpu / count:.2f} ms per event)"
+        f" server CPU {server_cpu:.2f} s ({1000 * server_cpu / count:.2f} ms per event),"
+        f" client CPU {client_cpu:.2f} s"
     )
 
 
@@ -223,15 +235,18 @@ async def run(owner_url: str, api_url: str, args: argparse.Namespace) -> None:
     settings = Settings.from_env({"JWT_SECRET": SECRET, "API_DATABASE_URL": api_url})
     owner = await asyncpg.connect(libpq_url(owner_url))
     try:
-        if args.only_settling:
+        scenarios = {"settling"} if args.only_settling else set(args.scenarios.split(","))
+        if scenarios - {"settling"}:
+            async with api_server(owner_url, api_url) as url:
+                base = url.replace("ws://", "http://").removesuffix("/graphql")
+                if "delivery" in scenarios:
+                    await delivery(url, owner, settings, args.rounds)
+                if "fan-out" in scenarios:
+                    await fan_out(url, owner, settings, args.subscribers, args.rounds)
+                if "replay" in scenarios:
+                    await replay(url, base, owner, settings, args.replay)
+        if "settling" in scenarios:
             await settling(owner_url, args.writers, args.rounds)
-            return
-        async with api_server(owner_url, api_url) as url:
-            base = url.replace("ws://", "http://").removesuffix("/graphql")
-            await delivery(url, owner, settings, args.rounds)
-            await fan_out(url, owner, settings, args.subscribers, args.rounds)
-            await replay(url, base, owner, settings, args.replay)
-        await settling(owner_url, args.writers, args.rounds)
     finally:
         await owner.close()
 
@@ -242,7 +257,12 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--replay", type=int, default=10_000)
     parser.add_argument("--writers", type=int, default=4)
-    parser.add_argument("--only-settling", action="store_true", help="skip the API scenarios")
+    parser.add_argument(
+        "--scenarios",
+        default="delivery,fan-out,replay,settling",
+        help="which to run, comma-separated (default: all four)",
+    )
+    parser.add_argument("--only-settling", action="store_true", help="--scenarios settling")
     args = parser.parse_args()
     with database() as (owner_url, api_url):
         asyncio.run(run(owner_url, api_url, args))

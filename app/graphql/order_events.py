@@ -19,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import cast
+from typing import NamedTuple, cast
 from uuid import UUID
 
 import strawberry
+from sqlalchemy.engine import RowMapping
 from strawberry.types import Info
 from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
 
@@ -34,6 +35,7 @@ from app.db.mailbox import FeedStopped
 from app.events import stream
 from app.events.cursor import Cursor, CursorCodec
 from app.graphql import subscriptions
+from app.graphql.compiled import events as compiled_events
 from app.graphql.context import Context
 from app.graphql.subscriptions import OrderFeed, WebSocketOnly, _selects, _until_answering
 from app.graphql.types import ExecutionLog, Order
@@ -108,6 +110,41 @@ def _order_selections(info: Info[Context, None]) -> Sequence[Selection]:
     return found
 
 
+@contextlib.contextmanager
+def _primed(
+    context: Context,
+    event: stream.Event,
+    fills: Sequence[RowMapping],
+    logs: Sequence[RowMapping],
+    wants_fills: bool,
+    wants_logs: bool,
+) -> Iterator[None]:
+    """The event's order's fills and audit rows, read in the batch's transaction, primed
+    into the loaders while graphql-core executes the event."""
+    target = event.log["order_id"]
+    primed = []
+    for loader, rows, wanted in (
+        (context.fills, fills, wants_fills),
+        (context.logs, logs, wants_logs),
+    ):
+        if wanted:
+            loader.prime(target, [r for r in rows if r["order_id"] == target], force=True)
+            primed.append(loader)
+    try:
+        yield
+    finally:
+        for loader in primed:
+            loader.clear(target)
+
+
+class _Read(NamedTuple):
+    cursor: Cursor
+    """Where the read started (the subscription's snapshot, for the first read)."""
+    batch: stream.Batch
+    fills: Sequence[RowMapping]
+    logs: Sequence[RowMapping]
+
+
 async def _events(
     info: Info[Context, None],
     feed: OrderFeed,
@@ -115,69 +152,87 @@ async def _events(
     claims: Claims,
     start: Cursor | None,
     order_id: UUID | None,
-) -> AsyncGenerator[OrderEvent | stream.EventsInterrupted, None]:
+) -> AsyncGenerator[OrderEvent | compiled_events.Answered | stream.EventsInterrupted, None]:
     context = info.context
-    selections = _order_selections(info)
+    # The selection built by PostgreSQL with the rows when it compiles (compiled/events.py).
+    shape = compiled_events.shape_of(list(info._raw_info.field_nodes), context.settings)
+    json = None if shape is None else stream.Json(shape.log_json, shape.order_json)
+    selections = [] if shape is not None else _order_selections(info)
     wants_fills, wants_logs = _selects(selections, "fills"), _selects(selections, "executionLogs")
     # Only saves work (which announcements wake this stream); the reads' policies decide.
     trader_id = claims.sub if claims.role == "authenticated" else None
+
+    async def read(after: Cursor | None) -> _Read:
+        async with feed.database.transaction(claims, read_only=True) as tx:
+            if after is None:
+                after = await stream.snapshot_cursor(tx)
+            batch = await stream.read(tx, after, order_id=order_id, json=json)
+            touched = list(dict.fromkeys(e.log["order_id"] for e in batch.events))
+            fills = await queries.fills_of(tx, touched) if wants_fills and touched else []
+            logs = await queries.logs_of(tx, touched) if wants_logs and touched else []
+            return _Read(after, batch, fills, logs)
+
+    ahead: asyncio.Task[_Read] | None = None
     # Subscribed before the first read: whatever commits after that read is announced.
     with feed.changes.subscribe(order_id=order_id, trader_id=trader_id) as wake:
         cursor = start
         pause = PENDING_POLL_SECONDS[0]
-        while True:
-            try:
-                async with feed.database.transaction(claims, read_only=True) as tx:
-                    if cursor is None:
-                        cursor = await stream.snapshot_cursor(tx)
-                    batch = await stream.read(tx, cursor, order_id=order_id)
-                    touched = list(dict.fromkeys(e.log["order_id"] for e in batch.events))
-                    fills = await queries.fills_of(tx, touched) if wants_fills and touched else []
-                    logs = await queries.logs_of(tx, touched) if wants_logs and touched else []
-            except DatabaseUnavailable as error:
-                # Nothing is lost by waiting: the next read starts from the same cursor. A
-                # busy pool (a thousand subscriptions starting at once) is the common case.
-                log.info("orderEvents %s: read failed (%s)", context.request_id, error)
-                await _until_answering(feed.changes)
-                continue
-            for event in batch.events:
-                target = event.log["order_id"]
-                primed = []
-                for loader, rows, wanted in (
-                    (context.fills, fills, wants_fills),
-                    (context.logs, logs, wants_logs),
-                ):
-                    if wanted:
-                        loader.prime(
-                            target, [r for r in rows if r["order_id"] == target], force=True
-                        )
-                        primed.append(loader)
+        try:
+            while True:
                 try:
-                    yield OrderEvent(
-                        cursor=codec.encode(event.cursor),
-                        log=ExecutionLog.from_row(event.log),
-                        order=Order.from_row(event.order),
+                    reading, ahead = ahead, None
+                    cursor, batch, fills, logs = await (reading or read(cursor))
+                except DatabaseUnavailable as error:
+                    # Nothing is lost by waiting: the next read starts from the same cursor. A
+                    # busy pool (a thousand subscriptions starting at once) is the common case.
+                    log.info("orderEvents %s: read failed (%s)", context.request_id, error)
+                    await _until_answering(feed.changes)
+                    continue
+                if batch.full:
+                    # More follows at once (a replay): read it while this batch is sent, so
+                    # the database's time and the sending overlap. Two batches at most.
+                    ahead = asyncio.create_task(read(batch.events[-1].cursor))
+                if shape is None:
+                    for event in batch.events:
+                        with _primed(context, event, fills, logs, wants_fills, wants_logs):
+                            yield OrderEvent(
+                                cursor=codec.encode(event.cursor),
+                                log=ExecutionLog.from_row(event.log),
+                                order=Order.from_row(cast(RowMapping, event.order)),
+                            )
+                        cursor = event.cursor
+                elif batch.events:
+                    # The whole batch as one result; websocket.py sends its events one by one.
+                    yield compiled_events.Answered(
+                        [
+                            shape.data(
+                                codec.encode(e.cursor), e.log["log_json"], e.log["order_json"]
+                            )
+                            for e in batch.events
+                        ]
                     )
-                finally:
-                    for loader in primed:
-                        loader.clear(target)
-                cursor = event.cursor
-            if batch.full:
-                continue
-            if claims.expired(datetime.now(UTC), context.settings.jwt_leeway_seconds):
-                raise Unauthenticated("the token expired")
-            if batch.events or not batch.pending:
-                pause = PENDING_POLL_SECONDS[0]
-            try:
-                if batch.pending:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.take(stream.READ_BATCH), pause)
-                    pause = min(2 * pause, PENDING_POLL_SECONDS[1])
-                else:
-                    await wake.take(stream.READ_BATCH)
-            except FeedStopped:
-                yield stream.EventsInterrupted(codec.encode(cursor))
-                return
+                    cursor = batch.events[-1].cursor
+                if batch.full:
+                    continue
+                if claims.expired(datetime.now(UTC), context.settings.jwt_leeway_seconds):
+                    raise Unauthenticated("the token expired")
+                if batch.events or not batch.pending:
+                    pause = PENDING_POLL_SECONDS[0]
+                try:
+                    if batch.pending:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(wake.take(stream.READ_BATCH), pause)
+                        pause = min(2 * pause, PENDING_POLL_SECONDS[1])
+                    else:
+                        await wake.take(stream.READ_BATCH)
+                except FeedStopped:
+                    yield stream.EventsInterrupted(codec.encode(cursor))
+                    return
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                # Read for a stream that ended: whatever became of it no longer matters.
+                ahead.add_done_callback(lambda task: task.cancelled() or task.exception())
 
 
 @strawberry.type

@@ -10,11 +10,11 @@ from graphql import GraphQLError
 from strawberry.types import ExecutionContext, Info
 
 from app.graphql import order_events, scalars
+from app.graphql.compiled.events import EventsExecutionContext
 from app.graphql.context import Context
 from app.graphql.errors import log_errors
 from app.graphql.extensions import extensions_for
 from app.graphql.hints import SchemaHints
-from app.graphql.inputs import InputCheckingExecutionContext
 from app.graphql.positions import POSITIONS_DESCRIPTION, Position, resolve_positions
 from app.graphql.suggestions import SuggestInputFields
 from app.graphql.types import (
@@ -253,7 +253,7 @@ def build_schema(settings: Settings, subscription: type | None = None) -> strawb
             *([SuggestInputFields] if settings.introspection else []),
         ],
         scalar_overrides=scalars.OVERRIDES,
-        execution_context_class=InputCheckingExecutionContext,
+        execution_context_class=EventsExecutionContext,
     )
     if not settings.introspection:
         schema.hints = SchemaHints(schema._schema)

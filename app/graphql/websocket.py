@@ -40,6 +40,7 @@ from strawberry.types.execution import PreExecutionError
 from app.auth.claims import Claims, refused_from
 from app.auth.jwt import InvalidToken, TokenVerifier, bearer_token, sole_authorization
 from app.graphql import errors
+from app.graphql.compiled.events import Answered
 from app.graphql.context import Context
 from app.graphql.subscriptions import OrderFeed
 from app.graphql.trusted import TrustedDocuments
@@ -297,6 +298,11 @@ async def _shaped(
         async with aclosing(source):
             async for result in source:
                 first = False
+                if isinstance(result.data, Answered):
+                    # A batch of events built without graphql-core (compiled/events.py).
+                    for data in result.data.events:
+                        yield ExecutionResult(data, None, result.extensions)
+                    continue
                 if result.errors:
                     shaped = [errors.contract_error(error, request_id) for error in result.errors]
                     result = dataclasses.replace(result, errors=shaped)
