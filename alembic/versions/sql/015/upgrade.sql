@@ -13,8 +13,7 @@ BEGIN
         RETURN NEW;
     END IF;
     -- A trader's order for another trader: orders_trader_submit's WITH CHECK refuses it
-    -- after this trigger. Taking that trader's lock here would let an open transaction
-    -- stall the other trader's submits.
+    -- after this trigger, so its lock need not be taken (the error would release it).
     IF current_user = 'authenticated' AND NEW.trader_id IS DISTINCT FROM auth.uid() THEN
         RETURN NEW;
     END IF;
