@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import asyncpg
 import pytest
@@ -23,6 +22,7 @@ from app.orders.errors import RateLimited
 from tests import pg, privileges
 from tests.api import Client, api_client, api_settings
 from tests.conftest import Db
+from tests.order_limits import CANCEL, INSERT, LIMIT, REPLACE, SUBMIT, insert_as, submit
 from tests.revisions import round_trip
 from tests.sql import as_role
 
@@ -30,21 +30,10 @@ TRADER = uuid.UUID("7b0c1f9e-0000-4000-8000-0000000000d1")
 OTHER = uuid.UUID("7b0c1f9e-0000-4000-8000-0000000000d2")
 RATE_MESSAGE = "order_limits.max_orders_per_minute"
 
-SUBMIT = "mutation($input: SubmitOrderInput!) { submitOrder(input: $input) { id status } }"
-REPLACE = (
-    "mutation($id: UUID!, $input: ReplaceOrderInput!) {"
-    " replaceOrder(id: $id, input: $input) { id status } }"
-)
-CANCEL = "mutation($id: UUID!) { cancelOrder(id: $id) { status } }"
 APPROVE = "mutation($id: UUID!) { approveOrder(id: $id) { status } }"
 FILL = (
     "mutation($id: UUID!) { recordFill(input: {orderId: $id, quantityFilled: 4,"
     ' priceAtFill: "10.00", venue: "TEST"}) { quantityFilled } }'
-)
-LIMIT = {"symbol": "AAPL", "side": "BUY", "quantity": 10, "orderType": "LIMIT", "price": "10.00"}
-INSERT = (
-    "INSERT INTO orders (trader_id, symbol, side, quantity, order_type, price)"
-    " VALUES ($1, 'AAPL', 'BUY', 10, 'LIMIT', 10.00) RETURNING id"
 )
 
 
@@ -57,21 +46,10 @@ async def count(owner: asyncpg.Connection, trader: uuid.UUID) -> int:
     return counted
 
 
-async def insert_as(conn: asyncpg.Connection, role: str, trader: uuid.UUID) -> uuid.UUID:
-    sub = trader if role == "authenticated" else None
-    async with as_role(conn, role, sub, commit=True):
-        order_id: uuid.UUID = await conn.fetchval(INSERT, trader)
-    return order_id
-
-
 @pytest.fixture
 async def client(database: Db) -> AsyncIterator[Client]:
     async with api_client(api_settings(database)) as api:
         yield api
-
-
-async def submit(client: Client, trader: uuid.UUID, **changes: Any) -> dict[str, Any]:
-    return await client.gql(SUBMIT, {"input": {**LIMIT, **changes}}, token=client.token(trader))
 
 
 # --- through the API --------------------------------------------------------------------------
