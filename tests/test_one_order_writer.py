@@ -151,7 +151,7 @@ async def test_a_submit_through_the_resolvers_sends_the_callers_settings_and_one
             with statements_sent(client) as sent:
                 ok(await client.gql(SUBMIT_DOCUMENT, variables, token=token))
             assert len(sent) == 2, sent
-            assert "set_config('role'" in sent[0]
+            assert "order_api_private.become(" in sent[0]
             assert "order_api_private.place_order(" in sent[1]
 
 

@@ -58,7 +58,7 @@ async def test_a_request_and_its_statements_are_traced(database: Db, spans) -> N
     assert all(s.attributes["db.system"] == "postgresql" for s in statements)
     # The request's statements are its children (the startup's own check is not).
     children = [s for s in statements if s.parent and s.parent.span_id == request.context.span_id]
-    assert any("set_config('role'" in s.attributes["db.statement"] for s in children)
+    assert any("order_api_private.become(" in s.attributes["db.statement"] for s in children)
     # Never the token, nor the claims (bound parameters are not recorded).
     for span in finished:
         assert token not in str(span.attributes)

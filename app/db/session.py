@@ -56,16 +56,17 @@ log = logging.getLogger(__name__)
 def _caller_settings(role: str, claims: str, timeout: str, *, read_only: bool) -> str:
     """The statement that makes a transaction the caller's, with placeholders for the values.
 
+    The caller's role and claims (and UTC) are set by migration 007's
+    ``order_api_private.become``, the one definition of them: the compiled writes' functions
+    call it too, in their one round trip. It refuses any role but the four API roles.
     Bound parameters only: the role name never becomes part of the SQL text. The statement
-    timeout and the time zone are set here too, per transaction, because a transaction
-    pooler may refuse them as startup parameters and would not keep session-level ones;
-    it costs no extra round trip.
+    timeout is set here too, per transaction, because a transaction pooler may refuse it as
+    a startup parameter and would not keep a session-level one; it costs no extra round trip.
     """
     read_only_setting = ", set_config('transaction_read_only', 'on', true)" if read_only else ""
     return (
-        f"SELECT set_config('role', {role}, true), set_config('request.jwt.claims', {claims}, true),"
-        f" set_config('statement_timeout', {timeout}, true), set_config('TimeZone', 'UTC', true)"
-        + read_only_setting
+        f"SELECT order_api_private.become({role}, {claims}),"
+        f" set_config('statement_timeout', {timeout}, true)" + read_only_setting
     )
 
 
