@@ -96,7 +96,9 @@ def statements_sent(client: Client) -> Iterator[list[str]]:
     read_json = database.read_json
 
     async def counted_read_json(claims: Any, sql: str, args: Any) -> str:
-        sent.extend(["SELECT order_api_private.become(...), set_config('statement_timeout', ...)", sql])
+        sent.extend(
+            ["SELECT order_api_private.become(...), set_config('statement_timeout', ...)", sql]
+        )
         result: str = await read_json(claims, sql, args)
         return result
 
