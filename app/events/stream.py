@@ -111,10 +111,19 @@ def _read_json(one_order: bool, json: Json) -> TextClause:
 
 
 _SNAPSHOT = text("SELECT pg_current_snapshot()::text")
-# A pooled connection that served live reads (a row or two each) caches a generic plan of
-# the read, and that plan took about 1 s per 500-row batch of a replay on it (1.2 s against
-# 0.02 s, bench/order_events.py after its delivery rounds): plan each read for its cursor.
-_CUSTOM_PLAN = text("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)")
+# The read's plan, set in its transaction (one statement, before the read is planned):
+# - A pooled connection that served live reads (a row or two each) caches a generic plan of
+#   the read, and that plan took about 1 s per 500-row batch of a replay on it (1.2 s against
+#   0.02 s, bench/order_events.py after its delivery rounds): plan each read for its cursor.
+# - No bitmap scans: one cannot return rows in index order, and the planner, which cannot
+#   know how many rows the trader policy's (SELECT auth.uid()) matches, chose one over
+#   migration 016's (trader_id, stream_key, seq) index, then read and sorted every row of
+#   the trader after the cursor for each batch (16 ms against 1.8 ms for 10,000 rows, so a
+#   replay cost grew with the square of its length). An ordered index scan stops at LIMIT.
+_PLAN = text(
+    "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),"
+    " set_config('enable_bitmapscan', 'off', true)"
+)
 
 
 async def snapshot_cursor(tx: Tx) -> Cursor:
@@ -134,7 +143,7 @@ async def read(
     """The settled events after ``cursor``, oldest first, each with its order as it is now
     (as rows, or as the JSON of ``json`` in the same statement)."""
     one = order_id is not None
-    await tx.scalar(_CUSTOM_PLAN)
+    await tx.scalar(_PLAN)
     rows = await tx.all(
         _READ[one] if json is None else _read_json(one, json),
         {
