@@ -1,6 +1,7 @@
-"""Migration 016 and the stream's read plan: a trader's read after a cursor is one ordered
-range of ``(trader_id, stream_key, seq)`` that stops at the batch's limit, never a sort of
-the trader's history, whatever the planner guesses of how many rows the policy matches."""
+"""Migration 016 and the stream's reads: a trader's read after a cursor is one ordered range
+of ``(trader_id, stream_key, seq)`` that stops at the batch's limit, never a sort of the
+trader's history, whatever the planner guesses of how many rows the policy matches; and the
+read of one order's stream."""
 
 from __future__ import annotations
 
@@ -22,6 +23,14 @@ from tests import pg, privileges
 from tests.api import api_settings
 from tests.conftest import Db
 from tests.revisions import round_trip
+from tests.test_order_events import (
+    approved_order,
+    audit_rows,
+    events,
+    events_cursor,
+    touch,
+)
+from tests.test_subscriptions import harness
 
 HISTORY = 2000
 """The trader's audit rows: four full batches of the stream's read."""
@@ -93,3 +102,24 @@ async def test_a_traders_read_is_an_ordered_range_of_its_rows_without_a_sort(
     scans = [node for node in nodes if node["Node Type"] == "Index Scan"]
     assert "Sort" not in kinds, kinds
     assert [s["Index Name"] for s in scans] == ["idx_execution_logs_trader_stream"], kinds
+
+
+async def test_order_events_of_one_order_deliver_that_orders_rows_only(
+    database: Db, owner_conn: asyncpg.Connection
+) -> None:
+    trader = uuid.uuid4()
+    async with harness(database) as h:
+        token = h.token(trader)
+        start = await events_cursor(h, token)
+        mine = await approved_order(owner_conn, trader)
+        other = await approved_order(owner_conn, trader)
+        await touch(owner_conn, other)
+        await touch(owner_conn, mine)
+        async with events(h, token, after=start, order_id=mine) as stream:
+            delivered = [(await stream.event())["log"]["id"] for _ in range(3)]
+            await stream.quiet(0.2)
+            await touch(owner_conn, other)
+            await touch(owner_conn, mine)
+            delivered.append((await stream.event())["log"]["id"])
+            await stream.quiet(0.2)
+    assert delivered == await audit_rows(owner_conn, order_id=mine)
