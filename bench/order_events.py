@@ -1,7 +1,7 @@
 """orderEvents: delivery latency from COMMIT, many subscribers on one process, a replay.
 
     python -m bench.order_events [--rounds 200] [--subscribers 1000] [--replay 10000]
-                                 [--scenarios delivery,fan-out,replay,settling]
+                                 [--scenarios delivery,fan-out,replay,settling,write-cost]
 
 The database is DATABASE_URL/API_DATABASE_URL when both are set, else a throwaway embedded
 PostgreSQL; the API runs in its own process under uvicorn (bench/subscription_latency.py's
@@ -19,6 +19,11 @@ harness), clients and the writer in this one, so both ends of a measurement shar
   connections commit short transactions (an order and its audit row) back to back; each
   round commits one more and polls, from another connection, until that row is settled
   (its ``stream_key`` below the xmin of a fresh snapshot, migration 013).
+- write-cost: what migration 016's index costs the write path. Two databases at head, one
+  with the index dropped; ``--pgbench-rounds`` runs of pgbench's submit-and-fill
+  (bench/positions.py's script: five audit rows per transaction) with ``--clients`` clients
+  for ``--pgbench-seconds`` each, alternating. Only in the embedded PostgreSQL (it creates
+  databases); needs pgbench (``PGBENCH``).
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from app.auth.jwt import mint_token
 from app.db.urls import libpq_url
 from app.settings import Settings
+from bench.audit_chain import _create, _pgbench, _pgbench_tps
+from bench.positions import PGBENCH_SCRIPT
 from bench.subscription_latency import SECRET, api_server, database
 
 EVENTS = (
@@ -231,12 +238,48 @@ async def settling(owner_url: str, writers: int, rounds: int) -> None:
     report(f"settled after COMMIT, {writers} writers committing back to back", waits)
 
 
+async def write_cost(owner_url: str, rounds: int, clients: int, seconds: int) -> None:
+    pgbench = _pgbench()
+    if pgbench is None:
+        print("write cost: SKIPPED (pgbench not installed; set PGBENCH to its path)")
+        return
+    admin = await asyncpg.connect(libpq_url(owner_url))
+    suffix = uuid.uuid4().hex[:8]
+    names = {mode: f"bench_events_{mode}_{suffix}" for mode in ("with", "without")}
+    try:
+        urls = {mode: await _create(admin, owner_url, name) for mode, name in names.items()}
+        plain = await asyncpg.connect(libpq_url(urls["without"]))
+        await plain.execute("DROP INDEX public.idx_execution_logs_trader_stream")
+        await plain.close()
+        tps: dict[str, list[float]] = {"with": [], "without": []}
+        for i in range(rounds):
+            for mode in ("without", "with") if i % 2 else ("with", "without"):
+                tps[mode].append(
+                    await asyncio.to_thread(
+                        _pgbench_tps, pgbench, urls[mode], clients, seconds, PGBENCH_SCRIPT
+                    )
+                )
+    finally:
+        for name in names.values():
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+    without, with_index = (statistics.median(tps[m]) for m in ("without", "with"))
+    paired = statistics.median(w / p - 1 for w, p in zip(tps["with"], tps["without"], strict=True))
+    print(
+        f"write cost of the (trader_id, stream_key, seq) index, pgbench submit-and-fill,"
+        f" {clients} clients, {rounds} x {seconds} s each: without {without:.0f} tps,"
+        f" with {with_index:.0f} tps ({(with_index / without - 1) * 100:+.1f}%), median paired"
+        f" ratio {paired * 100:+.1f}%; runs without {[round(t) for t in tps['without']]},"
+        f" with {[round(t) for t in tps['with']]}"
+    )
+
+
 async def run(owner_url: str, api_url: str, args: argparse.Namespace) -> None:
     settings = Settings.from_env({"JWT_SECRET": SECRET, "API_DATABASE_URL": api_url})
     owner = await asyncpg.connect(libpq_url(owner_url))
     try:
         scenarios = {"settling"} if args.only_settling else set(args.scenarios.split(","))
-        if scenarios - {"settling"}:
+        if scenarios - {"settling", "write-cost"}:
             async with api_server(owner_url, api_url) as url:
                 base = url.replace("ws://", "http://").removesuffix("/graphql")
                 if "delivery" in scenarios:
@@ -247,6 +290,8 @@ async def run(owner_url: str, api_url: str, args: argparse.Namespace) -> None:
                     await replay(url, base, owner, settings, args.replay)
         if "settling" in scenarios:
             await settling(owner_url, args.writers, args.rounds)
+        if "write-cost" in scenarios:
+            await write_cost(owner_url, args.pgbench_rounds, args.clients, args.pgbench_seconds)
     finally:
         await owner.close()
 
@@ -257,10 +302,13 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--replay", type=int, default=10_000)
     parser.add_argument("--writers", type=int, default=4)
+    parser.add_argument("--pgbench-rounds", type=int, default=5)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--pgbench-seconds", type=int, default=5)
     parser.add_argument(
         "--scenarios",
         default="delivery,fan-out,replay,settling",
-        help="which to run, comma-separated (default: all four)",
+        help="which to run, comma-separated (default: all but write-cost)",
     )
     parser.add_argument("--only-settling", action="store_true", help="--scenarios settling")
     args = parser.parse_args()
