@@ -64,8 +64,14 @@ def token(settings: Settings, trader: uuid.UUID) -> str:
     return mint_token(settings, sub=trader, role="authenticated", ttl_seconds=3600)
 
 
+COMPRESSION: list[str | None] = ["deflate"]
+"""What the clients offer: permessage-deflate (as browsers do) unless ``--no-compression``."""
+
+
 async def subscribe(url: str, bearer: str, after: str | None = None) -> ClientConnection:
-    ws = await connect(url, subprotocols=["graphql-transport-ws"], open_timeout=60)
+    ws = await connect(
+        url, subprotocols=["graphql-transport-ws"], open_timeout=60, compression=COMPRESSION[0]
+    )
     init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {bearer}"}}
     await ws.send(json.dumps(init))
     ack = json.loads(await asyncio.wait_for(ws.recv(), 60))
@@ -311,7 +317,14 @@ def main() -> None:
         help="which to run, comma-separated (default: all but write-cost)",
     )
     parser.add_argument("--only-settling", action="store_true", help="--scenarios settling")
+    parser.add_argument(
+        "--no-compression",
+        action="store_true",
+        help="clients do not offer permessage-deflate (the server then sends frames as they are)",
+    )
     args = parser.parse_args()
+    if args.no_compression:
+        COMPRESSION[0] = None
     with database() as (owner_url, api_url):
         asyncio.run(run(owner_url, api_url, args))
 
