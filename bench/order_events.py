@@ -14,7 +14,9 @@ harness), clients and the writer in this one, so both ends of a measurement shar
   changes one random trader's order, which exactly one subscriber receives. The server
   process's CPU time over the rounds and its resident memory are reported.
 - replay: ``--replay`` audit rows committed before subscribing; the time from sending the
-  subscription with the earlier cursor to the last event's arrival.
+  subscription with the earlier cursor to the last event's arrival. ``--history`` more rows
+  of the same trader before that cursor (a trader with a past: the rows a read must not
+  scan).
 - settling: the wait that commit order itself adds, without the API. ``--writers``
   connections commit short transactions (an order and its audit row) back to back; each
   round commits one more and polls, from another connection, until that row is settled
@@ -174,10 +176,12 @@ async def fan_out(
 
 
 async def replay(
-    url: str, base: str, owner: asyncpg.Connection, settings: Settings, count: int
+    url: str, base: str, owner: asyncpg.Connection, settings: Settings, count: int, history: int
 ) -> None:
     trader = uuid.uuid4()
     bearer = token(settings, trader)
+    if history:
+        await owner.fetch(INSERT, trader, history)
     async with httpx.AsyncClient() as http:
         cursor = await events_cursor(http, base, bearer)
     await owner.fetch(INSERT, trader, count)
@@ -202,7 +206,7 @@ async def replay(
     )
     await ws.close()
     print(
-        f"replay of {count} events: {elapsed:.3f} s ({count / elapsed:,.0f} events/s);"
+        f"replay of {count} events (after {history} of the trader's): {elapsed:.3f} s ({count / elapsed:,.0f} events/s);"
         f" server CPU {server_cpu:.2f} s ({1000 * server_cpu / count:.2f} ms per event),"
         f" client CPU {client_cpu:.2f} s"
     )
@@ -293,7 +297,7 @@ async def run(owner_url: str, api_url: str, args: argparse.Namespace) -> None:
                 if "fan-out" in scenarios:
                     await fan_out(url, owner, settings, args.subscribers, args.rounds)
                 if "replay" in scenarios:
-                    await replay(url, base, owner, settings, args.replay)
+                    await replay(url, base, owner, settings, args.replay, args.history)
         if "settling" in scenarios:
             await settling(owner_url, args.writers, args.rounds)
         if "write-cost" in scenarios:
@@ -307,6 +311,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--replay", type=int, default=10_000)
+    parser.add_argument("--history", type=int, default=0)
     parser.add_argument("--writers", type=int, default=4)
     parser.add_argument("--pgbench-rounds", type=int, default=5)
     parser.add_argument("--clients", type=int, default=4)
