@@ -15,8 +15,14 @@ alone; 20 to 60 ms on the loaded machine) and a replay with the square of its le
 ``idx_execution_logs_trader_stream`` on ``(trader_id, stream_key, seq)`` makes that read one
 index range that stops after 500 rows (1.8 ms for the same batch). Roles that see every
 row (service_role, compliance_auditor) keep 013's ``(stream_key, seq)`` index; one order's
-stream keeps 005's ``(order_id, seq)``. The price is one more index entry per audit row,
-on every write of an order (bench/figures/order-events.md has the write path's figures).
+stream keeps 005's ``(order_id, seq)``. The stream's read turns bitmap scans off
+(app/events/stream.py says why): the planner cannot know how many rows the policy's
+``(SELECT auth.uid())`` matches and otherwise chose a bitmap scan of this index and a sort.
+
+The price is one more index entry per audit row, on every write of an order: +411 bytes
+of WAL (+6.4 %) per submit-and-fill transaction (five audit rows); pgbench's submit-and-fill
+was -2.6 % and -6.1 % (medians of 6 runs each way) with run-to-run spreads of 30 % and
+more, so no slowdown was measurable on the shared machine (bench/figures/order-events.md).
 
 Nothing about who may read what changes: no grant, policy or function. The downgrade
 drops the index.
