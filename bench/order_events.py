@@ -1,7 +1,7 @@
 """orderEvents: delivery latency from COMMIT, many subscribers on one process, a replay.
 
     python -m bench.order_events [--rounds 200] [--subscribers 1000] [--replay 10000]
-                                 [--scenarios delivery,fan-out,replay,settling]
+                                 [--scenarios delivery,fan-out,replay,settling,write-cost]
 
 The database is DATABASE_URL/API_DATABASE_URL when both are set, else a throwaway embedded
 PostgreSQL; the API runs in its own process under uvicorn (bench/subscription_latency.py's
@@ -14,11 +14,18 @@ harness), clients and the writer in this one, so both ends of a measurement shar
   changes one random trader's order, which exactly one subscriber receives. The server
   process's CPU time over the rounds and its resident memory are reported.
 - replay: ``--replay`` audit rows committed before subscribing; the time from sending the
-  subscription with the earlier cursor to the last event's arrival.
+  subscription with the earlier cursor to the last event's arrival. ``--history`` more rows
+  of the same trader before that cursor (a trader with a past: the rows a read must not
+  scan).
 - settling: the wait that commit order itself adds, without the API. ``--writers``
   connections commit short transactions (an order and its audit row) back to back; each
   round commits one more and polls, from another connection, until that row is settled
   (its ``stream_key`` below the xmin of a fresh snapshot, migration 013).
+- write-cost: what migration 016's index costs the write path. Two databases at head, one
+  with the index dropped; ``--pgbench-rounds`` runs of pgbench's submit-and-fill
+  (bench/positions.py's script: five audit rows per transaction) with ``--clients`` clients
+  for ``--pgbench-seconds`` each, alternating. Only in the embedded PostgreSQL (it creates
+  databases); needs pgbench (``PGBENCH``).
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from app.auth.jwt import mint_token
 from app.db.urls import libpq_url
 from app.settings import Settings
+from bench.audit_chain import _create, _pgbench, _pgbench_tps
+from bench.positions import PGBENCH_SCRIPT
 from bench.subscription_latency import SECRET, api_server, database
 
 EVENTS = (
@@ -57,8 +66,14 @@ def token(settings: Settings, trader: uuid.UUID) -> str:
     return mint_token(settings, sub=trader, role="authenticated", ttl_seconds=3600)
 
 
+COMPRESSION: list[str | None] = ["deflate"]
+"""What the clients offer: permessage-deflate (as browsers do) unless ``--no-compression``."""
+
+
 async def subscribe(url: str, bearer: str, after: str | None = None) -> ClientConnection:
-    ws = await connect(url, subprotocols=["graphql-transport-ws"], open_timeout=60)
+    ws = await connect(
+        url, subprotocols=["graphql-transport-ws"], open_timeout=60, compression=COMPRESSION[0]
+    )
     init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {bearer}"}}
     await ws.send(json.dumps(init))
     ack = json.loads(await asyncio.wait_for(ws.recv(), 60))
@@ -100,6 +115,13 @@ def report(name: str, latencies: list[float]) -> None:
     )
 
 
+async def pause() -> None:
+    """Between rounds: 10 to 20 ms, drawn, so that commits fall anywhere in the change feed's
+    poll cycle. A fixed pause kept each commit at about the same point of it (a round takes
+    about as long each time), which biased every round's wait for the poll alike."""
+    await asyncio.sleep(random.uniform(0.01, 0.02))
+
+
 def server_process() -> psutil.Process:
     """The uvicorn child this process started."""
     [child] = psutil.Process().children()
@@ -118,7 +140,7 @@ async def delivery(url: str, owner: asyncpg.Connection, settings: Settings, roun
         await owner.execute(TOUCH, order_id)
         await next_event(ws)
         latencies.append(time.perf_counter() - started)
-        await asyncio.sleep(0.01)
+        await pause()
     await ws.close()
     report("delivery, 1 subscriber", latencies)
 
@@ -147,7 +169,7 @@ async def fan_out(
         await owner.execute(TOUCH, orders[trader])
         await next_event(sockets[trader])
         latencies.append(time.perf_counter() - started)
-        await asyncio.sleep(0.01)
+        await pause()
     wall = time.perf_counter() - wall_before
     cpu_after = server.cpu_times()
     cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
@@ -161,10 +183,12 @@ async def fan_out(
 
 
 async def replay(
-    url: str, base: str, owner: asyncpg.Connection, settings: Settings, count: int
+    url: str, base: str, owner: asyncpg.Connection, settings: Settings, count: int, history: int
 ) -> None:
     trader = uuid.uuid4()
     bearer = token(settings, trader)
+    if history:
+        await owner.fetch(INSERT, trader, history)
     async with httpx.AsyncClient() as http:
         cursor = await events_cursor(http, base, bearer)
     await owner.fetch(INSERT, trader, count)
@@ -189,7 +213,7 @@ async def replay(
     )
     await ws.close()
     print(
-        f"replay of {count} events: {elapsed:.3f} s ({count / elapsed:,.0f} events/s);"
+        f"replay of {count} events (after {history} of the trader's): {elapsed:.3f} s ({count / elapsed:,.0f} events/s);"
         f" server CPU {server_cpu:.2f} s ({1000 * server_cpu / count:.2f} ms per event),"
         f" client CPU {client_cpu:.2f} s"
     )
@@ -231,12 +255,48 @@ async def settling(owner_url: str, writers: int, rounds: int) -> None:
     report(f"settled after COMMIT, {writers} writers committing back to back", waits)
 
 
+async def write_cost(owner_url: str, rounds: int, clients: int, seconds: int) -> None:
+    pgbench = _pgbench()
+    if pgbench is None:
+        print("write cost: SKIPPED (pgbench not installed; set PGBENCH to its path)")
+        return
+    admin = await asyncpg.connect(libpq_url(owner_url))
+    suffix = uuid.uuid4().hex[:8]
+    names = {mode: f"bench_events_{mode}_{suffix}" for mode in ("with", "without")}
+    try:
+        urls = {mode: await _create(admin, owner_url, name) for mode, name in names.items()}
+        plain = await asyncpg.connect(libpq_url(urls["without"]))
+        await plain.execute("DROP INDEX public.idx_execution_logs_trader_stream")
+        await plain.close()
+        tps: dict[str, list[float]] = {"with": [], "without": []}
+        for i in range(rounds):
+            for mode in ("without", "with") if i % 2 else ("with", "without"):
+                tps[mode].append(
+                    await asyncio.to_thread(
+                        _pgbench_tps, pgbench, urls[mode], clients, seconds, PGBENCH_SCRIPT
+                    )
+                )
+    finally:
+        for name in names.values():
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+    without, with_index = (statistics.median(tps[m]) for m in ("without", "with"))
+    paired = statistics.median(w / p - 1 for w, p in zip(tps["with"], tps["without"], strict=True))
+    print(
+        f"write cost of the (trader_id, stream_key, seq) index, pgbench submit-and-fill,"
+        f" {clients} clients, {rounds} x {seconds} s each: without {without:.0f} tps,"
+        f" with {with_index:.0f} tps ({(with_index / without - 1) * 100:+.1f}%), median paired"
+        f" ratio {paired * 100:+.1f}%; runs without {[round(t) for t in tps['without']]},"
+        f" with {[round(t) for t in tps['with']]}"
+    )
+
+
 async def run(owner_url: str, api_url: str, args: argparse.Namespace) -> None:
     settings = Settings.from_env({"JWT_SECRET": SECRET, "API_DATABASE_URL": api_url})
     owner = await asyncpg.connect(libpq_url(owner_url))
     try:
         scenarios = {"settling"} if args.only_settling else set(args.scenarios.split(","))
-        if scenarios - {"settling"}:
+        if scenarios - {"settling", "write-cost"}:
             async with api_server(owner_url, api_url) as url:
                 base = url.replace("ws://", "http://").removesuffix("/graphql")
                 if "delivery" in scenarios:
@@ -244,9 +304,11 @@ async def run(owner_url: str, api_url: str, args: argparse.Namespace) -> None:
                 if "fan-out" in scenarios:
                     await fan_out(url, owner, settings, args.subscribers, args.rounds)
                 if "replay" in scenarios:
-                    await replay(url, base, owner, settings, args.replay)
+                    await replay(url, base, owner, settings, args.replay, args.history)
         if "settling" in scenarios:
             await settling(owner_url, args.writers, args.rounds)
+        if "write-cost" in scenarios:
+            await write_cost(owner_url, args.pgbench_rounds, args.clients, args.pgbench_seconds)
     finally:
         await owner.close()
 
@@ -256,14 +318,25 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--replay", type=int, default=10_000)
+    parser.add_argument("--history", type=int, default=0)
     parser.add_argument("--writers", type=int, default=4)
+    parser.add_argument("--pgbench-rounds", type=int, default=5)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--pgbench-seconds", type=int, default=5)
     parser.add_argument(
         "--scenarios",
         default="delivery,fan-out,replay,settling",
-        help="which to run, comma-separated (default: all four)",
+        help="which to run, comma-separated (default: all but write-cost)",
     )
     parser.add_argument("--only-settling", action="store_true", help="--scenarios settling")
+    parser.add_argument(
+        "--no-compression",
+        action="store_true",
+        help="clients do not offer permessage-deflate (the server then sends frames as they are)",
+    )
     args = parser.parse_args()
+    if args.no_compression:
+        COMPRESSION[0] = None
     with database() as (owner_url, api_url):
         asyncio.run(run(owner_url, api_url, args))
 

@@ -127,3 +127,20 @@ async def test_a_compiler_bug_fails_the_subscription_in_strict_mode(
         await h.submit(trader)
         [event] = await received(h, token, EVERY_FIELD, cursor, TRANSPORT_WS)
         assert json.loads(event)["errors"][0]["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+
+
+@pytest.mark.parametrize(
+    "operation_id", ["1", '"payload":{"data":null', '{"payload":{"data":null}}', "\u2028"]
+)
+@pytest.mark.parametrize("kind", ["next", "data"])
+def test_a_built_event_is_sent_as_the_message_strawberry_would_encode_whatever_the_id(
+    operation_id: str, kind: str
+) -> None:
+    event = {"orderEvents": {"cursor": "c", "log": {"id": "x", "prevHash": None}}}
+    built = compiled_events.Built(json.dumps(event))
+    message: dict[str, Any] = {"id": operation_id, "type": kind, "payload": {"data": built}}
+    message["payload"]["extensions"] = {"payload": {"data": None}}
+    sent = compiled_events.encode(message)
+    plain = {**message, "payload": {**message["payload"], "data": event}}
+    assert json.loads(sent) == plain
+    assert compiled_events.encode(plain) == json.dumps(plain, separators=(",", ":"))

@@ -9,8 +9,8 @@ one request survives into the next user of the pooled connection.
 Three shapes, one pool, one statement that sets the caller (``_caller_settings``):
 
 - ``transaction``: a SQLAlchemy connection shared by the resolvers of one request (``Tx``);
-- ``read_json``: the hot path of compiled queries, the same transaction straight on the
-  asyncpg connection;
+- ``read_json`` (``read_rows``): the hot path of compiled queries (of orderEvents' reads),
+  the same transaction straight on the asyncpg connection;
 - ``autocommit_row``: the hot path of compiled writes, one statement that sets the caller
   itself (migration 007's functions), bounded by the client's timeout, which asyncpg
   turns into a cancel on the server.
@@ -296,6 +296,25 @@ class Database:
         Written out, without context managers of its own: each generator-based one cost
         about 10 µs per request here (bench/figures/stage-profile-issue19.md).
         """
+        raw: str = await self._read_only(claims, _SET_CALLER_SQL, sql, args, rows=False)
+        return raw
+
+    async def read_rows(
+        self, claims: Claims, sql: str, args: Sequence[Any], *, settings: str = ""
+    ) -> list[Any]:
+        """``read_json``'s transaction answering all rows (asyncpg Records) of ``sql``.
+
+        ``settings``: more ``, set_config(..., true)`` calls of constants, sent in the
+        caller's statement (no round trip of their own), for the planner of ``sql``.
+        """
+        rows: list[Any] = await self._read_only(
+            claims, _SET_CALLER_SQL + settings, sql, args, rows=True
+        )
+        return rows
+
+    async def _read_only(
+        self, claims: Claims, caller_sql: str, sql: str, args: Sequence[Any], *, rows: bool
+    ) -> Any:
         role, claims_json = _caller_values(claims)
         for attempt in (1, 2):
             proxied = await self._checkout()
@@ -305,14 +324,14 @@ class Database:
                 # them (bench/pool_checkout.py); READ ONLY here instead of in the settings.
                 await conn.execute("BEGIN READ ONLY")
                 try:
-                    await conn.execute(_SET_CALLER_SQL, role, claims_json, self.statement_timeout)
-                    raw: str = await conn.fetchval(sql, *args)
+                    await conn.execute(caller_sql, role, claims_json, self.statement_timeout)
+                    answer = await (conn.fetch(sql, *args) if rows else conn.fetchval(sql, *args))
                 except BaseException:
                     if not conn.is_closed():
                         await conn.execute("ROLLBACK")
                     raise
                 await conn.execute("COMMIT")
-                return raw
+                return answer
             except Exception as error:
                 unavailable = await self._discard_if_away(proxied, error)
                 if unavailable is None:

@@ -48,6 +48,7 @@ from app.db.replicas import Reader, Replicas
 from app.db.session import Database
 from app.graphql import body, errors, graphiql, inputs, operation
 from app.graphql.compiled import CompiledPath
+from app.graphql.compiled import events as compiled_events
 from app.graphql.context import Context
 from app.graphql.subscriptions import OrderFeed
 from app.graphql.trusted import TrustedDocuments
@@ -64,6 +65,10 @@ _DECODED: ContextVar[tuple[bytes | None, object] | None] = ContextVar("decoded_b
 class GraphQLEndpoint(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWSHandler
     graphql_ws_handler_class = LegacyWSHandler
+
+    def encode_json(self, data: object) -> str:
+        # Strawberry's encoding, and orderEvents' built events spliced in as they are.
+        return compiled_events.encode(data)
 
     def __init__(
         self,

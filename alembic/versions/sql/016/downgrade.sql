@@ -1,0 +1,1 @@
+DROP INDEX public.idx_execution_logs_trader_stream;
