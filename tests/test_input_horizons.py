@@ -7,6 +7,8 @@
   row the database accepts breaks a reader.
 - A cursor whose timestamp leaves the years 1 to 9999 in UTC is BAD_USER_INPUT on ``after``
   for every role, compiled or not; a compiled read that fails has the resolvers' shape.
+- No fill is dated after the database's clock (migration 017, five seconds of clock skew
+  allowed), as the API refuses one dated after its own: plain SQL as service_role too.
 - A request is JSON only if it says application/json; two Authorization headers are refused.
 The submit cases through both paths are in tests/test_compiled_mutations.py, the order rules
 both ways (API and plain SQL, plain PostgreSQL and Supabase) in tests/test_order_rules.py.
@@ -159,6 +161,45 @@ async def test_record_fill_refuses_a_timestamp_beyond_the_horizon(
         recent = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
         assert "errors" not in await client.gql(FILL, {"id": order_id, "at": recent}, token=engine)
     assert await owner_conn.fetchval("SELECT count(*) FROM fills") == 1
+
+
+async def test_plain_sql_may_not_date_a_fill_in_the_future(
+    database: Db, authenticator_conn: asyncpg.Connection, owner_conn: asyncpg.Connection
+) -> None:
+    async with api_client(api_settings(database)) as client:
+        body = await client.gql(SUBMIT, {"input": LIMIT}, token=client.token(uuid.uuid4()))
+        order_id = uuid.UUID(body["data"]["submitOrder"]["id"])
+        engine = client.token(None, "service_role")
+        assert "errors" not in await client.gql(APPROVE, {"id": str(order_id)}, token=engine)
+    insert = (
+        'INSERT INTO fills (order_id, "timestamp", quantity_filled, price_at_fill, venue)'
+        " VALUES ($1, clock_timestamp() + $2, 1, 10, 'NYSE')"
+    )
+    for ahead in (timedelta(minutes=1), timedelta(seconds=6)):
+        with pytest.raises(asyncpg.PostgresError) as refused:
+            async with as_role(authenticator_conn, "service_role") as conn:
+                await conn.execute(insert, order_id, ahead)
+        error = refused.value
+        assert (error.sqlstate, error.column_name) == ("OA422", "timestamp"), ahead
+        assert error.message == "timestamp cannot be in the future"
+    assert await owner_conn.fetchval("SELECT count(*) FROM fills") == 0
+    # A clock a little ahead of the database's (another host's) is not the future.
+    async with as_role(authenticator_conn, "service_role", commit=True) as conn:
+        await conn.execute(insert, order_id, timedelta(seconds=2))
+    assert await owner_conn.fetchval("SELECT count(*) FROM fills") == 1
+
+
+async def test_the_api_refuses_a_fill_a_minute_ahead_of_its_clock(database: Db) -> None:
+    async with api_client(api_settings(database)) as client:
+        body = await client.gql(SUBMIT, {"input": LIMIT}, token=client.token(uuid.uuid4()))
+        order_id = body["data"]["submitOrder"]["id"]
+        engine = client.token(None, "service_role")
+        assert "errors" not in await client.gql(APPROVE, {"id": order_id}, token=engine)
+        ahead = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
+        body = await client.gql(FILL, {"id": order_id, "at": ahead}, token=engine)
+    [error] = body["errors"]
+    assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": "timestamp"}, error
+    assert error["message"] == "timestamp cannot be in the future"
 
 
 # --- cursors and the compiled read path's errors -----------------------------------------
@@ -319,3 +360,9 @@ async def test_the_upgrade_refuses_rows_no_reader_can_decode(cluster: pg.Cluster
         assert "orders.expires_at: 1 rows" in up.stderr, up.stderr
     finally:
         await pg.drop_test_database(cluster, database.name)
+
+
+async def test_the_downgrade_of_017_gives_back_what_came_before(cluster: pg.Cluster) -> None:
+    trip = await round_trip(cluster, "016", "017")
+    assert "Running downgrade 017 -> 016" in trip.downgrade_log
+    assert trip.back == trip.before, privileges.diff(trip.before, trip.back)
