@@ -271,6 +271,7 @@ class ExecutionLog(Base):
         Index("idx_execution_logs_seq", "seq", unique=True),
         Index("idx_execution_logs_chain", "order_id", "seq"),
         Index("idx_execution_logs_stream", "stream_key", "seq"),
+        Index("idx_execution_logs_trader_stream", "trader_id", "stream_key", "seq"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(
