@@ -155,7 +155,9 @@ async def test_a_token_from_another_cluster_is_answered_by_the_primary_at_once(
         primary_reads = reads_by("primary")
         started = time.monotonic()
         assert await page(client, trader, consistency=future) == (200, [order_id])
-        assert time.monotonic() - started < 0.3
+        # At once: not after READ_YOUR_WRITES_WAIT_MS (4 s), nor the replica's 1.5 s delay.
+        # (0.3 s was exceeded once, 0.79 s, by a CI pass on PostgreSQL 15.)
+        assert time.monotonic() - started < 1.2
         assert reads_by("primary") == primary_reads + 1
 
 
