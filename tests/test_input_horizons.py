@@ -62,6 +62,15 @@ def token(client: Client, role: str) -> str | None:
     return client.token(sub, role)
 
 
+async def approved_order(client: Client) -> tuple[str, str]:
+    """A new trader's order, submitted and approved: its id and the engine's token."""
+    body = await client.gql(SUBMIT, {"input": LIMIT}, token=client.token(uuid.uuid4()))
+    order_id: str = body["data"]["submitOrder"]["id"]
+    engine = client.token(None, "service_role")
+    assert "errors" not in await client.gql(APPROVE, {"id": order_id}, token=engine)
+    return order_id, engine
+
+
 @pytest.fixture
 async def two(database: Db) -> AsyncIterator[tuple[Client, Client]]:
     """The resolvers alone, and an app whose compiled paths are on."""
@@ -122,10 +131,7 @@ async def test_the_engine_may_not_set_its_times_beyond_the_horizon_in_plain_sql(
     database: Db, authenticator_conn: asyncpg.Connection, value: str
 ) -> None:
     async with api_client(api_settings(database)) as client:
-        body = await client.gql(SUBMIT, {"input": LIMIT}, token=client.token(uuid.uuid4()))
-        order_id = uuid.UUID(body["data"]["submitOrder"]["id"])
-        engine = client.token(None, "service_role")
-        assert "errors" not in await client.gql(APPROVE, {"id": str(order_id)}, token=engine)
+        order_id = uuid.UUID((await approved_order(client))[0])
     with pytest.raises(asyncpg.PostgresError) as refused:
         async with as_role(authenticator_conn, "service_role") as conn:
             await conn.execute(f"UPDATE orders SET routed_at = {value} WHERE id = $1", order_id)
@@ -151,10 +157,7 @@ async def test_record_fill_refuses_a_timestamp_beyond_the_horizon(
     database: Db, owner_conn: asyncpg.Connection, at: str, field: str
 ) -> None:
     async with api_client(api_settings(database)) as client:
-        body = await client.gql(SUBMIT, {"input": LIMIT}, token=client.token(uuid.uuid4()))
-        order_id = body["data"]["submitOrder"]["id"]
-        engine = client.token(None, "service_role")
-        assert "errors" not in await client.gql(APPROVE, {"id": order_id}, token=engine)
+        order_id, engine = await approved_order(client)
         body = await client.gql(FILL, {"id": order_id, "at": at}, token=engine)
         [error] = body["errors"]
         assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": field}, error
@@ -167,10 +170,7 @@ async def test_plain_sql_may_not_date_a_fill_in_the_future(
     database: Db, authenticator_conn: asyncpg.Connection, owner_conn: asyncpg.Connection
 ) -> None:
     async with api_client(api_settings(database)) as client:
-        body = await client.gql(SUBMIT, {"input": LIMIT}, token=client.token(uuid.uuid4()))
-        order_id = uuid.UUID(body["data"]["submitOrder"]["id"])
-        engine = client.token(None, "service_role")
-        assert "errors" not in await client.gql(APPROVE, {"id": str(order_id)}, token=engine)
+        order_id = uuid.UUID((await approved_order(client))[0])
     insert = (
         'INSERT INTO fills (order_id, "timestamp", quantity_filled, price_at_fill, venue)'
         " VALUES ($1, clock_timestamp() + $2, 1, 10, 'NYSE')"
@@ -191,10 +191,7 @@ async def test_plain_sql_may_not_date_a_fill_in_the_future(
 
 async def test_the_api_refuses_a_fill_a_minute_ahead_of_its_clock(database: Db) -> None:
     async with api_client(api_settings(database)) as client:
-        body = await client.gql(SUBMIT, {"input": LIMIT}, token=client.token(uuid.uuid4()))
-        order_id = body["data"]["submitOrder"]["id"]
-        engine = client.token(None, "service_role")
-        assert "errors" not in await client.gql(APPROVE, {"id": order_id}, token=engine)
+        order_id, engine = await approved_order(client)
         ahead = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
         body = await client.gql(FILL, {"id": order_id, "at": ahead}, token=engine)
     [error] = body["errors"]
