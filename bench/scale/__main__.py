@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import subprocess
@@ -131,31 +132,50 @@ def requests_for(server: servers.Server, workload: str, people: Clients) -> list
 
 
 def measure_http(
-    server: servers.Server, target: str, db: Database, people: Clients, args: argparse.Namespace,
-    workdir: Path, postmaster: int | None,
+    running: list[tuple[str, servers.Server]], db: Database, people: Clients,
+    args: argparse.Namespace, workdir: Path, postmaster: int | None,
 ) -> list[Measurement]:  # fmt: skip
+    """Every server on every workload and concurrency, the servers back to back on each (the
+    machine's speed drifts by up to half within minutes: side by side, a ratio compares the
+    same minute), first in turn: A B, B A, ... so that a steady drift favours neither."""
     results = []
+    warm: set[tuple[str, str]] = set()
+    turn = 0
     for workload in args.workloads:
-        script = wrk.script(
-            workdir / f"{target}-{workload}.lua", requests_for(server, workload, people)
-        )
-        if args.warmup > 0:
-            wrk.run(script, server.port, 10, args.warmup)
+        scripts = {
+            target: wrk.script(
+                workdir / f"{target}-{workload}.lua", requests_for(server, workload, people)
+            )
+            for target, server in running
+        }
         for c in args.concurrency:
-            before = asyncio.run(order_count(db))
-            meter = cpu.Meter(server.proc.pid, postmaster)
-            meter.start()
-            result = wrk.run(script, server.port, c, args.seconds)
-            used = meter.per_request(result.requests)
-            errors = result.errors + asyncio.run(unwritten(db, workload, result, c, before))
-            results.append(
-                Measurement(target, workload, c, result.requests, result.seconds, result.rate,
-                            result.p50_ms, result.p99_ms, errors, **used)
-            )  # fmt: skip
-            say(f"  {target} {workload} c={c}: {result.rate:,.0f} req/s,"
-                f" p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, {_cpu(used)}"
-                + (f", {errors} ERRORS" if errors else ""))  # fmt: skip
+            order = running if turn % 2 == 0 else running[::-1]
+            turn += 1
+            for target, server in order:
+                if args.warmup > 0 and (target, workload) not in warm:
+                    wrk.run(scripts[target], server.port, 10, args.warmup)
+                    warm.add((target, workload))
+                results.append(
+                    measure_one(server, target, workload, c, scripts[target], db, args, postmaster)
+                )
     return results
+
+
+def measure_one(
+    server: servers.Server, target: str, workload: str, c: int, script: Path, db: Database,
+    args: argparse.Namespace, postmaster: int | None,
+) -> Measurement:  # fmt: skip
+    before = asyncio.run(order_count(db))
+    meter = cpu.Meter(server.proc.pid, postmaster)
+    meter.start()
+    result = wrk.run(script, server.port, c, args.seconds)
+    used = meter.per_request(result.requests)
+    errors = result.errors + asyncio.run(unwritten(db, workload, result, c, before))
+    say(f"  {target} {workload} c={c}: {result.rate:,.0f} req/s,"
+        f" p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, {_cpu(used)}"
+        + (f", {errors} ERRORS" if errors else ""))  # fmt: skip
+    return Measurement(target, workload, c, result.requests, result.seconds, result.rate,
+                       result.p50_ms, result.p99_ms, errors, **used)  # fmt: skip
 
 
 def _cpu(used: dict[str, float | None]) -> str:
@@ -219,15 +239,18 @@ def main() -> int:
                 )
         if "ours" in args.targets:
             configurations.append(("ours", lambda: servers.start_ours(db.api, workdir)))
-        for target, start in configurations:
-            server = start()
-            try:
+        # All servers up at once (an idle one costs next to nothing), then measured in turn.
+        with contextlib.ExitStack() as stack:
+            running = []
+            for target, start in configurations:
+                server = start()
+                stack.callback(server.stop)
                 say(f"{server.label}: checking answers")
                 checked = asyncio.run(checks.check(server, db.owner_dsn, people))
-                say(f"{server.label}: {checked} answers right; measuring")
-                results += measure_http(server, target, db, people, args, workdir, postmaster)
-            finally:
-                server.stop()
+                say(f"{server.label}: {checked} answers right")
+                running.append((target, server))
+            say("measuring " + ", ".join(target for target, _ in running) + ", side by side")
+            results += measure_http(running, db, people, args, workdir, postmaster)
     meta = {
         "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": commit(),
