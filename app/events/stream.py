@@ -212,7 +212,8 @@ async def read_built(
     event's time from COMMIT to the subscriber (bench/figures/order-events.md)."""
     one = order_id is not None
     sql = _read_json_positional(one, json)
-    args = list(_arguments(cursor, order_id, limit).values())[: len(_POSITIONAL[one])]
+    named = _arguments(cursor, order_id, limit)
+    args = [named[name] for name in _POSITIONAL[one]]  # in the order of their numbers
     return _built(cursor, await db.read_rows(claims, sql, args, settings=_PLAN_SETTINGS), limit)
 
 
