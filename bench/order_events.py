@@ -47,7 +47,7 @@ from app.auth.jwt import mint_token
 from app.db.urls import libpq_url
 from app.settings import Settings
 from bench.audit_chain import _create, _pgbench, _pgbench_tps
-from bench.positions import PGBENCH_SCRIPT
+from bench.positions.writes import PGBENCH_SCRIPT
 from bench.subscription_latency import SECRET, api_server, database
 
 EVENTS = (
