@@ -30,7 +30,6 @@ import io
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import tempfile
 import time
@@ -45,6 +44,7 @@ from app.db import embedded
 from app.db.migrations import upgrade_to_head
 from app.db.urls import libpq_url, with_user
 from app.settings import Settings
+from bench import pairs
 
 TRADER = uuid.UUID("5c3e9a10-7b2d-4f61-9e84-2a0d1c6b3f77")
 WITHOUT_CHAIN = """
@@ -169,10 +169,7 @@ async def run(
                 times[mode].append(await _timed_order(api[mode]))
         for conn in api.values():
             await conn.close()
-        plain, chained = (statistics.median(times[m]) * 1000 for m in ("without", "with"))
-        paired = statistics.median(
-            (w - p) * 1000 for w, p in zip(times["with"], times["without"], strict=True)
-        )
+        plain, chained, paired = pairs.times_ms(times)
         print(
             f"write path, {rounds * orders} orders each, alternating (4 transactions, 4 audit"
             f" rows each): median without the chain {plain:.3f} ms/order, with it"
@@ -192,7 +189,7 @@ async def run(
                             _pgbench_tps, pgbench, urls[mode], clients, pgbench_seconds
                         )
                     )
-            plain_tps, chained_tps = (statistics.median(tps[m]) for m in ("without", "with"))
+            plain_tps, chained_tps, _ = pairs.rates(tps)
             print(
                 f"pgbench, {clients} clients, {len(tps['with'])} x {pgbench_seconds} s each,"
                 f" one order (4 audit rows) per transaction: without the chain"

@@ -46,6 +46,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from app.auth.jwt import mint_token
 from app.db.urls import libpq_url
 from app.settings import Settings
+from bench import pairs
 from bench.audit_chain import _create, _pgbench, _pgbench_tps
 from bench.positions.writes import PGBENCH_SCRIPT
 from bench.subscription_latency import SECRET, api_server, database
@@ -280,14 +281,12 @@ async def write_cost(owner_url: str, rounds: int, clients: int, seconds: int) ->
         for name in names.values():
             await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await admin.close()
-    without, with_index = (statistics.median(tps[m]) for m in ("without", "with"))
-    paired = statistics.median(w / p - 1 for w, p in zip(tps["with"], tps["without"], strict=True))
+    without, with_index, paired = pairs.rates(tps)
     print(
         f"write cost of the (trader_id, stream_key, seq) index, pgbench submit-and-fill,"
         f" {clients} clients, {rounds} x {seconds} s each: without {without:.0f} tps,"
         f" with {with_index:.0f} tps ({(with_index / without - 1) * 100:+.1f}%), median paired"
-        f" ratio {paired * 100:+.1f}%; runs without {[round(t) for t in tps['without']]},"
-        f" with {[round(t) for t in tps['with']]}"
+        f" ratio {paired * 100:+.1f}%; {pairs.runs(tps)}"
     )
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 
 import asyncpg
 
 from app.db.urls import libpq_url, with_user
+from bench import pairs
 from bench.audit_chain import _create, _pgbench, _pgbench_tps
 from bench.positions import TRADER, set_caller
 
@@ -81,10 +81,7 @@ async def write_path(
             times[mode].append(await _one_order(api[mode], side))
     for conn in api.values():
         await conn.close()
-    plain, kept = (statistics.median(times[m]) * 1000 for m in ("without", "with"))
-    paired = statistics.median(
-        (w - p) * 1000 for w, p in zip(times["with"], times["without"], strict=True)
-    )
+    plain, kept, paired = pairs.times_ms(times)
     print(
         f"write path, {rounds * orders} orders each, alternating (submit, approve, route, fill):"
         f" median without positions {plain:.3f} ms/order, with them {kept:.3f} ms/order;"
@@ -102,11 +99,10 @@ async def write_path(
                     _pgbench_tps, pgbench, urls[mode], clients, pgbench_seconds, PGBENCH_SCRIPT
                 )
             )
-    plain_tps, kept_tps = (statistics.median(tps[m]) for m in ("without", "with"))
-    paired = statistics.median(w / p - 1 for w, p in zip(tps["with"], tps["without"], strict=True))
+    plain_tps, kept_tps, paired = pairs.rates(tps)
     print(
         f"pgbench submit-and-fill, {clients} clients, {rounds} x {pgbench_seconds} s each:"
         f" without positions {plain_tps:.0f} tps, with them {kept_tps:.0f} tps"
         f" ({(kept_tps / plain_tps - 1) * 100:+.1f}%), median paired ratio {paired * 100:+.1f}%;"
-        f" runs without {[round(t) for t in tps['without']]}, with {[round(t) for t in tps['with']]}"
+        f" {pairs.runs(tps)}"
     )
