@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -131,80 +132,96 @@ def requests_for(server: servers.Server, workload: str, people: Clients) -> list
     return requests
 
 
-def measure_http(
-    running: list[tuple[str, servers.Server]], db: Database, people: Clients,
-    args: argparse.Namespace, workdir: Path, postmaster: int | None,
-) -> list[Measurement]:  # fmt: skip
-    """Every server on every workload and concurrency, the servers back to back on each (the
-    machine's speed drifts by up to half within minutes: side by side, a ratio compares the
-    same minute), first in turn: A B, B A, ... so that a steady drift favours neither."""
+@dataclass
+class Target:
+    """Something measured: the raw database or one HTTP server."""
+
+    name: str
+    warm: Callable[[str], object]
+    """Warm it up on a workload (10 clients, ``--warmup`` seconds)."""
+    measure: Callable[[str, int], Measurement]
+    """A workload at a concurrency."""
+
+
+def measure_all(targets: list[Target], args: argparse.Namespace) -> list[Measurement]:
+    """Every target on every workload and concurrency, back to back on each (the machine's
+    speed drifts by up to half within minutes: side by side, a ratio compares the same
+    minute), the first in turn: A B C, C B A, ... so that a steady drift favours none."""
     results = []
     warm: set[tuple[str, str]] = set()
     turn = 0
     for workload in args.workloads:
-        scripts = {
-            target: wrk.script(
-                workdir / f"{target}-{workload}.lua", requests_for(server, workload, people)
-            )
-            for target, server in running
-        }
         for c in args.concurrency:
-            order = running if turn % 2 == 0 else running[::-1]
+            order = targets if turn % 2 == 0 else targets[::-1]
             turn += 1
-            for target, server in order:
-                if args.warmup > 0 and (target, workload) not in warm:
-                    wrk.run(scripts[target], server.port, 10, args.warmup)
-                    warm.add((target, workload))
-                results.append(
-                    measure_one(server, target, workload, c, scripts[target], db, args, postmaster)
-                )
+            for target in order:
+                if args.warmup > 0 and (target.name, workload) not in warm:
+                    target.warm(workload)
+                    warm.add((target.name, workload))
+                results.append(target.measure(workload, c))
     return results
 
 
-def measure_one(
-    server: servers.Server, target: str, workload: str, c: int, script: Path, db: Database,
-    args: argparse.Namespace, postmaster: int | None,
-) -> Measurement:  # fmt: skip
-    before = asyncio.run(order_count(db))
-    meter = cpu.Meter(server.proc.pid, postmaster)
-    meter.start()
-    result = wrk.run(script, server.port, c, args.seconds)
-    used = meter.per_request(result.requests)
-    errors = result.errors + asyncio.run(unwritten(db, workload, result, c, before))
-    say(f"  {target} {workload} c={c}: {result.rate:,.0f} req/s,"
-        f" p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, {_cpu(used)}"
-        + (f", {errors} ERRORS" if errors else ""))  # fmt: skip
-    return Measurement(target, workload, c, result.requests, result.seconds, result.rate,
-                       result.p50_ms, result.p99_ms, errors, **used)  # fmt: skip
+def http_target(
+    name: str, server: servers.Server, db: Database, people: Clients, args: argparse.Namespace,
+    workdir: Path, postmaster: int | None,
+) -> Target:  # fmt: skip
+    """A server driven by wrk, each workload's requests written once."""
+    scripts: dict[str, Path] = {}
+
+    def script(workload: str) -> Path:
+        if workload not in scripts:
+            scripts[workload] = wrk.script(
+                workdir / f"{name}-{workload}.lua", requests_for(server, workload, people)
+            )
+        return scripts[workload]
+
+    def measure(workload: str, c: int) -> Measurement:
+        before = asyncio.run(order_count(db))
+        meter = cpu.Meter(server.proc.pid, postmaster)
+        meter.start()
+        result = wrk.run(script(workload), server.port, c, args.seconds)
+        used = meter.per_request(result.requests)
+        errors = result.errors + asyncio.run(unwritten(db, workload, result, c, before))
+        say(f"  {name} {workload} c={c}: {result.rate:,.0f} req/s,"
+            f" p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, {_cpu(used)}"
+            + (f", {errors} ERRORS" if errors else ""))  # fmt: skip
+        return Measurement(name, workload, c, result.requests, result.seconds, result.rate,
+                           result.p50_ms, result.p99_ms, errors, **used)  # fmt: skip
+
+    return Target(
+        name, lambda workload: wrk.run(script(workload), server.port, 10, args.warmup), measure
+    )
+
+
+def raw_target(
+    db: Database, args: argparse.Namespace, workdir: Path, postmaster: int | None
+) -> Target:
+    """pgbench replaying the API's transactions (bench/scale/pgbench.py)."""
+    shape = dataset.Shape(args.orders, args.traders, args.big_trader_orders)
+    paths = pgbench.scripts(workdir, shape)
+
+    def measure(workload: str, c: int) -> Measurement:
+        meter = cpu.Meter(None, postmaster)
+        meter.start()
+        r = pgbench.run(db.api_dsn, paths, workload, c, args.seconds, workdir)
+        used = meter.per_request(r.requests)
+        say(f"  raw {workload} c={c}: {r.rate:,.0f} tps, p50 {r.p50_ms:.1f} ms,"
+            f" p99 {r.p99_ms:.1f} ms, {_cpu(used)}")  # fmt: skip
+        return Measurement("raw", workload, c, r.requests, r.seconds, r.rate, r.p50_ms,
+                           r.p99_ms, r.errors, **used)  # fmt: skip
+
+    return Target(
+        "raw",
+        lambda workload: pgbench.run(db.api_dsn, paths, workload, 10, args.warmup, workdir),
+        measure,
+    )
 
 
 def _cpu(used: dict[str, float | None]) -> str:
     return "CPU ms/request " + ", ".join(
         f"{who.removesuffix('_cpu_ms')} {ms:.2f}" for who, ms in used.items() if ms is not None
     )
-
-
-def measure_raw(
-    db: Database, args: argparse.Namespace, workdir: Path, postmaster: int | None
-) -> list[Measurement]:
-    shape = dataset.Shape(args.orders, args.traders, args.big_trader_orders)
-    paths = pgbench.scripts(workdir, shape)
-    results = []
-    for workload in args.workloads:
-        if args.warmup > 0:
-            pgbench.run(db.api_dsn, paths, workload, 10, args.warmup, workdir)
-        for c in args.concurrency:
-            meter = cpu.Meter(None, postmaster)
-            meter.start()
-            r = pgbench.run(db.api_dsn, paths, workload, c, args.seconds, workdir)
-            used = meter.per_request(r.requests)
-            results.append(
-                Measurement("raw", workload, c, r.requests, r.seconds, r.rate, r.p50_ms,
-                            r.p99_ms, r.errors, **used)
-            )  # fmt: skip
-            say(f"  raw {workload} c={c}: {r.rate:,.0f} tps, p50 {r.p50_ms:.1f} ms,"
-                f" p99 {r.p99_ms:.1f} ms, {_cpu(used)}")  # fmt: skip
-    return results
 
 
 def commit() -> str:
@@ -224,10 +241,9 @@ def main() -> int:
         if postmaster is None:
             say("the database's CPU is not measured: its server is not on this machine"
                 " or its data directory is not readable here")  # fmt: skip
-        results: list[Measurement] = []
+        targets: list[Target] = []
         if "raw" in args.targets:
-            say("raw database (pgbench, the API's transactions)")
-            results += measure_raw(db, args, workdir, postmaster)
+            targets.append(raw_target(db, args, workdir, postmaster))
         configurations: list[tuple[str, Callable[[], servers.Server]]] = []
         if "postgraphile" in args.targets:
             for n in args.postgraphile_processes:
@@ -241,16 +257,15 @@ def main() -> int:
             configurations.append(("ours", lambda: servers.start_ours(db.api, workdir)))
         # All servers up at once (an idle one costs next to nothing), then measured in turn.
         with contextlib.ExitStack() as stack:
-            running = []
-            for target, start in configurations:
+            for name, start in configurations:
                 server = start()
                 stack.callback(server.stop)
                 say(f"{server.label}: checking answers")
                 checked = asyncio.run(checks.check(server, db.owner_dsn, people))
                 say(f"{server.label}: {checked} answers right")
-                running.append((target, server))
-            say("measuring " + ", ".join(target for target, _ in running) + ", side by side")
-            results += measure_http(running, db, people, args, workdir, postmaster)
+                targets.append(http_target(name, server, db, people, args, workdir, postmaster))
+            say("measuring " + ", ".join(t.name for t in targets) + ", side by side")
+            results = measure_all(targets, args)
     meta = {
         "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": commit(),
